@@ -1,0 +1,47 @@
+"""A small, flat error hierarchy, translated at the edges.
+
+Each error carries a `hint`: the next thing a user can do. The MCP server turns
+these into the `{"error", "hint"}` envelope; the CLI into one line and exit 1.
+"""
+
+from __future__ import annotations
+
+
+class DispatchError(Exception):
+    """Base class: a problem the user can act on."""
+
+    default_hint = ""
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = self.default_hint if hint is None else hint
+
+    def envelope(self) -> dict[str, str]:
+        return {"error": self.message, "hint": self.hint}
+
+
+class ConfigError(DispatchError):
+    """The config file is missing a piece, unreadable, or invalid."""
+
+    default_hint = "Fix agents.yaml (see agents.example.yaml) or run `agent-dispatch doctor`."
+
+
+class InvalidArgument(DispatchError):
+    """A tool or command argument is out of range or malformed."""
+
+
+class UnknownAgent(DispatchError):
+    default_hint = "Call list_agents (or `agent-dispatch list`) to see the configured agents."
+
+
+class UnknownGroup(DispatchError):
+    default_hint = "Call list_groups (or `agent-dispatch group list`) to see the groups."
+
+
+class JobNotFound(DispatchError):
+    default_hint = "Call dispatch_jobs (or `agent-dispatch jobs`) to see the known job ids."
+
+
+class StorageError(DispatchError):
+    """Job or config storage cannot be used (permissions, disk, ...)."""

@@ -1,0 +1,161 @@
+"""The data model: msgspec Structs shared by every module.
+
+Config structs are strict (unknown fields are errors, values are bounded);
+results are plain data that crosses module and process boundaries.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_-]*"
+_NAME_RE = re.compile(NAME_PATTERN)
+
+PERMISSION_MODES = (
+    "acceptEdits",
+    "auto",
+    "bypassPermissions",
+    "default",
+    "dontAsk",
+    "manual",
+    "plan",
+)
+PermissionMode = Literal[
+    "acceptEdits", "auto", "bypassPermissions", "default", "dontAsk", "manual", "plan"
+]
+ErrorType = Literal[
+    "permission", "timeout", "recursion", "not_found", "budget", "usage_limit", "cli_error"
+]
+JobStatus = Literal["pending", "running", "done", "failed", "cancelled"]
+TERMINAL_STATUSES: frozenset[str] = frozenset({"done", "failed", "cancelled"})
+
+PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
+NonNegInt = Annotated[int, msgspec.Meta(ge=0)]
+PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
+NonNegFloat = Annotated[float, msgspec.Meta(ge=0)]
+
+
+def is_valid_name(name: object) -> bool:
+    """True when `name` is an agent/group name (full match, no trailing newline)."""
+    return isinstance(name, str) and _NAME_RE.fullmatch(name) is not None
+
+
+def _require_finite(value: float | None, field: str) -> None:
+    if value is not None and not math.isfinite(value):
+        raise ValueError(f"{field}: expected a finite number")
+
+
+class _Strict(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    pass
+
+
+class AgentConfig(_Strict):
+    """One agent: a project directory that `claude -p` runs in."""
+
+    directory: str
+    description: str = ""
+    timeout: PositiveInt = 300
+    model: str | None = None
+    max_budget_usd: PositiveFloat | None = None
+    permission_mode: PermissionMode | None = None
+    # Tri-state: None inherits the settings defaults, () allows/denies nothing, else exactly.
+    allowed_tools: tuple[str, ...] | None = None
+    disallowed_tools: tuple[str, ...] | None = None
+    capabilities: tuple[str, ...] = ()
+    risky_capabilities: tuple[str, ...] = ()
+    instructions: str = ""
+
+    def __post_init__(self) -> None:
+        _require_finite(self.max_budget_usd, "max_budget_usd")
+        if not self.directory.strip():
+            raise ValueError("directory: must not be empty")
+
+
+class GroupMember(_Strict):
+    agent: str
+    use_for: str = ""
+
+
+class Group(_Strict):
+    description: str = ""
+    shared_context: str = ""
+    members: tuple[GroupMember, ...] = ()
+
+
+class CacheSettings(_Strict):
+    enabled: bool = True
+    ttl: NonNegFloat = 300
+    max_size: NonNegInt = 1000
+
+    def __post_init__(self) -> None:
+        _require_finite(self.ttl, "ttl")
+
+
+class Settings(_Strict):
+    default_timeout: PositiveInt = 300
+    default_max_budget_usd: PositiveFloat | None = None
+    default_permission_mode: PermissionMode | None = None
+    default_allowed_tools: tuple[str, ...] = ()
+    default_disallowed_tools: tuple[str, ...] = ()
+    max_dispatch_depth: NonNegInt = 3
+    max_concurrency: PositiveInt = 5
+    cache: CacheSettings = msgspec.field(default_factory=CacheSettings)
+    job_retention_days: NonNegFloat = 0
+    claude_path: str | None = None
+
+    def __post_init__(self) -> None:
+        _require_finite(self.default_max_budget_usd, "default_max_budget_usd")
+        _require_finite(self.job_retention_days, "job_retention_days")
+
+
+class Config(_Strict):
+    agents: dict[str, AgentConfig] = msgspec.field(default_factory=dict)
+    groups: dict[str, Group] = msgspec.field(default_factory=dict)
+    settings: Settings = msgspec.field(default_factory=Settings)
+
+
+class DispatchRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """One delegation. `timeout_seconds=None` means the agent's own timeout."""
+
+    agent: str
+    task: str
+    context: str = ""
+    caller: str = ""
+    goal: str = ""
+    response_format: Literal["", "json"] = ""
+    timeout_seconds: float | None = None
+    session_id: str | None = None  # resume this session (dispatch_session)
+    group: str | None = None
+
+
+class DispatchResult(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """What a dispatch returns. Optional fields are omitted when unset."""
+
+    agent: str
+    success: bool
+    result: str = ""
+    session_id: str | None = None
+    cost_usd: float | None = None
+    duration_ms: int | None = None
+    num_turns: int | None = None
+    error: str | None = None
+    error_type: ErrorType | None = None
+    parsed_result: Any = None
+    denied_tools: list[str] | None = None
+    hint: str | None = None
+    budget_exceeded: bool | None = None
+    cached: bool | None = None
+
+
+ProgressKind = Literal["text", "tool_use", "retry"]
+
+
+class ProgressEvent(msgspec.Struct, frozen=True):
+    """A live event from a streaming child: assistant text, a tool call, an API retry."""
+
+    kind: ProgressKind
+    message: str
