@@ -53,7 +53,7 @@ class _Strict(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
     pass
 
 
-class AgentConfig(_Strict):
+class AgentConfig(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """One agent: a project directory that `claude -p` runs in."""
 
     directory: str
@@ -75,18 +75,18 @@ class AgentConfig(_Strict):
             raise ValueError("directory: must not be empty")
 
 
-class GroupMember(_Strict):
+class GroupMember(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=True):
     agent: str
     use_for: str = ""
 
 
-class Group(_Strict):
+class Group(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=True):
     description: str = ""
     shared_context: str = ""
     members: tuple[GroupMember, ...] = ()
 
 
-class CacheSettings(_Strict):
+class CacheSettings(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=True):
     enabled: bool = True
     ttl: NonNegFloat = 300
     max_size: NonNegInt = 1000
@@ -95,7 +95,7 @@ class CacheSettings(_Strict):
         _require_finite(self.ttl, "ttl")
 
 
-class Settings(_Strict):
+class Settings(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=True):
     default_timeout: PositiveInt = 300
     default_max_budget_usd: PositiveFloat | None = None
     default_permission_mode: PermissionMode | None = None
@@ -112,7 +112,7 @@ class Settings(_Strict):
         _require_finite(self.job_retention_days, "job_retention_days")
 
 
-class Config(_Strict):
+class Config(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=True):
     agents: dict[str, AgentConfig] = msgspec.field(default_factory=dict)
     groups: dict[str, Group] = msgspec.field(default_factory=dict)
     settings: Settings = msgspec.field(default_factory=Settings)

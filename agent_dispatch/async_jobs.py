@@ -1,0 +1,226 @@
+"""Async jobs: dispatches that run in the Dispatcher's nursery and persist as records.
+
+Each job runs under its own CancelScope (kept by id, which is how a cancel
+stops it) and sets a trio.Event when it reaches a terminal state (which is how
+a wait wakes up, without polling). Status transitions are monotonic: the store
+never lets a late writer overwrite a terminal record.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import msgspec
+import trio
+
+from agent_dispatch.errors import InvalidArgument, StorageError
+from agent_dispatch.jobs import (
+    Job,
+    JobStore,
+    add_progress,
+    new_job_id,
+    now_iso,
+    pid_alive,
+    validate_job_id,
+)
+from agent_dispatch.models import TERMINAL_STATUSES, DispatchRequest, DispatchResult, ProgressEvent
+
+log = logging.getLogger("agent_dispatch.jobs")
+
+RunFn = Callable[..., Awaitable[DispatchResult]]
+
+MAX_WAIT_SECONDS = 3600.0
+PROGRESS_WRITE_INTERVAL = 1.0
+FOREIGN_POLL_SECONDS = 0.5  # only for jobs owned by another server process
+
+
+class _Live:
+    """What this process knows about a job it runs."""
+
+    __slots__ = ("cancel_requested", "done", "job", "last_write", "scope", "spawned")
+
+    def __init__(self, job: Job) -> None:
+        self.job = job
+        self.scope: trio.CancelScope | None = None
+        self.done = trio.Event()
+        self.spawned = False
+        self.cancel_requested = False
+        self.last_write = -math.inf
+
+
+class AsyncJobs:
+    """The job side of the Dispatcher; `run` is the Dispatcher's single spawn path."""
+
+    def __init__(self, store: JobStore, nursery: trio.Nursery, run: RunFn) -> None:
+        self.store = store
+        self._nursery = nursery
+        self._run = run
+        self._live: dict[str, _Live] = {}
+
+    # -- records -----------------------------------------------------------------
+
+    def record_finished(self, req: DispatchRequest, result: DispatchResult) -> Job:
+        """Store a finished dispatch as a `ref` job: any job id is a ref and vice versa."""
+        stamp = now_iso()
+        job = Job(
+            id=new_job_id(),
+            agent=req.agent,
+            task=req.task,
+            status="done" if result.success else "failed",
+            kind="ref",
+            created_at=stamp,
+            started_at=stamp,
+            completed_at=stamp,
+            result=result,
+            error=result.error,
+            owner_pid=os.getpid(),
+            request=req,
+        )
+        self.store.save(job)
+        return job
+
+    def get(self, job_id: str) -> Job:
+        job_id = validate_job_id(job_id)
+        live = self._live.get(job_id)
+        return live.job if live is not None else self.store.require(job_id)
+
+    # -- running -----------------------------------------------------------------
+
+    async def submit(self, req: DispatchRequest) -> Job:
+        job = Job(
+            id=new_job_id(),
+            agent=req.agent,
+            task=req.task,
+            status="pending",
+            created_at=now_iso(),
+            owner_pid=os.getpid(),
+            request=req,
+        )
+        self.store.save(job)
+        live = _Live(job)
+        self._live[job.id] = live
+        live.scope = await self._nursery.start(self._job_task, live)
+        return job
+
+    async def _job_task(self, live: _Live, task_status: trio.TaskStatus[trio.CancelScope]) -> None:
+        req = live.job.request
+        assert req is not None  # noqa: S101 - submit always sets it
+        result: DispatchResult | None = None
+        try:
+            with trio.CancelScope() as scope:
+                task_status.started(scope)
+                result = await self._run(
+                    req,
+                    on_spawn=lambda pid: self._mark_running(live),
+                    on_progress=lambda event: self._progress(live, event),
+                )
+        finally:
+            self._finish(live, result)  # synchronous: a cancellation cannot interrupt it
+
+    def _save(self, job: Job) -> None:
+        """Persist a running job's state; a storage problem must not kill the run itself."""
+        try:
+            self.store.save_if_not_terminal(job)
+        except StorageError as exc:
+            log.warning("could not write job %s: %s", job.id, exc)
+
+    def _mark_running(self, live: _Live) -> None:
+        live.spawned = True
+        live.job = msgspec.structs.replace(live.job, status="running", started_at=now_iso())
+        self._save(live.job)
+        live.last_write = trio.current_time()
+
+    async def _progress(self, live: _Live, event: ProgressEvent) -> None:
+        live.job.progress = add_progress(live.job.progress, event.message)
+        now = trio.current_time()
+        if now - live.last_write >= PROGRESS_WRITE_INTERVAL:
+            live.last_write = now
+            self._save(live.job)
+
+    def _finish(self, live: _Live, result: DispatchResult | None) -> None:
+        if result is not None:
+            status = "done" if result.success else "failed"
+            error = result.error
+        elif live.cancel_requested:
+            status, error = "cancelled", "cancelled by dispatch_cancel"
+        else:
+            status, error = "cancelled", "cancelled: the server shut down"
+        live.job = msgspec.structs.replace(
+            live.job, status=status, result=result, error=error, completed_at=now_iso()
+        )
+        try:
+            self._save(live.job)
+        finally:
+            live.done.set()
+            self._live.pop(live.job.id, None)
+
+    # -- control -----------------------------------------------------------------
+
+    async def cancel(self, job_id: str) -> dict[str, Any]:
+        job_id = validate_job_id(job_id)
+        live = self._live.get(job_id)
+        if live is not None:
+            outcome = "cancelled_running" if live.spawned else "cancelled"
+            live.cancel_requested = True
+            if live.scope is not None:
+                live.scope.cancel()
+            await live.done.wait()  # the group is dead and the slot free once this returns
+            return {"job_id": job_id, "outcome": outcome, "status": live.job.status}
+        job = self.store.load(job_id)
+        if job is None:
+            return {"job_id": job_id, "outcome": "not_found", "status": None}
+        if job.status in TERMINAL_STATUSES:
+            return {"job_id": job_id, "outcome": "already_terminal", "status": job.status}
+        if job.owner_pid != os.getpid() and pid_alive(job.owner_pid):
+            return {"job_id": job_id, "outcome": "running", "status": job.status}
+        job = msgspec.structs.replace(
+            job, status="cancelled", error="cancelled (its server is gone)", completed_at=now_iso()
+        )
+        self.store.save_if_not_terminal(job)
+        return {"job_id": job_id, "outcome": "cancelled", "status": job.status}
+
+    async def wait(
+        self, job_ids: Sequence[str], *, mode: str, seconds: float
+    ) -> tuple[list[Job], bool]:
+        """Wait for all (or any) of `job_ids` to be terminal; returns (jobs, timed_out)."""
+        if mode not in ("all", "any"):
+            raise InvalidArgument(f"mode: expected 'all' or 'any', got {mode!r}")
+        if isinstance(seconds, bool) or not math.isfinite(seconds) or seconds < 0:
+            raise InvalidArgument(
+                f"timeout_seconds: expected a finite number >= 0, got {seconds!r}"
+            )
+        seconds = min(max(seconds, 1.0), MAX_WAIT_SECONDS)
+        ids = [validate_job_id(j) for j in job_ids]
+        if not ids:
+            raise InvalidArgument("job_ids: give at least one job id")
+        for job_id in ids:
+            self.get(job_id)  # unknown ids fail before any waiting
+        with trio.move_on_after(seconds) as scope:
+            if mode == "all":
+                for job_id in ids:
+                    await self._wait_one(job_id)
+            else:
+                async with trio.open_nursery() as nursery:
+                    for job_id in ids:
+                        nursery.start_soon(self._wait_then_cancel, job_id, nursery.cancel_scope)
+        return [self.get(j) for j in ids], scope.cancelled_caught
+
+    async def _wait_then_cancel(self, job_id: str, scope: trio.CancelScope) -> None:
+        await self._wait_one(job_id)
+        scope.cancel()
+
+    async def _wait_one(self, job_id: str) -> None:
+        live = self._live.get(job_id)
+        if live is not None:
+            await live.done.wait()
+            return
+        # Another server process owns it: there is no Event to wait on across processes.
+        while self.store.require(job_id).status not in TERMINAL_STATUSES:  # noqa: ASYNC110
+            await trio.sleep(FOREIGN_POLL_SECONDS)
+
+    def running_count(self) -> int:
+        return len(self._live)

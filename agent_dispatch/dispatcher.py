@@ -1,0 +1,488 @@
+"""The service: one Dispatcher owns the limiter, the cache and the job nursery.
+
+Every path that starts a `claude` child (dispatch, session, stream, parallel,
+aggregation, dialogue, async jobs) goes through `_run`, which holds one token
+of the single `trio.CapacityLimiter` for the child's whole life.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import msgspec
+import trio
+
+from agent_dispatch import claude
+from agent_dispatch.async_jobs import AsyncJobs
+from agent_dispatch.cache import ResultCache, cache_key
+from agent_dispatch.config import ConfigStore
+from agent_dispatch.dialogue import DialogueResult, clamp_rounds, run_dialogue
+from agent_dispatch.errors import ConfigError, InvalidArgument, UnknownAgent, UnknownGroup
+from agent_dispatch.jobs import Job, JobStore, jobs_dir, pid_alive
+from agent_dispatch.models import (
+    AgentConfig,
+    Config,
+    DispatchRequest,
+    DispatchResult,
+    ProgressEvent,
+    is_valid_name,
+)
+from agent_dispatch.process import run_child
+from agent_dispatch.resolve import (
+    EffectiveAgent,
+    aggregation_task,
+    directory_exists,
+    effective_agent,
+    fold_group_context,
+    resolve_timeout,
+)
+
+ProgressCallback = Callable[[ProgressEvent], Awaitable[None]]
+ItemCallback = Callable[[int, DispatchResult], Awaitable[None]]
+
+
+class ParallelResult(msgspec.Struct, kw_only=True):
+    results: list[DispatchResult]
+    aggregated: DispatchResult | None = None
+
+
+class Dispatcher:
+    """Delegates tasks to agents. Create with `async with Dispatcher.open(cfg) as d:`."""
+
+    def __init__(
+        self,
+        config: Config | ConfigStore,
+        nursery: trio.Nursery,
+        *,
+        env: Mapping[str, str] | None = None,
+        clock: Callable[[], float] | None = None,
+        jobs: JobStore | None = None,
+    ) -> None:
+        self._store = config if isinstance(config, ConfigStore) else None
+        self._static = config if isinstance(config, Config) else None
+        self._env = dict(os.environ if env is None else env)
+        self._depth = claude.current_depth(self._env)
+        try:
+            first = self._load()
+        except ConfigError:
+            first = Config()  # keep serving: every call reports the broken config
+        s = first.settings
+        self.limiter = trio.CapacityLimiter(s.max_concurrency)
+        cache_opts: dict[str, Any] = {"ttl": s.cache.ttl, "max_size": s.cache.max_size}
+        if clock is not None:
+            cache_opts["clock"] = clock
+        self.cache = ResultCache(**cache_opts)
+        self._applied = first
+        self.jobs = AsyncJobs(jobs or JobStore(jobs_dir(self._env)), nursery, self._job_run)
+
+    @classmethod
+    @asynccontextmanager
+    async def open(
+        cls,
+        config: Config | ConfigStore,
+        *,
+        env: Mapping[str, str] | None = None,
+        clock: Callable[[], float] | None = None,
+        jobs: JobStore | None = None,
+    ) -> AsyncIterator[Dispatcher]:
+        """Run a Dispatcher; leaving the block cancels its jobs (their children die)."""
+        async with trio.open_nursery() as nursery:
+            dispatcher = cls(config, nursery, env=env, clock=clock, jobs=jobs)
+            try:
+                yield dispatcher
+            finally:
+                nursery.cancel_scope.cancel()
+
+    # -- configuration -------------------------------------------------------
+
+    def _load(self) -> Config:
+        if self._store is not None:
+            return self._store.load()
+        if self._static is None:  # pragma: no cover - one of the two is always set
+            raise TypeError("Dispatcher needs a Config or a ConfigStore")
+        return self._static
+
+    def config(self) -> Config:
+        """The current config (re-read cheaply when it is a file); applies changes."""
+        cfg = self._load()
+        if cfg is not self._applied:
+            self._apply(cfg)
+        return cfg
+
+    def _apply(self, cfg: Config) -> None:
+        old, s = self._applied, cfg.settings
+        if self.limiter.total_tokens != s.max_concurrency:
+            self.limiter.total_tokens = s.max_concurrency  # borrowed slots are kept
+        self.cache.configure(ttl=s.cache.ttl, max_size=s.cache.max_size)
+        for name in set(old.agents) | set(cfg.agents):
+            if old.agents.get(name) != cfg.agents.get(name) or old.settings != s:
+                self.cache.invalidate_agent(name)
+        self._applied = cfg
+
+    def claude_executable(self, cfg: Config | None = None) -> str | None:
+        cfg = cfg or self.config()
+        candidate = self._env.get("AGENT_DISPATCH_CLAUDE") or cfg.settings.claude_path or "claude"
+        candidate = os.path.expanduser(candidate)
+        if os.sep in candidate:
+            return candidate if os.access(candidate, os.X_OK) else None
+        return shutil.which(candidate, path=self._env.get("PATH", os.defpath))
+
+    # -- validation ------------------------------------------------------------
+
+    def _check_agent(self, cfg: Config, name: str, field: str = "agent") -> AgentConfig:
+        if not is_valid_name(name):
+            raise InvalidArgument(
+                f"{field}: invalid agent name {name!r}",
+                "Agent names match [A-Za-z0-9][A-Za-z0-9_-]*; call list_agents to see them.",
+            )
+        if name not in cfg.agents:
+            raise UnknownAgent(f"{field}: unknown agent {name!r}")
+        return cfg.agents[name]
+
+    def validate(self, req: DispatchRequest, cfg: Config | None = None, field: str = "") -> None:
+        """Raise a DispatchError for a request that must not spawn anything."""
+        cfg = cfg or self.config()
+        prefix = f"{field}." if field else ""
+        self._check_agent(cfg, req.agent, f"{prefix}agent")
+        if not isinstance(req.task, str) or not req.task.strip():
+            raise InvalidArgument(
+                f"{prefix}task: must not be empty", "Say what the agent should do."
+            )
+        if req.response_format not in ("", "json"):
+            raise InvalidArgument(
+                f"{prefix}response_format: expected '' or 'json', got {req.response_format!r}"
+            )
+        resolve_timeout(req.timeout_seconds, 300)
+        if req.group is not None and req.group != "":
+            if req.group not in cfg.groups:
+                raise UnknownGroup(f"{prefix}group: unknown group {req.group!r}")
+            if all(m.agent != req.agent for m in cfg.groups[req.group].members):
+                raise InvalidArgument(
+                    f"{prefix}group: agent {req.agent!r} is not a member of group {req.group!r}",
+                    f"Call inspect_group(name={req.group!r}) to see its members.",
+                )
+        if req.session_id:
+            try:
+                claude.build_argv(
+                    "claude", claude.Invocation(prompt="", session_id=req.session_id, resume=True)
+                )
+            except InvalidArgument as exc:
+                raise InvalidArgument(f"{prefix}session_id: {exc.message}", exc.hint) from None
+
+    # -- single dispatch -------------------------------------------------------
+
+    async def dispatch(self, req: DispatchRequest) -> DispatchResult:
+        """One-shot dispatch; clean successes are cached."""
+        return await self._dispatch(req, use_cache=True)
+
+    async def dispatch_session(self, req: DispatchRequest) -> DispatchResult:
+        """A dispatch that starts (or, with `session_id`, resumes) a session; never cached."""
+        return await self._dispatch(req, use_cache=False)
+
+    async def dispatch_stream(
+        self, req: DispatchRequest, on_progress: ProgressCallback | None = None
+    ) -> DispatchResult:
+        """A dispatch whose assistant text, tool calls and retries reach `on_progress` live."""
+        return await self._dispatch(req, use_cache=False, on_progress=on_progress)
+
+    async def _dispatch(
+        self,
+        req: DispatchRequest,
+        *,
+        use_cache: bool,
+        on_progress: ProgressCallback | None = None,
+    ) -> DispatchResult:
+        cfg = self.config()
+        self.validate(req, cfg)
+        return await self._run(cfg, req, use_cache=use_cache, on_progress=on_progress)
+
+    def _refusal(self, cfg: Config, agent: str) -> DispatchResult | None:
+        limit = cfg.settings.max_dispatch_depth
+        if self._depth >= limit:
+            return DispatchResult(
+                agent=agent,
+                success=False,
+                error=f"dispatch depth {self._depth} reached max_dispatch_depth {limit}",
+                error_type="recursion",
+                hint="This dispatch was itself dispatched; do the work here instead, "
+                "or raise settings.max_dispatch_depth in agents.yaml.",
+            )
+        return None
+
+    async def _run(
+        self,
+        cfg: Config,
+        req: DispatchRequest,
+        *,
+        use_cache: bool,
+        on_progress: ProgressCallback | None = None,
+        on_spawn: Callable[[int], None] | None = None,
+    ) -> DispatchResult:
+        """Resolve, consult the cache, spawn under the limiter, classify, store."""
+        refusal = self._refusal(cfg, req.agent)
+        if refusal is not None:
+            return refusal
+        eff = effective_agent(cfg, req.agent)
+        timeout = resolve_timeout(req.timeout_seconds, eff.timeout)
+        context = req.context
+        if req.group:
+            context = fold_group_context(cfg, req.group, req.agent, context)
+        key = ""
+        caching = use_cache and cfg.settings.cache.enabled and not req.session_id
+        if caching:
+            key = cache_key(
+                agent=req.agent,
+                task=req.task,
+                context=context,
+                caller=req.caller,
+                goal=req.goal,
+                response_format=req.response_format,
+                agent_snapshot=eff,
+            )
+            hit = self.cache.get(key)
+            if hit is not None:
+                return hit
+        if not directory_exists(eff.directory):
+            return _not_found(
+                req.agent,
+                f"agent directory does not exist: {eff.directory}",
+                f"Fix it with update_agent(name={req.agent!r}, directory=...) or "
+                f"`agent-dispatch update {req.agent} --directory DIR`.",
+            )
+        executable = self.claude_executable(cfg)
+        if executable is None:
+            return _not_found(
+                req.agent,
+                "claude executable not found",
+                "Install Claude Code (npm install -g @anthropic-ai/claude-code), or set "
+                "settings.claude_path in agents.yaml or AGENT_DISPATCH_CLAUDE.",
+            )
+        session_id = req.session_id or claude.new_session_id()
+        invocation = claude.Invocation(
+            prompt=claude.build_prompt(
+                req.task,
+                context=context,
+                caller=req.caller,
+                goal=req.goal,
+                response_format=req.response_format,
+            ),
+            session_id=session_id,
+            resume=bool(req.session_id),
+            stream=on_progress is not None,
+            model=eff.model,
+            permission_mode=eff.permission_mode,
+            allowed_tools=eff.allowed_tools,
+            disallowed_tools=eff.disallowed_tools,
+            max_budget_usd=eff.max_budget_usd,
+            append_system_prompt=eff.instructions,
+        )
+        argv = claude.build_argv(executable, invocation)
+        result = await self._spawn(
+            argv,
+            eff,
+            invocation,
+            seconds=timeout,
+            response_format=req.response_format,
+            on_progress=on_progress,
+            on_spawn=on_spawn,
+        )
+        if caching:
+            self.cache.put(key, req.agent, result)
+        return result
+
+    async def _spawn(
+        self,
+        argv: list[str],
+        eff: EffectiveAgent,
+        invocation: claude.Invocation,
+        *,
+        seconds: float,
+        response_format: str,
+        on_progress: ProgressCallback | None,
+        on_spawn: Callable[[int], None] | None,
+    ) -> DispatchResult:
+        env = claude.child_env(self._env, self._depth)
+        async with trio.open_nursery() as nursery:
+            on_line: Callable[[bytes], None] | None = None
+            send: trio.MemorySendChannel[ProgressEvent] | None = None
+            if on_progress is not None:
+                send, receive = trio.open_memory_channel[ProgressEvent](256)
+                nursery.start_soon(_forward_progress, receive, on_progress)
+                on_line = _ProgressFeed(send)
+            try:
+                async with self.limiter:
+                    try:
+                        outcome = await run_child(
+                            argv,
+                            cwd=eff.directory,
+                            env=env,
+                            deadline=trio.current_time() + seconds,
+                            is_complete=claude.has_result,
+                            on_stdout_line=on_line,
+                            on_spawn=on_spawn,
+                        )
+                    except OSError as exc:
+                        return _not_found(
+                            eff.name,
+                            f"could not start claude: {exc}",
+                            "Check the claude executable (`agent-dispatch doctor`) and the "
+                            "agent's directory.",
+                        )
+            finally:
+                if send is not None:
+                    send.close()
+        return claude.classify(
+            agent=eff.name,
+            returncode=outcome.returncode,
+            stdout=outcome.stdout,
+            stderr=outcome.stderr,
+            timed_out=outcome.timed_out,
+            session_id=invocation.session_id,
+            timeout_seconds=seconds,
+            max_budget_usd=eff.max_budget_usd,
+            response_format=response_format,
+        )
+
+    # -- fan-out -----------------------------------------------------------------
+
+    def max_parallel_items(self, cfg: Config | None = None) -> int:
+        cfg = cfg or self.config()
+        return max(100, 20 * cfg.settings.max_concurrency)
+
+    async def dispatch_parallel(
+        self,
+        requests: Sequence[DispatchRequest],
+        *,
+        aggregate: str | None = None,
+        on_item_done: ItemCallback | None = None,
+    ) -> ParallelResult:
+        """Run every request concurrently (bounded by the limiter); results in input order.
+
+        The whole batch is validated before anything is spawned.
+        """
+        cfg = self.config()
+        if not requests:
+            raise InvalidArgument("dispatches: must hold at least one item")
+        limit = self.max_parallel_items(cfg)
+        if len(requests) > limit:
+            raise InvalidArgument(
+                f"dispatches: {len(requests)} items is more than the limit of {limit}",
+                "Split the batch, or use dispatch_async for long queues.",
+            )
+        for i, req in enumerate(requests):
+            self.validate(req, cfg, field=f"dispatches[{i}]")
+        if aggregate:
+            self._check_agent(cfg, aggregate, "aggregate")
+        results: list[DispatchResult | None] = [None] * len(requests)
+
+        async def one(i: int, req: DispatchRequest) -> None:
+            results[i] = await self._run(cfg, req, use_cache=True)
+            if on_item_done is not None:
+                await on_item_done(i, results[i])  # type: ignore[arg-type]
+
+        async with trio.open_nursery() as nursery:
+            for i, req in enumerate(requests):
+                nursery.start_soon(one, i, req)
+        done = [r for r in results if r is not None]
+        aggregated = None
+        if aggregate:
+            aggregated = await self._run(
+                cfg,
+                DispatchRequest(agent=aggregate, task=aggregation_task(requests, done)),
+                use_cache=False,
+            )
+        return ParallelResult(results=done, aggregated=aggregated)
+
+    # -- async jobs ----------------------------------------------------------------
+
+    async def dispatch_async(self, req: DispatchRequest) -> Job:
+        """Queue a dispatch as a job and return its pending record at once."""
+        self.validate(req)
+        return await self.jobs.submit(req)
+
+    async def _job_run(
+        self,
+        req: DispatchRequest,
+        *,
+        on_spawn: Callable[[int], None],
+        on_progress: ProgressCallback,
+    ) -> DispatchResult:
+        return await self._run(
+            self.config(), req, use_cache=False, on_progress=on_progress, on_spawn=on_spawn
+        )
+
+    def store_ref(self, req: DispatchRequest, result: DispatchResult) -> Job:
+        """Keep a finished result as a job record so it can be fetched by reference."""
+        return self.jobs.record_finished(req, result)
+
+    def recover_jobs(self) -> list[str]:
+        """At server start: fail records stranded by a dead server; apply retention."""
+        changed = self.jobs.store.recover_stale(pid_alive=pid_alive)
+        days = self.config().settings.job_retention_days
+        if days > 0:
+            self.jobs.store.purge_older_than(days)
+        return changed
+
+    # -- dialogue ----------------------------------------------------------------
+
+    async def dispatch_dialogue(
+        self,
+        *,
+        requester: str,
+        responder: str,
+        topic: str,
+        max_rounds: float = 3,
+        caller: str = "",
+    ) -> DialogueResult:
+        """Let two agents talk until one ends a message with [RESOLVED] (1..10 rounds)."""
+        cfg = self.config()
+        self._check_agent(cfg, requester, "requester")
+        self._check_agent(cfg, responder, "responder")
+        if not topic.strip():
+            raise InvalidArgument("topic: must not be empty", "Say what the agents should settle.")
+        rounds = clamp_rounds(max_rounds)
+
+        async def run_turn(req: DispatchRequest) -> DispatchResult:
+            return await self._run(self.config(), req, use_cache=False)
+
+        return await run_dialogue(
+            run_turn,
+            requester=requester,
+            responder=responder,
+            topic=topic,
+            max_rounds=rounds,
+            caller=caller,
+        )
+
+
+class _ProgressFeed:
+    """Turns stream-json stdout lines into ProgressEvents on a channel (sync, for process.py)."""
+
+    def __init__(self, send: trio.MemorySendChannel[ProgressEvent]) -> None:
+        self._parser = claude.StreamParser()
+        self._send = send
+
+    def __call__(self, line: bytes) -> None:
+        for event in self._parser.feed_line(line):
+            try:
+                self._send.send_nowait(event)
+            except (trio.WouldBlock, trio.ClosedResourceError):
+                pass  # a slow consumer loses progress lines, never the answer
+
+
+async def _forward_progress(
+    receive: trio.MemoryReceiveChannel[ProgressEvent], on_progress: ProgressCallback
+) -> None:
+    async with receive:
+        async for event in receive:
+            await on_progress(event)
+
+
+def _not_found(agent: str, message: str, hint: str) -> DispatchResult:
+    return DispatchResult(
+        agent=agent, success=False, error=message, error_type="not_found", hint=hint
+    )

@@ -1,0 +1,81 @@
+"""Shared pieces of the MCP tools: the error envelope and result shaping."""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any, ParamSpec, cast
+
+import msgspec
+from mcp.server.mcpserver import Context
+from mcp_types import CallToolResult, TextContent
+
+from agent_dispatch.errors import DispatchError
+from agent_dispatch.models import DispatchResult, ProgressEvent
+
+P = ParamSpec("P")
+
+
+def error_result(exc: DispatchError) -> CallToolResult:
+    envelope = exc.envelope()
+    return CallToolResult(
+        content=[TextContent(type="text", text=json.dumps(envelope))],
+        structured_content=envelope,
+        is_error=True,
+    )
+
+
+def tool_errors(
+    fn: Callable[P, Awaitable[dict[str, Any]]],
+) -> Callable[P, Awaitable[dict[str, Any]]]:
+    """Turn a DispatchError raised by a tool body into the error envelope."""
+
+    @functools.wraps(fn)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> dict[str, Any]:
+        try:
+            return await fn(*args, **kwargs)
+        except DispatchError as exc:
+            return cast(dict[str, Any], error_result(exc))
+        except BaseExceptionGroup as group:
+            # Raised from inside a nursery (heartbeat, progress): unwrap a lone user error.
+            user_error = _only_dispatch_error(group)
+            if user_error is None:
+                raise
+            return cast(dict[str, Any], error_result(user_error))
+
+    return wrapper
+
+
+def result_dict(result: DispatchResult, response_format: str = "") -> dict[str, Any]:
+    out = cast(dict[str, Any], msgspec.to_builtins(result))
+    if response_format == "json" and result.success:
+        out.setdefault("parsed_result", None)  # null means "did not parse", not "absent"
+    return out
+
+
+def progress_reporter(ctx: Context) -> Callable[[ProgressEvent], Awaitable[None]]:
+    step = 0
+
+    async def report(event: ProgressEvent) -> None:
+        nonlocal step
+        step += 1
+        await ctx.report_progress(step, None, event.message)
+
+    return report
+
+
+def _only_dispatch_error(group: BaseExceptionGroup[BaseException]) -> DispatchError | None:
+    leaves: list[BaseException] = []
+
+    def walk(exc: BaseException) -> None:
+        if isinstance(exc, BaseExceptionGroup):
+            for inner in exc.exceptions:
+                walk(inner)
+        else:
+            leaves.append(exc)
+
+    walk(group)
+    if len(leaves) == 1 and isinstance(leaves[0], DispatchError):
+        return leaves[0]
+    return None

@@ -1,0 +1,140 @@
+"""MCP tools for agents, groups and the result cache."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import trio
+from mcp.server.mcpserver import MCPServer
+
+from agent_dispatch import registry
+from agent_dispatch.config import ConfigStore
+from agent_dispatch.dispatcher import Dispatcher
+from agent_dispatch.toolkit import tool_errors
+
+
+def register_agent_tools(server: MCPServer, dispatcher: Dispatcher, store: ConfigStore) -> None:
+    """Agents, groups and the cache: config reads and locked config edits."""
+
+    async def config() -> Any:
+        return dispatcher.config()  # raises ConfigError -> envelope
+
+    @server.tool()
+    @tool_errors
+    async def list_agents() -> dict[str, Any]:
+        """List the configured agents with health and detected facts (stacks, DBs, MCP servers)."""
+        cfg = await config()
+        return {"agents": await trio.to_thread.run_sync(registry.list_agents, cfg)}
+
+    @server.tool()
+    @tool_errors
+    async def inspect_agent(name: str, preview_lines: int = 40) -> dict[str, Any]:
+        """Full config, detected facts and CLAUDE.md / README.md previews of one agent."""
+        cfg = await config()
+        return await trio.to_thread.run_sync(registry.inspect_agent, cfg, name, preview_lines)
+
+    @server.tool()
+    @tool_errors
+    async def list_groups() -> dict[str, Any]:
+        """List agent groups; members that are not configured agents say `unknown: true`."""
+        return {"groups": registry.list_groups(await config())}
+
+    @server.tool()
+    @tool_errors
+    async def inspect_group(name: str) -> dict[str, Any]:
+        """One group's description, shared context and members."""
+        return registry.inspect_group(await config(), name)
+
+    @server.tool()
+    @tool_errors
+    async def add_agent(
+        name: str,
+        directory: str,
+        description: str = "",
+        timeout: float = 0,
+        max_budget_usd: float = 0,
+        permission_mode: str = "",
+        allowed_tools: str = "",
+        disallowed_tools: str = "",
+        capabilities: str = "",
+        risky_capabilities: str = "",
+        instructions: str = "",
+        model: str = "",
+    ) -> dict[str, Any]:
+        """Register a project directory as an agent. Lists are comma separated;
+        timeout 0 = 300 s; max_budget_usd 0 = no cap; a tool list of "[]" means none."""
+        await config()
+        return await trio.to_thread.run_sync(
+            functools.partial(
+                registry.add_agent,
+                store,
+                name,
+                directory,
+                description=description,
+                timeout=timeout,
+                max_budget_usd=max_budget_usd,
+                model=model,
+                permission_mode=permission_mode,
+                allowed_tools=allowed_tools,
+                disallowed_tools=disallowed_tools,
+                capabilities=capabilities,
+                risky_capabilities=risky_capabilities,
+                instructions=instructions,
+            )
+        )
+
+    @server.tool()
+    @tool_errors
+    async def update_agent(
+        name: str,
+        directory: str = "",
+        description: str = "",
+        timeout: float = 0,
+        max_budget_usd: float = 0,
+        model: str = "",
+        permission_mode: str = "",
+        allowed_tools: str = "",
+        disallowed_tools: str = "",
+        capabilities: str = "",
+        risky_capabilities: str = "",
+        instructions: str = "",
+    ) -> dict[str, Any]:
+        """Change fields of an agent. Empty (or 0) = unchanged; "none" clears a field."""
+        await config()
+        fields = {
+            "directory": directory,
+            "description": description,
+            "timeout": timeout,
+            "max_budget_usd": max_budget_usd,
+            "model": model,
+            "permission_mode": permission_mode,
+            "allowed_tools": allowed_tools,
+            "disallowed_tools": disallowed_tools,
+            "capabilities": capabilities,
+            "risky_capabilities": risky_capabilities,
+            "instructions": instructions,
+        }
+        return await trio.to_thread.run_sync(
+            functools.partial(registry.update_agent, store, name, **fields)
+        )
+
+    @server.tool()
+    @tool_errors
+    async def remove_agent(name: str) -> dict[str, Any]:
+        """Remove an agent from the config (its directory is untouched)."""
+        await config()
+        return await trio.to_thread.run_sync(registry.remove_agent, store, name)
+
+    @server.tool()
+    @tool_errors
+    async def cache_stats() -> dict[str, Any]:
+        """Result cache size, hits, misses, evictions, hit rate and TTL."""
+        await config()
+        return dict(dispatcher.cache.stats())
+
+    @server.tool()
+    @tool_errors
+    async def cache_clear() -> dict[str, Any]:
+        """Drop every cached dispatch result."""
+        return {"cleared": dispatcher.cache.clear()}

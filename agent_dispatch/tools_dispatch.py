@@ -1,0 +1,285 @@
+"""MCP tools that run agents: dispatch, session, stream, parallel, dialogue."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import msgspec
+import trio
+from mcp.server.mcpserver import Context, MCPServer
+
+from agent_dispatch.dispatcher import Dispatcher
+from agent_dispatch.errors import InvalidArgument
+from agent_dispatch.jobs import ref_payload
+from agent_dispatch.models import DispatchRequest, DispatchResult
+from agent_dispatch.toolkit import progress_reporter, result_dict, tool_errors
+
+HEARTBEAT_SECONDS = 15.0
+MAX_SUMMARY_CHARS = 100_000
+
+
+def summary_length(value: float) -> int:
+    if isinstance(value, bool) or not math.isfinite(value):
+        raise InvalidArgument(f"summary_chars: expected a number, got {value!r}")
+    return int(min(max(value, 0), MAX_SUMMARY_CHARS))
+
+
+def shape(
+    dispatcher: Dispatcher,
+    req: DispatchRequest,
+    result: DispatchResult,
+    *,
+    return_ref: bool,
+    summary_chars: int,
+) -> dict[str, Any]:
+    """The tool answer for one dispatch: the result, or a ref payload to fetch it later."""
+    if not return_ref:
+        return result_dict(result, req.response_format)
+    job = dispatcher.store_ref(req, result)
+    return ref_payload(job, summary_chars)
+
+
+class ParallelItem(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """One element of dispatch_parallel's `dispatches`."""
+
+    agent: str
+    task: str
+    context: str = ""
+    caller: str = ""
+    goal: str = ""
+    response_format: str = ""
+    timeout_seconds: float = 0
+    group: str = ""
+    return_ref: bool = False
+    summary_chars: float = 500
+
+
+def parse_dispatches(dispatches: list[dict[str, Any]] | str) -> list[ParallelItem]:
+    """A list of objects, or a JSON string of one; errors name the item."""
+    raw: Any = dispatches
+    if isinstance(dispatches, str):
+        try:
+            raw = json.loads(dispatches)
+        except json.JSONDecodeError as exc:
+            raise InvalidArgument(
+                f"dispatches: not valid JSON ({exc.msg} at position {exc.pos})",
+                'Pass a list like [{"agent": "backend", "task": "..."}].',
+            ) from None
+    if not isinstance(raw, list):
+        raise InvalidArgument(
+            "dispatches: expected a list of {agent, task, ...} objects",
+            'Pass a list like [{"agent": "backend", "task": "..."}].',
+        )
+    items = []
+    for i, entry in enumerate(raw):
+        try:
+            items.append(msgspec.convert(entry, ParallelItem))
+        except msgspec.ValidationError as exc:
+            message = str(exc).replace(" - at `$`", "").replace("`$.", "`")
+            raise InvalidArgument(f"dispatches[{i}]: {message}") from None
+    return items
+
+
+def request_from_args(
+    agent: str,
+    task: str,
+    *,
+    context: str = "",
+    caller: str = "",
+    goal: str = "",
+    response_format: str = "",
+    timeout_seconds: float = 0,
+    group: str = "",
+    session_id: str = "",
+) -> DispatchRequest:
+    if response_format not in ("", "json"):
+        raise InvalidArgument(f"response_format: expected '' or 'json', got {response_format!r}")
+    return DispatchRequest(
+        agent=agent,
+        task=task,
+        context=context,
+        caller=caller,
+        goal=goal,
+        response_format="json" if response_format == "json" else "",
+        timeout_seconds=timeout_seconds,
+        group=group or None,
+        session_id=session_id or None,
+    )
+
+
+@asynccontextmanager
+async def heartbeat(ctx: Context, what: str) -> AsyncIterator[None]:
+    """Progress at the start and every few seconds: keeps a client's idle timer alive."""
+
+    async def beat() -> None:
+        elapsed = 0.0
+        await ctx.report_progress(0, None, f"{what}: started")
+        while True:
+            await trio.sleep(HEARTBEAT_SECONDS)
+            elapsed += HEARTBEAT_SECONDS
+            await ctx.report_progress(elapsed, None, f"{what}: running for {elapsed:.0f}s")
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(beat)
+        try:
+            yield
+        finally:
+            nursery.cancel_scope.cancel()
+
+
+def register_dispatch_tools(server: MCPServer, dispatcher: Dispatcher) -> None:
+    @server.tool()
+    @tool_errors
+    async def dispatch(
+        agent: str,
+        task: str,
+        ctx: Context,
+        context: str = "",
+        caller: str = "",
+        goal: str = "",
+        response_format: str = "",
+        timeout_seconds: float = 0,
+        group: str = "",
+        return_ref: bool = False,
+        summary_chars: float = 500,
+    ) -> dict[str, Any]:
+        """Delegate one task to an agent and wait for its answer (clean answers are cached).
+        timeout_seconds: 0 = the agent's own; else clamped to 10..7200. return_ref=true
+        returns a short summary and a ref for fetch_result instead of the whole answer."""
+        req = request_from_args(
+            agent,
+            task,
+            context=context,
+            caller=caller,
+            goal=goal,
+            response_format=response_format,
+            timeout_seconds=timeout_seconds,
+            group=group,
+        )
+        chars = summary_length(summary_chars)
+        async with heartbeat(ctx, f"dispatch to {agent}"):
+            result = await dispatcher.dispatch(req)
+        return shape(dispatcher, req, result, return_ref=return_ref, summary_chars=chars)
+
+    @server.tool()
+    @tool_errors
+    async def dispatch_session(
+        agent: str,
+        task: str,
+        ctx: Context,
+        session_id: str = "",
+        context: str = "",
+        caller: str = "",
+        goal: str = "",
+        response_format: str = "",
+        timeout_seconds: float = 0,
+    ) -> dict[str, Any]:
+        """Start a conversation with an agent, or continue one by passing the session_id of
+        an earlier result (also how a timed-out dispatch is resumed). Never cached."""
+        req = request_from_args(
+            agent,
+            task,
+            context=context,
+            caller=caller,
+            goal=goal,
+            response_format=response_format,
+            timeout_seconds=timeout_seconds,
+            session_id=session_id,
+        )
+        async with heartbeat(ctx, f"session with {agent}"):
+            result = await dispatcher.dispatch_session(req)
+        return result_dict(result, req.response_format)
+
+    @server.tool()
+    @tool_errors
+    async def dispatch_stream(
+        agent: str,
+        task: str,
+        ctx: Context,
+        context: str = "",
+        caller: str = "",
+        goal: str = "",
+        response_format: str = "",
+        timeout_seconds: float = 0,
+    ) -> dict[str, Any]:
+        """Like dispatch_session, with the agent's text, tool calls and retries sent live as
+        progress notifications."""
+        req = request_from_args(
+            agent,
+            task,
+            context=context,
+            caller=caller,
+            goal=goal,
+            response_format=response_format,
+            timeout_seconds=timeout_seconds,
+        )
+        result = await dispatcher.dispatch_stream(req, progress_reporter(ctx))
+        return result_dict(result, req.response_format)
+
+    @server.tool()
+    @tool_errors
+    async def dispatch_parallel(
+        dispatches: list[dict[str, Any]] | str,
+        ctx: Context,
+        aggregate: str = "",
+    ) -> dict[str, Any]:
+        """Run several dispatches at once (each item: agent, task, and optionally context,
+        caller, goal, response_format, timeout_seconds, group). Results come back in input
+        order; `aggregate` names an agent that merges them. The whole batch is validated
+        before anything runs."""
+        items = parse_dispatches(dispatches)
+        chars = [summary_length(it.summary_chars) for it in items]
+        requests = [
+            request_from_args(
+                it.agent,
+                it.task,
+                context=it.context,
+                caller=it.caller,
+                goal=it.goal,
+                response_format=it.response_format,
+                timeout_seconds=it.timeout_seconds,
+                group=it.group,
+            )
+            for it in items
+        ]
+        done = 0
+
+        async def item_done(index: int, result: DispatchResult) -> None:
+            nonlocal done
+            done += 1
+            state = "ok" if result.success else f"failed ({result.error_type})"
+            await ctx.report_progress(
+                done, len(requests), f"{done}/{len(requests)}: {result.agent} {state}"
+            )
+
+        outcome = await dispatcher.dispatch_parallel(
+            requests, aggregate=aggregate or None, on_item_done=item_done
+        )
+        shaped = [
+            shape(dispatcher, req, r, return_ref=it.return_ref, summary_chars=n)
+            for r, req, it, n in zip(outcome.results, requests, items, chars, strict=True)
+        ]
+        if outcome.aggregated is None:
+            return {"results": shaped}
+        return {"individual_results": shaped, "aggregated": result_dict(outcome.aggregated)}
+
+    @server.tool()
+    @tool_errors
+    async def dispatch_dialogue(
+        requester: str,
+        responder: str,
+        topic: str,
+        ctx: Context,
+        max_rounds: float = 3,
+    ) -> dict[str, Any]:
+        """Two agents talk about a topic until one side ends a message with [RESOLVED]
+        (max_rounds 1..10). Returns the whole conversation and the final answer."""
+        async with heartbeat(ctx, f"dialogue {requester} <-> {responder}"):
+            result = await dispatcher.dispatch_dialogue(
+                requester=requester, responder=responder, topic=topic, max_rounds=max_rounds
+            )
+        return dict(msgspec.to_builtins(result))

@@ -1,0 +1,123 @@
+"""MCP tools for async jobs and result references."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import trio
+from mcp.server.mcpserver import MCPServer
+
+from agent_dispatch.dispatcher import Dispatcher
+from agent_dispatch.errors import InvalidArgument
+from agent_dispatch.jobs import fetch_payload, job_summary, job_view, validate_job_id
+from agent_dispatch.models import JobStatus
+from agent_dispatch.toolkit import tool_errors
+from agent_dispatch.tools_dispatch import request_from_args
+
+JOB_STATUSES: tuple[JobStatus, ...] = ("pending", "running", "done", "failed", "cancelled")
+MAX_LIST = 1000
+
+
+def _bounded_int(value: float, field: str, low: int, high: int) -> int:
+    if isinstance(value, bool) or not math.isfinite(value):
+        raise InvalidArgument(f"{field}: expected a number from {low} to {high}, got {value!r}")
+    return int(min(max(value, low), high))
+
+
+def register_job_tools(server: MCPServer, dispatcher: Dispatcher) -> None:
+    @server.tool()
+    @tool_errors
+    async def dispatch_async(
+        agent: str,
+        task: str,
+        context: str = "",
+        caller: str = "",
+        goal: str = "",
+        response_format: str = "",
+        timeout_seconds: float = 0,
+    ) -> dict[str, Any]:
+        """Start a dispatch in the background and return its job_id at once. Follow it with
+        dispatch_wait (wakes when it finishes), dispatch_status or dispatch_cancel."""
+        req = request_from_args(
+            agent,
+            task,
+            context=context,
+            caller=caller,
+            goal=goal,
+            response_format=response_format,
+            timeout_seconds=timeout_seconds,
+        )
+        job = await dispatcher.dispatch_async(req)
+        return {"job_id": job.id, "status": job.status, "agent": job.agent}
+
+    @server.tool()
+    @tool_errors
+    async def dispatch_status(job_id: str) -> dict[str, Any]:
+        """A job's record: status, timestamps, result or error, and its latest progress lines."""
+        return job_view(dispatcher.jobs.get(job_id))
+
+    @server.tool()
+    @tool_errors
+    async def dispatch_wait(
+        job_id: str = "",
+        job_ids: list[str] | None = None,
+        mode: str = "all",
+        timeout_seconds: float = 60,
+    ) -> dict[str, Any]:
+        """Wait until a job (or all / any of job_ids) finishes, up to timeout_seconds
+        (1..3600). At the deadline the jobs keep running and `timed_out_waiting` is true."""
+        ids = list(job_ids or [])
+        if job_id:
+            ids.insert(0, job_id)
+        if not ids:
+            raise InvalidArgument("give job_id or job_ids", "Job ids come from dispatch_async.")
+        jobs, timed_out = await dispatcher.jobs.wait(ids, mode=mode, seconds=timeout_seconds)
+        if job_id and not job_ids:
+            out = job_view(jobs[0])
+        else:
+            out = {"jobs": [job_view(j) for j in jobs], "mode": mode}
+        out["timed_out_waiting"] = timed_out
+        return out
+
+    @server.tool()
+    @tool_errors
+    async def dispatch_cancel(job_id: str) -> dict[str, Any]:
+        """Cancel a job: a pending one never starts; a running one has its process group
+        killed. Answers once the job is recorded as cancelled."""
+        return await dispatcher.jobs.cancel(job_id)
+
+    @server.tool()
+    @tool_errors
+    async def dispatch_jobs(status: str = "", limit: float = 50, agent: str = "") -> dict[str, Any]:
+        """Recent jobs, newest first (status: pending/running/done/failed/cancelled)."""
+        if status and status not in JOB_STATUSES:
+            raise InvalidArgument(
+                f"status: expected one of {', '.join(JOB_STATUSES)}, got {status!r}"
+            )
+        count = _bounded_int(limit, "limit", 1, MAX_LIST)
+        jobs = await trio.to_thread.run_sync(
+            lambda: dispatcher.jobs.store.list(
+                status=status or None, agent=agent or None, limit=count
+            )
+        )
+        return {"jobs": [job_summary(j) for j in jobs], "count": len(jobs)}
+
+    @server.tool()
+    @tool_errors
+    async def fetch_result(ref: str, max_chars: float = 0) -> dict[str, Any]:
+        """The full result behind a ref (from return_ref) or any job id; max_chars cuts it
+        (0 = all) and then says `truncated` and `full_size`."""
+        job = dispatcher.jobs.get(validate_job_id(ref, "ref"))
+        return fetch_payload(job, max_chars)
+
+    @server.tool()
+    @tool_errors
+    async def dispatch_gc(max_age_days: float = 7, dry_run: bool = False) -> dict[str, Any]:
+        """Delete finished job records older than max_age_days (dry_run lists them only)."""
+        ids = await trio.to_thread.run_sync(
+            lambda: dispatcher.jobs.store.gc(max_age_days=max_age_days, dry_run=dry_run)
+        )
+        if dry_run:
+            return {"would_purge": len(ids), "job_ids": ids}
+        return {"purged": len(ids), "job_ids": ids}
