@@ -16,7 +16,7 @@ from typing import Any
 import msgspec
 import trio
 
-from agent_dispatch import claude
+from agent_dispatch import claude, claude_classify, claude_output
 from agent_dispatch.async_jobs import AsyncJobs
 from agent_dispatch.cache import ResultCache, cache_key
 from agent_dispatch.config import ConfigStore
@@ -321,7 +321,7 @@ class Dispatcher:
                             cwd=eff.directory,
                             env=env,
                             deadline=trio.current_time() + seconds,
-                            is_complete=claude.has_result,
+                            is_complete=claude_output.has_result,
                             on_stdout_line=on_line,
                             on_spawn=on_spawn,
                         )
@@ -335,7 +335,7 @@ class Dispatcher:
             finally:
                 if send is not None:
                     send.close()
-        return claude.classify(
+        return claude_classify.classify(
             agent=eff.name,
             returncode=outcome.returncode,
             stdout=outcome.stdout,
@@ -463,7 +463,7 @@ class _ProgressFeed:
     """Turns stream-json stdout lines into ProgressEvents on a channel (sync, for process.py)."""
 
     def __init__(self, send: trio.MemorySendChannel[ProgressEvent]) -> None:
-        self._parser = claude.StreamParser()
+        self._parser = claude_output.StreamParser()
         self._send = send
 
     def __call__(self, line: bytes) -> None:

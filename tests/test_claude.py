@@ -1,4 +1,4 @@
-"""claude.py: argv, prompt, environment, decoding and classification (no I/O)."""
+"""The Claude CLI adapter: argv, prompt, environment, decoding, classification (no I/O)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ from typing import Any
 import msgspec
 import pytest
 
-from agent_dispatch import claude
-from agent_dispatch.claude import CliOutput, Invocation, StreamParser, build_argv
+from agent_dispatch import claude, claude_classify, claude_output
+from agent_dispatch.claude import Invocation, build_argv
+from agent_dispatch.claude_output import CliOutput, StreamParser
 from agent_dispatch.errors import InvalidArgument
 from agent_dispatch.models import DispatchResult, ProgressEvent
 
@@ -33,7 +34,7 @@ def _classify(stdout: bytes, **kw: Any) -> DispatchResult:
     kw.setdefault("stderr", b"")
     kw.setdefault("timed_out", False)
     kw.setdefault("session_id", SID)
-    return claude.classify(stdout=stdout, **kw)
+    return claude_classify.classify(stdout=stdout, **kw)
 
 
 def _encodable(res: DispatchResult) -> dict[str, Any]:
@@ -323,7 +324,7 @@ def test_connection_refused(cli_samples: Path):
 
 def test_structured_output(cli_samples: Path):
     data = _read(cli_samples, "json_structured_output_2.1.332.json")
-    out = claude.parse_output(data)
+    out = claude_output.parse_output(data)
     assert out is not None and out.structured_output == {"name": "Ada"}
     res = _classify(data, response_format="json")
     assert res.success is True
@@ -335,7 +336,7 @@ def test_structured_output(cli_samples: Path):
 def test_json_verbose_array_picks_the_result_item(cli_samples: Path):
     data = _read(cli_samples, "json_verbose_array_2.1.332.json")
     assert data.lstrip().startswith(b"[")
-    out = claude.parse_output(data)
+    out = claude_output.parse_output(data)
     assert out is not None and out.result == SUCCESS and out.subtype == "success"
     res = _classify(data)
     assert res.success is True and res.result == SUCCESS
@@ -355,7 +356,7 @@ def test_stream_files_via_parse_output_and_classify(
     cli_samples: Path, name: str, success: bool, text: str | None
 ):
     data = _read(cli_samples, name)
-    out = claude.parse_output(data)
+    out = claude_output.parse_output(data)
     assert out is not None
     assert out.is_error is (not success)
     res = _classify(data, returncode=0 if success else 1)
@@ -375,7 +376,7 @@ def test_stream_files_via_stream_parser(
     init_sid = msgspec.json.decode(data.split(b"\n", 1)[0])["session_id"]
     assert parser.session_id == init_sid
     assert parser.result is not None
-    assert parser.result == claude.parse_output(data)
+    assert parser.result == claude_output.parse_output(data)
     assert parser.result.is_error is (not success)
     if text is not None:
         assert parser.result.result == text
@@ -429,19 +430,19 @@ def test_stream_parser_line_without_newline_and_with_crlf():
 def test_has_result_for_every_fixture(cli_samples: Path):
     for path in sorted(cli_samples.iterdir()):
         data = path.read_bytes()
-        assert claude.has_result(data), path.name
-        assert claude.has_result(data.rstrip(b"\n")), path.name
+        assert claude_output.has_result(data), path.name
+        assert claude_output.has_result(data.rstrip(b"\n")), path.name
 
 
 def test_has_result_false_while_incomplete(cli_samples: Path):
     data = _read(cli_samples, "stream_json_tool_allowed_2.1.332.jsonl")
     without_result = data.rstrip(b"\n").rsplit(b"\n", 1)[0] + b"\n"
-    assert not claude.has_result(without_result)
-    assert not claude.has_result(data[:-40])  # the result line is cut
-    assert not claude.has_result(b"")
-    assert not claude.has_result(b"\n\n")
+    assert not claude_output.has_result(without_result)
+    assert not claude_output.has_result(data[:-40])  # the result line is cut
+    assert not claude_output.has_result(b"")
+    assert not claude_output.has_result(b"\n\n")
     single = _read(cli_samples, "json_success_2.1.332.json")
-    assert not claude.has_result(single[: len(single) // 2])
+    assert not claude_output.has_result(single[: len(single) // 2])
 
 
 # -- leniency -----------------------------------------------------------------------
@@ -464,7 +465,7 @@ def test_malformed_fields_are_dropped_and_the_answer_kept():
         api_error_status="500",
         structured_output={"ok": True},
     )
-    out = claude.parse_output(data)
+    out = claude_output.parse_output(data)
     assert out == CliOutput(
         subtype="success",
         is_error=False,
@@ -479,7 +480,7 @@ def test_malformed_fields_are_dropped_and_the_answer_kept():
 
 def test_odd_denial_entries_are_skipped():
     denials = [{"tool_name": "Bash"}, {"tool_name": 3}, "Write", None, {"x": 1}]
-    out = claude.parse_output(_result_line(permission_denials=denials))
+    out = claude_output.parse_output(_result_line(permission_denials=denials))
     assert out is not None and out.permission_denials == ["Bash", "Write"]
 
 
@@ -681,14 +682,14 @@ def test_success_over_the_cap_is_flagged_not_failed():
     ],
 )
 def test_parse_json_reply_ok(text: str, value: Any):
-    assert claude.parse_json_reply(text) == (True, value)
+    assert claude_output.parse_json_reply(text) == (True, value)
 
 
 @pytest.mark.parametrize(
     "text", ["", "not json", '{"a": 1} trailing', '{"a": 1}\n{"b": 2}', "```json\n{oops}\n```"]
 )
 def test_parse_json_reply_invalid(text: str):
-    assert claude.parse_json_reply(text) == (False, None)
+    assert claude_output.parse_json_reply(text) == (False, None)
 
 
 def test_json_reply_parsed_into_parsed_result():
@@ -730,7 +731,7 @@ def test_timeout_with_a_received_result_returns_the_result(cli_samples: Path):
 
 
 def test_not_found_result():
-    res = claude.not_found_result("web", "claude executable not found", "Install it.")
+    res = claude_classify.not_found_result("web", "claude executable not found", "Install it.")
     assert res == DispatchResult(
         agent="web",
         success=False,

@@ -1,0 +1,378 @@
+"""Classifying one finished `claude -p` run into a DispatchResult (sans-IO).
+
+Follows SPEC.md "Error text and type" and the output table of CLAUDE_CLI.md:
+every error carries text, and actionable errors carry a hint naming a tool
+call or CLI command that exists.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import shlex
+from datetime import UTC, datetime
+
+import msgspec
+
+from agent_dispatch.claude_output import (
+    CliOutput,
+    bound_text,
+    clean_text,
+    decode_json,
+    parse_json_reply,
+    parse_output,
+)
+from agent_dispatch.models import DispatchResult, ErrorType
+
+_TEXT_CAP = 1_000_000  # plain-text stdout kept as a result
+_ERROR_CAP = 4000
+_STDERR_CAP = 2000
+_TOOL_NAME_CAP = 100
+_MAX_DENIED = 10
+_ANSI_RE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+_NOT_JSON = object()
+
+
+# -- classification -------------------------------------------------------------
+
+_USAGE_LIMIT_RE = re.compile(
+    r"usage limit|rate[ _-]?limit|session limit|weekly limit|\b\d+[ -]hour limit"
+    r"|limit reached|limit will reset|hit your (?:\w+ )?limit|out of (?:extra )?usage"
+    r"|too many requests",
+    re.IGNORECASE,
+)
+_USAGE_LIMIT_RESULT_RE = re.compile(  # a "successful" result that is only the limit notice
+    r"(?:claude ai usage limit reached|you've hit your (?:\w+ )?limit|you have reached your"
+    r" (?:\w+ )?limit|\d+[ -]hour limit reached)",
+    re.IGNORECASE,
+)
+_EPOCH_RE = re.compile(r"\|\s*(\d{9,13})\b")
+_RESET_RE = re.compile(
+    r"\b(?:resets?|try again)\s+((?:at |on |in |after )?[^\n;|·∙]{1,80}?)"
+    r"\s*(?:\.(?:\s|$)|[\n;|·∙]|$)",
+    re.IGNORECASE,
+)
+_PERMISSION_RE = re.compile(
+    r"permission(?:s)? (?:denied|required|was denied)|requires? (?:approval|permission)"
+    r"|not (?:allowed|permitted) to use|was blocked|denied permission",
+    re.IGNORECASE,
+)
+
+
+def not_found_result(agent: str, message: str, hint: str) -> DispatchResult:
+    """A `not_found` failure (missing agent directory or claude executable)."""
+    return DispatchResult(
+        agent=agent, success=False, error=message, error_type="not_found", hint=hint
+    )
+
+
+def classify(
+    *,
+    agent: str,
+    returncode: int | None,
+    stdout: bytes,
+    stderr: bytes,
+    timed_out: bool,
+    session_id: str | None,
+    timeout_seconds: float | None = None,
+    max_budget_usd: float | None = None,
+    response_format: str = "",
+) -> DispatchResult:
+    """Turn one finished (or timed-out) run into a DispatchResult.
+
+    `session_id` is the id the run was started with (pre-assigned or resumed);
+    the CLI's own id wins when the output has one.
+    """
+    out = parse_output(stdout)
+    err_tail = _stderr_tail(stderr)
+    if out is None:
+        if timed_out:
+            return _timeout_result(agent, session_id, timeout_seconds)
+        return _no_result(agent, returncode, stdout, err_tail, session_id, response_format)
+    result = _from_output(agent, out, returncode, err_tail, session_id, max_budget_usd)
+    if result.success and response_format == "json":
+        ok, value = parse_json_reply(result.result)
+        result.parsed_result = value if ok else out.structured_output
+    if timed_out:
+        secs = _fmt_seconds(timeout_seconds)
+        _add_hint(
+            result,
+            f"The run finished right at the deadline{f' ({secs}s)' if secs else ''}; "
+            + _raise_timeout_hint(agent),
+        )
+    return result
+
+
+def _from_output(
+    agent: str,
+    out: CliOutput,
+    returncode: int | None,
+    err_tail: str,
+    session_id: str | None,
+    max_budget_usd: float | None,
+) -> DispatchResult:
+    sid = out.session_id or session_id
+    res = DispatchResult(
+        agent=agent,
+        success=True,
+        session_id=sid,
+        cost_usd=out.total_cost_usd,
+        duration_ms=out.duration_ms,
+        num_turns=out.num_turns,
+    )
+    denied = _denied(out.permission_denials)
+    if denied:
+        res.denied_tools = denied
+    failed = (
+        out.is_error
+        or out.result is None
+        or (out.subtype or "").startswith("error")
+        or _is_limit_notice(out.result)
+    )
+    if not failed:
+        res.result = out.result or ""
+        if denied:
+            _add_hint(res, _denied_hint(agent, denied))
+        if (
+            max_budget_usd is not None
+            and out.total_cost_usd is not None
+            and out.total_cost_usd > max_budget_usd
+        ):
+            res.budget_exceeded = True
+            _add_hint(
+                res,
+                f"This run cost ${out.total_cost_usd:.4f}, over the ${max_budget_usd:g} cap; "
+                + _raise_budget_hint(agent),
+            )
+        return res
+
+    res.success = False
+    error = _error_text(out, err_tail, returncode)
+    res.error = error
+    res.error_type = _error_type(out, error, denied)
+    if res.error_type == "budget":
+        res.budget_exceeded = True
+        _add_hint(res, _raise_budget_hint(agent) + _resume_hint(agent, sid, " Then resume: "))
+    elif res.error_type == "permission":
+        _add_hint(res, _denied_hint(agent, denied))
+    elif res.error_type == "usage_limit":
+        _add_hint(res, _usage_limit_hint(error, agent, sid))
+    elif out.subtype == "error_max_turns":
+        _add_hint(res, "The agent hit its turn limit." + _resume_hint(agent, sid, " Continue: "))
+    return res
+
+
+def _error_type(out: CliOutput, error: str, denied: list[str]) -> ErrorType:
+    if out.subtype == "error_max_budget_usd":
+        return "budget"
+    if denied:
+        return "permission"
+    if out.api_error_status == 429 or _USAGE_LIMIT_RE.search(error):
+        return "usage_limit"
+    if _PERMISSION_RE.search(error):
+        return "permission"
+    return "cli_error"
+
+
+def _is_limit_notice(text: str) -> bool:
+    head = text.strip()
+    return len(head) <= 300 and _USAGE_LIMIT_RESULT_RE.match(head) is not None
+
+
+def _error_text(out: CliOutput, err_tail: str, returncode: int | None) -> str:
+    if out.result and out.result.strip():
+        text = out.result.strip()
+        status = out.api_error_status
+        if status is not None and str(status) not in text:
+            text += f" (API status {status})"
+    elif out.errors:
+        text = "; ".join(e.strip() for e in out.errors)
+    elif out.subtype and out.subtype != "success":
+        text = out.subtype
+    elif err_tail:
+        text = err_tail
+    else:
+        text = f"no result from claude ({_describe_rc(returncode)})"
+    return bound_text(text, _ERROR_CAP)
+
+
+def _no_result(
+    agent: str,
+    returncode: int | None,
+    stdout: bytes,
+    err_tail: str,
+    session_id: str | None,
+    response_format: str,
+) -> DispatchResult:
+    text = stdout[: _TEXT_CAP * 4].decode("utf-8", "replace").strip()
+    is_text = bool(text) and not _looks_like_cli_json(text)
+    if returncode == 0 and is_text:
+        res = DispatchResult(
+            agent=agent, success=True, result=bound_text(text, _TEXT_CAP), session_id=session_id
+        )
+        if response_format == "json":
+            ok, value = parse_json_reply(res.result)
+            res.parsed_result = value if ok else None
+        return res
+    error = f"no result from claude ({_describe_rc(returncode)})"
+    detail = err_tail or (bound_text(text[-_STDERR_CAP:], _STDERR_CAP) if is_text else "")
+    if detail:
+        error += f": {detail}"
+    res = DispatchResult(
+        agent=agent, success=False, error=error, error_type="cli_error", session_id=session_id
+    )
+    if "no conversation found" in err_tail.lower():
+        res.session_id = None
+        res.hint = (
+            "That session does not exist (or belongs to another directory). Start a new one: "
+            f"dispatch_session(agent={_q(agent)}, task=...) without session_id."
+        )
+    elif returncode == 0 or (returncode is not None and returncode < 0) or returncode == 143:
+        res.hint = "The run was interrupted before it produced a result." + _resume_hint(
+            agent, session_id, " Retry, or continue it: "
+        )
+    return res
+
+
+def _looks_like_cli_json(text: str) -> bool:
+    """Whether `text` is CLI JSON output (a stream without its result line), not a reply."""
+    first = text.split("\n", 1)[0].strip()
+    if not first.startswith(("{", "[")):
+        return False
+    value = decode_json(first, _NOT_JSON)
+    if value is _NOT_JSON:  # cut short: CLI output if it has the CLI's keys
+        return '"type"' in first or '"session_id"' in first
+    if isinstance(value, list):
+        return any(isinstance(v, dict) and "type" in v for v in value)
+    return isinstance(value, dict) and "type" in value
+
+
+def _timeout_result(
+    agent: str, session_id: str | None, timeout_seconds: float | None
+) -> DispatchResult:
+    secs = _fmt_seconds(timeout_seconds)
+    resume = _resume_hint(agent, session_id, "Resume it: ")
+    more_time = _raise_timeout_hint(agent)
+    hint = f"{resume} Or {more_time}" if resume else more_time[0].upper() + more_time[1:]
+    return DispatchResult(
+        agent=agent,
+        success=False,
+        error=f"timed out after {secs}s" if secs else "timed out",
+        error_type="timeout",
+        session_id=session_id,
+        hint=hint,
+    )
+
+
+# -- hints and formatting -------------------------------------------------------
+
+
+def _q(value: str) -> str:
+    return msgspec.json.encode(clean_text(value)).decode()
+
+
+def _add_hint(res: DispatchResult, hint: str) -> None:
+    res.hint = f"{res.hint} {hint}" if res.hint else hint
+
+
+def _resume_hint(agent: str, session_id: str | None, prefix: str) -> str:
+    if not session_id:
+        return ""
+    return (
+        f"{prefix}dispatch_session(agent={_q(agent)}, session_id={_q(session_id)}, "
+        'task="continue").'
+    )
+
+
+def _raise_timeout_hint(agent: str) -> str:
+    return (
+        f"give it more time with update_agent(name={_q(agent)}, timeout=N), "
+        f"`agent-dispatch update {shlex.quote(agent)} --timeout N`, "
+        "or timeout_seconds=N on the dispatch."
+    )
+
+
+def _raise_budget_hint(agent: str) -> str:
+    return (
+        f"Raise the cap with update_agent(name={_q(agent)}, max_budget_usd=N) or "
+        f"`agent-dispatch update {shlex.quote(agent)} --max-budget-usd N`."
+    )
+
+
+def _denied_hint(agent: str, denied: list[str]) -> str:
+    if not denied:
+        return (
+            "The agent lacked a permission. Allow the tool with "
+            f"update_agent(name={_q(agent)}, allowed_tools=...) or set its permission_mode."
+        )
+    tools = ",".join(denied)
+    return (
+        f"Denied tools: {', '.join(denied)}. To allow them: "
+        f"update_agent(name={_q(agent)}, allowed_tools={_q(tools)}) or "
+        f"`agent-dispatch update {shlex.quote(agent)} --allowed-tools {shlex.quote(tools)}` "
+        "(this replaces the agent's list; include tools it already allows)."
+    )
+
+
+def _usage_limit_hint(error: str, agent: str, session_id: str | None) -> str:
+    when = _reset_time(error)
+    head = (
+        f"The Claude account hit its usage limit; it resets {when}. Retry after that"
+        if when
+        else "The Claude account hit its usage or rate limit. Wait for it to reset, then retry"
+    )
+    return head + (_resume_hint(agent, session_id, ", or continue: ") or ".")
+
+
+def _reset_time(text: str) -> str | None:
+    epoch = _EPOCH_RE.search(text)
+    if epoch:
+        seconds = int(epoch.group(1))
+        if seconds > 10**11:  # milliseconds
+            seconds //= 1000
+        try:
+            moment = datetime.fromtimestamp(seconds, UTC)
+        except (OverflowError, OSError, ValueError):
+            moment = None
+        if moment is not None:
+            return moment.strftime("at %Y-%m-%d %H:%M UTC")
+    found = _RESET_RE.search(text)
+    if found:
+        when = found.group(1).strip().rstrip(".")
+        return when or None
+    return None
+
+
+def _denied(names: list[str]) -> list[str]:
+    out: list[str] = []
+    for name in names:
+        cut = name[:_TOOL_NAME_CAP]
+        if cut not in out:
+            out.append(cut)
+            if len(out) == _MAX_DENIED:
+                break
+    return out
+
+
+def _stderr_tail(stderr: bytes) -> str:
+    """The last meaningful stderr lines, bounded."""
+    if not stderr:
+        return ""
+    text = _ANSI_RE.sub("", stderr[-8 * _STDERR_CAP :].decode("utf-8", "replace"))
+    lines = [ln.rstrip() for ln in text.splitlines() if ln.strip()]
+    tail = "\n".join(lines[-10:])
+    return tail if len(tail) <= _STDERR_CAP else "…" + tail[-_STDERR_CAP:]
+
+
+def _describe_rc(returncode: int | None) -> str:
+    if returncode is None:
+        return "exit code unknown"
+    if returncode < 0:
+        return f"killed by signal {-returncode}"
+    return f"exit code {returncode}"
+
+
+def _fmt_seconds(seconds: float | None) -> str:
+    if seconds is None or not math.isfinite(seconds):
+        return ""
+    return f"{seconds:g}"
