@@ -13,7 +13,6 @@ import fcntl
 import os
 import re
 import stat
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -25,6 +24,7 @@ import msgspec
 import yaml
 
 from agent_dispatch.errors import ConfigError, StorageError
+from agent_dispatch.files import atomic_write, env_path, state_home
 from agent_dispatch.models import (
     NAME_PATTERN,
     PERMISSION_MODES,
@@ -60,12 +60,7 @@ _T = TypeVar("_T")
 
 def config_path(env: Mapping[str, str] | None = None) -> Path:
     """`$AGENT_DISPATCH_CONFIG`, else `~/.config/agent-dispatch/agents.yaml`."""
-    env = os.environ if env is None else env
-    override = env.get(ENV_VAR, "")
-    if override:
-        return Path(override).expanduser().absolute()
-    home = env.get("HOME") or str(Path.home())
-    return Path(home) / ".config" / "agent-dispatch" / "agents.yaml"
+    return env_path(env, ENV_VAR) or state_home(env) / "agents.yaml"
 
 
 def agent_directory(agent: AgentConfig) -> Path:
@@ -409,35 +404,10 @@ def _storage_error(path: Path, exc: OSError) -> StorageError:
 
 
 def _atomic_write(target: Path, data: bytes) -> _StatKey:
-    """Temp file beside `target`, fsync, rename over it, fsync the directory."""
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        return _stat_key(atomic_write(target, data))
     except OSError as exc:
         raise _storage_error(target, exc) from None
-    try:
-        try:
-            os.fchmod(fd, 0o600)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-            st = os.fstat(fd)  # rename keeps inode, size and mtime: this is the new key
-        finally:
-            os.close(fd)
-        os.replace(tmp, target)
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        if isinstance(exc, OSError):
-            raise _storage_error(target, exc) from None
-        raise
-    with contextlib.suppress(OSError):  # not every filesystem can fsync a directory
-        dir_fd = os.open(target.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    return _stat_key(st)
 
 
 @contextlib.contextmanager

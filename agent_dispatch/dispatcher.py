@@ -422,7 +422,10 @@ class Dispatcher:
     def recover_jobs(self) -> list[str]:
         """At server start: fail records stranded by a dead server; apply retention."""
         changed = self.jobs.store.recover_stale(pid_alive=pid_alive)
-        days = self.config().settings.job_retention_days
+        try:
+            days = self.config().settings.job_retention_days
+        except ConfigError:
+            return changed  # a broken config keeps every record; tools report the config
         if days > 0:
             self.jobs.store.purge_older_than(days)
         return changed

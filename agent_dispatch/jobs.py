@@ -25,6 +25,7 @@ import msgspec
 
 from agent_dispatch import models
 from agent_dispatch.errors import InvalidArgument, JobNotFound, StorageError
+from agent_dispatch.files import atomic_write, env_path, state_home
 
 ENV_VAR = "AGENT_DISPATCH_JOBS_DIR"
 JOB_ID_RE = re.compile(r"[0-9a-f]{32}")
@@ -82,12 +83,7 @@ def new_job_id() -> str:
 
 def jobs_dir(env: Mapping[str, str] | None = None) -> Path:
     """`$AGENT_DISPATCH_JOBS_DIR`, else `~/.config/agent-dispatch/jobs`."""
-    env = os.environ if env is None else env
-    override = env.get(ENV_VAR, "")
-    if override:
-        return Path(override).expanduser().absolute()
-    home = env.get("HOME") or str(Path.home())
-    return Path(home) / ".config" / "agent-dispatch" / "jobs"
+    return env_path(env, ENV_VAR) or state_home(env) / "jobs"
 
 
 def _iso(ts: float) -> str:
@@ -182,35 +178,10 @@ class JobStore:
         target = self._path(job.id)
         data = _ENCODER.encode(job)
         self._ensure_dir()
-        tmp = self.directory / f".{job.id}.{secrets.token_hex(6)}.tmp"
         try:
-            fd = os.open(
-                tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
-            )
+            atomic_write(target, data)
         except OSError as exc:
             raise self._storage_error(exc, "write") from None
-        try:
-            try:
-                os.fchmod(fd, 0o600)
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, target)
-        except BaseException as exc:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            if isinstance(exc, OSError):
-                raise self._storage_error(exc, "write") from None
-            raise
-        with contextlib.suppress(OSError):  # durability of the rename; not every fs can
-            dir_fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
 
     def _read(self, job_id: str) -> Job | None:
         """The record for an already validated id; None when absent or not trustworthy.
