@@ -128,7 +128,8 @@ class Dispatcher:
         candidate = self._env.get("AGENT_DISPATCH_CLAUDE") or cfg.settings.claude_path or "claude"
         candidate = os.path.expanduser(candidate)
         if os.sep in candidate:
-            return candidate if os.access(candidate, os.X_OK) else None
+            runnable = os.path.isfile(candidate) and os.access(candidate, os.X_OK)
+            return candidate if runnable else None
         return shutil.which(candidate, path=self._env.get("PATH", os.defpath))
 
     # -- validation ------------------------------------------------------------

@@ -102,7 +102,10 @@ def _check_mode(value: str | None) -> str | None:
 def _check_directory(directory: str) -> str:
     if not directory or not directory.strip():
         raise InvalidArgument("directory: must not be empty")
-    path = Path(directory).expanduser().resolve()
+    try:
+        path = Path(directory).expanduser().resolve()
+    except (OSError, RuntimeError, ValueError) as exc:  # a NUL byte, ~nosuchuser, a loop
+        raise InvalidArgument(f"directory: {directory!r} is not usable: {exc}") from None
     if not path.is_dir():
         raise InvalidArgument(
             f"directory: {path} does not exist or is not a directory",

@@ -1,0 +1,128 @@
+"""The `agent-dispatch` command line: set agents up, check them, look at jobs, serve MCP.
+
+`main()` is the console script. Commands live in small modules (cli_agents,
+cli_groups, cli_setup, cli_test, cli_jobs, demo) and are registered on one cyclopts `App` here.
+Errors never reach the user as tracebacks: `run()` prints a `DispatchError`
+(and cyclopts' own parse errors) as `error: ...` / `hint: ...` on stderr and
+returns exit status 1.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+
+import trio
+from cyclopts import App, CycloptsError
+from cyclopts.exceptions import UnusedCliTokensError
+
+from agent_dispatch import __version__, cli_agents, cli_groups, cli_jobs, cli_setup, cli_test, demo
+from agent_dispatch.cli_common import config_store, warn
+from agent_dispatch.errors import DispatchError
+
+app = App(
+    name="agent-dispatch",
+    help="Delegate tasks to Claude Code agents in other project directories (MCP server + CLI).",
+    version=__version__,
+    backend="trio",
+    exit_on_error=False,
+    print_error=False,
+    help_on_error=False,
+    result_action="return_value",
+)
+
+
+# -- commands ----------------------------------------------------------------------------
+
+
+@app.command
+def serve() -> int:
+    """Run the MCP server on stdin/stdout (what Claude Code starts; prints nothing)."""
+    from agent_dispatch.server import configure_logging, serve_stdio  # mcp: slow to import
+
+    configure_logging()
+    trio.run(serve_stdio, config_store())
+    return 0
+
+
+app.command(cli_agents.add)
+app.command(cli_agents.update)
+app.command(cli_agents.remove)
+app.command(cli_agents.list_, name="list")
+app.command(cli_agents.describe)
+app.command(cli_groups.group_app)
+app.command(cli_setup.init)
+app.command(cli_setup.doctor)
+app.command(cli_test.test)
+app.command(cli_jobs.jobs)
+app.command(cli_jobs.job)
+app.command(cli_jobs.cancel)
+app.command(cli_jobs.gc)
+app.command(demo.demo)
+
+
+# -- running -------------------------------------------------------------------------
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
+    return [exc]
+
+
+def _print_error(message: str, hint: str = "") -> None:
+    warn(f"error: {message}")
+    if hint:
+        warn(f"hint: {hint}")
+
+
+def _cyclopts_message(exc: CycloptsError) -> str:
+    if isinstance(exc, UnusedCliTokensError):
+        words = " ".join(exc.unused_tokens or [])
+        return f"unexpected argument(s): {words}"
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    """Run one command line; returns the exit status instead of raising."""
+    tokens = list(sys.argv[1:] if argv is None else argv)
+    try:
+        result = app(tokens)
+    except CycloptsError as exc:
+        _print_error(_cyclopts_message(exc), "See `agent-dispatch --help`.")
+        return 1
+    except BrokenPipeError:
+        # stdout went away (`| head`): stop quietly, and keep the exit flush from failing.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+    except BaseException as exc:
+        leaves = _leaves(exc)
+        if all(isinstance(leaf, KeyboardInterrupt) for leaf in leaves):
+            warn("interrupted")
+            return 130
+        errors = [leaf for leaf in leaves if isinstance(leaf, DispatchError)]
+        if errors:
+            _print_error(errors[0].message, errors[0].hint)
+            return 1
+        if isinstance(exc, SystemExit) or os.environ.get("AGENT_DISPATCH_DEBUG"):
+            raise
+        if len(leaves) == 1 and isinstance(leaves[0], OSError):
+            _print_error(str(leaves[0]))
+            return 1
+        if not isinstance(exc, Exception):
+            raise
+        _print_error(
+            f"unexpected {type(leaves[0]).__name__}: {leaves[0]}",
+            "Run again with AGENT_DISPATCH_DEBUG=1 for the traceback, and please report it.",
+        )
+        return 1
+    if isinstance(result, bool):
+        return 0 if result else 1
+    return result if isinstance(result, int) else 0
+
+
+def main() -> None:
+    """Console script entry point."""
+    sys.exit(run())

@@ -1,0 +1,184 @@
+"""`jobs`, `job`, `cancel`, `gc`: the async-job records the MCP server keeps, from a shell."""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Annotated
+
+import msgspec
+from cyclopts import Parameter
+
+from agent_dispatch.cli_common import (
+    JsonFlag,
+    command,
+    cut,
+    emit,
+    emit_json,
+    job_store,
+    money,
+    plural,
+    table,
+)
+from agent_dispatch.errors import InvalidArgument, JobNotFound
+from agent_dispatch.jobs import Job, job_summary, job_view, now_iso, pid_alive, validate_job_id
+from agent_dispatch.models import TERMINAL_STATUSES
+
+MAX_LIST = 1000
+DEFAULT_GC_DAYS = 7.0
+
+
+def jobs(
+    *,
+    status: str | None = None,
+    agent: str | None = None,
+    limit: int = 50,
+    json: JsonFlag = False,
+) -> int:
+    """List recent jobs, newest first.
+
+    Parameters
+    ----------
+    status
+        Only jobs with this status: pending, running, done, failed or cancelled.
+    agent
+        Only jobs of this agent.
+    limit
+        At most this many (1..1000).
+    """
+    count = min(max(limit, 1), MAX_LIST)
+    found = job_store().list(status=status or None, agent=agent or None, limit=count)
+    if json:
+        emit_json({"jobs": [job_summary(j) for j in found], "count": len(found)})
+        return 0
+    if not found:
+        emit("no jobs" + (" match" if status or agent else " yet"))
+        return 0
+    rows = [[j.id, j.status, j.agent, j.created_at, cut(j.error or j.task, 50)] for j in found]
+    for line in table(["ID", "STATUS", "AGENT", "CREATED", "TASK / ERROR"], rows):
+        emit(line)
+    return 0
+
+
+def job(job_id: str, /, *, json: JsonFlag = False) -> int:
+    """Show one job: status, times, progress and result.
+
+    Parameters
+    ----------
+    job_id
+        The 32-character job id (from `agent-dispatch jobs` or dispatch_async).
+    """
+    record = job_store().require(validate_job_id(job_id))
+    if json:
+        emit_json(job_view(record))
+        return 0
+    _print_job(record)
+    return 0
+
+
+def _print_job(j: Job) -> None:
+    emit(f"job {j.id}")
+    rows = [
+        ("agent", j.agent),
+        ("status", j.status + (" (a stored result)" if j.kind == "ref" else "")),
+        ("created", j.created_at),
+        ("started", j.started_at or "-"),
+        ("completed", j.completed_at or "-"),
+        ("task", cut(j.task, 200)),
+    ]
+    if j.error:
+        rows.append(("error", j.error))
+    res = j.result
+    if res is not None:
+        rows.append(("cost", money(res.cost_usd)))
+        if res.duration_ms is not None:
+            rows.append(("duration", f"{res.duration_ms / 1000:.1f}s"))
+        if res.session_id:
+            rows.append(("session", res.session_id))
+        if res.error_type:
+            rows.append(("error_type", res.error_type))
+        if res.denied_tools:
+            rows.append(("denied", ", ".join(res.denied_tools)))
+        if res.hint:
+            rows.append(("hint", res.hint))
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        emit(f"  {key.ljust(width)}  {value}")
+    if j.progress:
+        emit(f"progress (last {len(j.progress)}):")
+        for line in j.progress:
+            emit(f"  {line}")
+    if res is not None and res.result:
+        emit("result:")
+        for line in res.result.splitlines():
+            emit(f"  {line}")
+    if j.status not in TERMINAL_STATUSES:
+        emit(f"still {j.status}; cancel with: {command('agent-dispatch', 'cancel', j.id)}")
+
+
+def cancel(job_id: str, /) -> int:
+    """Cancel a job that no live server runs (one that does must be cancelled there).
+
+    Parameters
+    ----------
+    job_id
+        The 32-character job id.
+    """
+    store = job_store()
+    record = store.load(validate_job_id(job_id))
+    if record is None:
+        raise JobNotFound(f"no job {job_id}")
+    if record.status in TERMINAL_STATUSES:
+        emit(f"job {job_id} already finished: {record.status}")
+        return 0
+    if record.owner_pid != os.getpid() and pid_alive(record.owner_pid):
+        raise InvalidArgument(
+            f"job {job_id} is {record.status} in the MCP server with pid {record.owner_pid}",
+            f'Cancel it there: dispatch_cancel(job_id="{job_id}") from the Claude Code session '
+            "that started it.",
+        )
+    cancelled = msgspec.structs.replace(
+        record, status="cancelled", error="cancelled (its server is gone)", completed_at=now_iso()
+    )
+    if not store.save_if_not_terminal(cancelled):
+        emit(f"job {job_id} finished before it could be cancelled")
+        return 0
+    emit(f"cancelled job {job_id} (it was {record.status}; its server is gone)")
+    return 0
+
+
+def gc(
+    *,
+    days: float | None = None,
+    all_: Annotated[bool, Parameter(name="--all", negative="")] = False,
+    dry_run: Annotated[bool, Parameter(negative="")] = False,
+) -> int:
+    """Delete finished job records older than --days (default 7), or of any age with --all.
+
+    Unfinished jobs are never deleted.
+
+    Parameters
+    ----------
+    days
+        Age in days (> 0) of the records to delete.
+    all_
+        Delete finished records of every age.
+    dry_run
+        Only list what would be deleted.
+    """
+    if all_ and days is not None:
+        raise InvalidArgument("gc: give --days or --all, not both")
+    if days is not None and (not math.isfinite(days) or days <= 0):
+        raise InvalidArgument(
+            f"--days: expected a number > 0, got {days:g}",
+            "Use --all to delete finished jobs of every age.",
+        )
+    age = None if all_ else (DEFAULT_GC_DAYS if days is None else days)
+    ids = job_store().gc(max_age_days=age, dry_run=dry_run)
+    scope = "" if age is None else f" older than {age:g} days"
+    verb = "would delete" if dry_run else "deleted"
+    emit(f"{verb} {plural(len(ids), 'finished job record')}{scope}")
+    if dry_run:
+        for job_id in ids:
+            emit(f"  {job_id}")
+    return 0

@@ -1,0 +1,239 @@
+"""`test NAME [TASK]`: one real dispatch, with a diagnosis whose fixes are runnable commands."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated
+
+import trio
+from cyclopts import Parameter
+
+from agent_dispatch import registry
+from agent_dispatch.claude import DEPTH_VAR
+from agent_dispatch.cli_common import (
+    INSTALL_CLAUDE,
+    command,
+    config_store,
+    emit,
+    fix_line,
+    money,
+    plural,
+)
+from agent_dispatch.dispatcher import Dispatcher
+from agent_dispatch.models import (
+    AgentConfig,
+    DispatchRequest,
+    DispatchResult,
+    ProgressEvent,
+    Settings,
+)
+from agent_dispatch.resolve import MAX_TIMEOUT, resolve_timeout
+
+DEFAULT_TASK = "In one or two sentences: what is this project, and what could you help with?"
+_EDIT_TOOLS = frozenset({"Edit", "Write", "MultiEdit", "NotebookEdit"})
+_MARKS = {"text": "|", "tool_use": "*", "retry": "!"}
+
+
+async def test(
+    name: str,
+    task: str = DEFAULT_TASK,
+    /,
+    *,
+    stream: Annotated[bool, Parameter(negative="")] = False,
+    timeout_seconds: Annotated[float | None, Parameter(name="--timeout")] = None,
+) -> int:
+    """Run one real dispatch to an agent and explain what went wrong, if anything.
+
+    Parameters
+    ----------
+    name
+        The agent to test.
+    task
+        What to ask (default: a one-line self-description).
+    stream
+        Show the agent's text and tool calls live.
+    timeout_seconds
+        Seconds to allow (10..7200; default: the agent's timeout).
+    """
+    store = config_store()
+    cfg = store.load()
+    agent = registry.get_agent(cfg, name)
+    seconds = resolve_timeout(timeout_seconds, float(agent.timeout))
+    req = DispatchRequest(agent=name, task=task, timeout_seconds=timeout_seconds)
+    async with Dispatcher.open(store) as dispatcher:
+        dispatcher.validate(req)
+        emit(f"testing {name} in {agent.directory} (timeout {seconds:g}s)...")
+        if stream:
+            result = await dispatcher.dispatch_stream(req, _print_event)
+        else:
+            async with _ticker(name):
+                result = await dispatcher.dispatch_session(req)
+    return _report(name, task, agent, cfg.settings, result, seconds)
+
+
+async def _print_event(event: ProgressEvent) -> None:
+    mark = _MARKS.get(event.kind, "-")
+    for line in event.message.splitlines() or [""]:
+        emit(f"  {mark} {line}")
+
+
+@asynccontextmanager
+async def _ticker(name: str) -> AsyncIterator[None]:
+    """Elapsed seconds on stderr while waiting, only when stderr is a terminal."""
+    if not sys.stderr.isatty():
+        yield
+        return
+
+    async def tick() -> None:
+        elapsed = 0
+        while True:
+            sys.stderr.write(f"\r  waiting for {name}... {elapsed}s ")
+            sys.stderr.flush()
+            await trio.sleep(1)
+            elapsed += 1
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(tick)
+        try:
+            yield
+        finally:
+            nursery.cancel_scope.cancel()
+            sys.stderr.write("\r\x1b[K")
+            sys.stderr.flush()
+
+
+def _report(
+    name: str,
+    task: str,
+    agent: AgentConfig,
+    settings: Settings,
+    result: DispatchResult,
+    seconds: float,
+) -> int:
+    facts = []
+    if result.duration_ms is not None:
+        facts.append(f"{result.duration_ms / 1000:.1f}s")
+    if result.cost_usd is not None:
+        facts.append(f"cost {money(result.cost_usd)}")
+    if result.num_turns is not None:
+        facts.append(plural(result.num_turns, "turn"))
+    detail = f" ({', '.join(facts)})" if facts else ""
+    if result.success:
+        emit(f"ok    {name} answered{detail}")
+        if result.session_id:
+            emit(f"  session: {result.session_id}")
+        emit("---")
+        emit(result.result.rstrip())
+        emit("---")
+        if result.denied_tools:
+            emit(f"warn  the agent was denied: {', '.join(result.denied_tools)}")
+            for fix in _permission_fixes(name, agent, settings, result.denied_tools):
+                emit(fix_line(fix))
+        if result.budget_exceeded:
+            emit(f"warn  it cost more than its cap of {money(_budget_cap(agent, settings))}")
+            emit(fix_line(_budget_fix(name, agent, settings)))
+        return 0
+    emit(f"FAIL  {name}: {result.error_type or 'error'}: {result.error or 'no answer'}")
+    why, fixes = diagnose(name, task, agent, settings, result, seconds)
+    emit(f"  {why}")
+    for fix in fixes:
+        emit(fix_line(fix))
+    if result.hint:
+        emit(f"  hint: {result.hint}")
+    if result.session_id and result.error_type in ("timeout", "budget"):
+        emit(f"  session {result.session_id} can be resumed with dispatch_session")
+    return 1
+
+
+def diagnose(
+    name: str,
+    task: str,
+    agent: AgentConfig,
+    settings: Settings,
+    result: DispatchResult,
+    seconds: float,
+) -> tuple[str, list[str]]:
+    """(what happened, commands that fix it) for a failed dispatch."""
+    kind = result.error_type
+    error = result.error or ""
+    if kind == "permission":
+        return (
+            "The agent needed a permission that `claude -p` does not grant by itself.",
+            _permission_fixes(name, agent, settings, result.denied_tools or []),
+        )
+    if kind == "timeout":
+        more = int(min(MAX_TIMEOUT, max(60.0, seconds * 2)))
+        again = ["agent-dispatch", "test", name]
+        if task != DEFAULT_TASK and "\n" not in task:
+            again.append(task)
+        return (
+            f"It did not finish within {seconds:g}s.",
+            [
+                command("agent-dispatch", "update", name, "--timeout", str(more)),
+                command(*again, "--timeout", str(more)),
+            ],
+        )
+    if kind == "budget":
+        cap = _budget_cap(agent, settings)
+        return (
+            f"It reached its cost cap of {money(cap)}." if cap else "It reached a cost cap.",
+            [_budget_fix(name, agent, settings)],
+        )
+    if kind == "not_found":
+        if "directory" in error:
+            return (
+                "The agent's directory is gone.",
+                [
+                    command("agent-dispatch", "update", name, "--directory", "DIR"),
+                    command("agent-dispatch", "remove", name),
+                ],
+            )
+        return (
+            "The claude CLI could not be started.",
+            [INSTALL_CLAUDE, command("agent-dispatch", "doctor")],
+        )
+    if kind == "recursion":
+        return (
+            f"This shell is itself inside a dispatch ({DEPTH_VAR} is set), so nothing was run.",
+            [f"env -u {DEPTH_VAR} {command('agent-dispatch', 'test', name)}"],
+        )
+    if kind == "usage_limit":
+        return ("The Claude account hit a usage or rate limit; wait until it resets.", [])
+    return (
+        "claude reported an error; run it by hand in the agent's directory to see it.",
+        [
+            f"cd {command(agent.directory)} && claude -p {command('Say hello')}",
+            command("agent-dispatch", "doctor"),
+        ],
+    )
+
+
+def _permission_fixes(
+    name: str, agent: AgentConfig, settings: Settings, denied: list[str]
+) -> list[str]:
+    current = agent.allowed_tools
+    if current is None:
+        current = settings.default_allowed_tools
+    fixes = []
+    if denied:
+        tools = list(dict.fromkeys([*current, *denied]))
+        fixes.append(command("agent-dispatch", "update", name, "--allowed-tools", ",".join(tools)))
+    if not denied or _EDIT_TOOLS.intersection(denied):
+        fixes.append(command("agent-dispatch", "update", name, "--permission-mode", "acceptEdits"))
+    return fixes
+
+
+def _budget_cap(agent: AgentConfig, settings: Settings) -> float | None:
+    return (
+        agent.max_budget_usd
+        if agent.max_budget_usd is not None
+        else (settings.default_max_budget_usd)
+    )
+
+
+def _budget_fix(name: str, agent: AgentConfig, settings: Settings) -> str:
+    cap = _budget_cap(agent, settings)
+    more = max(round(cap * 2, 2), 0.01) if cap else 1.0
+    return command("agent-dispatch", "update", name, "--max-budget-usd", f"{more:g}")

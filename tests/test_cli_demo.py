@@ -1,0 +1,165 @@
+"""`agent-dispatch demo`: the real server and client, simulated or with a claude CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from agent_dispatch import demo_agent
+from agent_dispatch.demo import _logged_in
+from tests.fake_claude import BIN_DIR, CLAUDE_BIN
+
+SECTIONS = (
+    "list_agents",
+    'dispatch(agent="billing-api"',
+    "dispatch_parallel",
+    "merged by billing-api",
+    "dispatch_async",
+    "dispatch_wait",
+    "job done",
+)
+
+
+def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("AGENT_DISPATCH_", "ANTHROPIC_", "CLAUDE", "FAKE_CLAUDE"))
+    }
+    empty = tmp_path / "empty-bin"
+    empty.mkdir(exist_ok=True)
+    home = tmp_path / "home"
+    home.mkdir(exist_ok=True)
+    env.update(PATH=str(empty), HOME=str(home))
+    env.update(extra)
+    return env
+
+
+def _demo(tmp_path: Path, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "agent_dispatch", "demo", *args],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=_env(tmp_path, **extra),
+        timeout=120,
+        check=False,
+    )
+
+
+def test_demo_runs_simulated_without_claude_and_labels_every_line(tmp_path):
+    proc = _demo(tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert len(lines) > 20
+    assert all(line.startswith("[simulated]") for line in lines), proc.stdout
+    for section in SECTIONS:
+        assert section in proc.stdout, section
+    assert "no logged-in claude CLI found" in proc.stdout
+    assert "POST /invoices creates an invoice" in proc.stdout  # answered from CLAUDE.md
+    assert "Using tool: Read" in proc.stdout  # the async job's recorded progress
+    assert "FAILED" not in proc.stdout
+    assert "Traceback" not in proc.stderr
+    workspace = next(ln for ln in lines if "throw-away" in ln).split(" in ")[-1]
+    assert not os.path.exists(workspace)  # cleaned up
+
+
+def test_demo_uses_a_logged_in_claude_for_real(tmp_path):
+    """With a claude on PATH and credentials, the agents run it (here: the test fake)."""
+    proc = _demo(
+        tmp_path, ANTHROPIC_API_KEY="sk-test", FAKE_CLAUDE_PYTHON=sys.executable, PATH=BIN_DIR
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "[simulated]" not in proc.stdout
+    assert "agents run your claude CLI" in proc.stdout
+    assert "fake reply to: Which endpoint creates an invoice?" in proc.stdout
+    for section in SECTIONS:
+        assert section in proc.stdout, section
+
+
+def test_demo_simulated_flag_wins_over_a_logged_in_claude(tmp_path):
+    proc = _demo(
+        tmp_path, "--simulated", ANTHROPIC_API_KEY="sk-test", AGENT_DISPATCH_CLAUDE=CLAUDE_BIN
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "forced by --simulated" in proc.stdout
+    assert all(line.startswith("[simulated]") for line in proc.stdout.splitlines())
+
+
+def test_demo_fails_when_the_agents_fail(tmp_path):
+    """A claude that looks logged in but cannot answer: the demo says so and exits 1."""
+    proc = _demo(
+        tmp_path,
+        ANTHROPIC_API_KEY="sk-test",
+        FAKE_CLAUDE_PYTHON=sys.executable,
+        FAKE_CLAUDE_DEFAULTS="@fake api_error=401",
+        PATH=BIN_DIR,
+    )
+    assert proc.returncode == 1
+    assert "FAILED (cli_error)" in proc.stdout
+    assert proc.stderr.startswith("error: demo: ")
+    assert "agent-dispatch demo --simulated" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_logged_in_guess(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    assert not _logged_in({"HOME": str(home)})
+    assert _logged_in({"HOME": str(home), "ANTHROPIC_API_KEY": "k"})
+    assert _logged_in({"HOME": str(home), "CLAUDE_CODE_OAUTH_TOKEN": "t"})
+    (home / ".claude.json").write_text('{"numStartups": 3}')
+    assert not _logged_in({"HOME": str(home)})
+    (home / ".claude.json").write_text('{"oauthAccount": {"emailAddress": "x"}}')
+    assert _logged_in({"HOME": str(home)})
+    (home / ".claude.json").unlink()
+    (home / ".claude").mkdir()
+    (home / ".claude" / ".credentials.json").write_text("{}")
+    assert _logged_in({"HOME": str(home)})
+
+
+# -- the simulated agent ---------------------------------------------------------------
+
+
+def test_demo_agent_parses_the_dispatcher_argv():
+    flags, prompt = demo_agent.parse(
+        ["-p", "--output-format", "json", "--session-id", "s-1", "--allowedTools=Bash,Read",
+         "--max-budget-usd", "0.5", "--", "What", "now?"]
+    )  # fmt: skip
+    assert flags["--session-id"] == "s-1" and flags["--allowedTools"] == "Bash,Read"
+    assert prompt == "What now?"
+
+
+def test_demo_agent_answers_from_claude_md(tmp_path):
+    (tmp_path / "CLAUDE.md").write_text(
+        "# X\n\nX sells apples. Oranges are stored in the cellar.\n"
+    )
+    answer = demo_agent.answer("Where are the oranges stored?", str(tmp_path))
+    assert answer.endswith("Oranges are stored in the cellar.")
+    assert answer.startswith("[simulated ")
+    merged = demo_agent.answer(
+        "Combine.\n\n### Result 1: agent a\nTask: t\n\n[simulated a] One.\n\n"
+        "### Result 2: agent b\nTask: t\n\nTwo.",
+        str(tmp_path),
+    )
+    assert "a: One." in merged and "b: Two." in merged
+
+
+def test_demo_agent_without_claude_md(tmp_path):
+    assert "no CLAUDE.md" in demo_agent.answer("hi", str(tmp_path))
+
+
+def test_demo_agent_prints_a_result_line(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-S", demo_agent.__file__, "-p", "--output-format", "json",
+         "--session-id", "abc", "--", "hello"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=30, check=True,
+    )  # fmt: skip
+    import json
+
+    result = json.loads(proc.stdout)
+    assert result["type"] == "result" and result["session_id"] == "abc"
+    assert result["is_error"] is False

@@ -1,0 +1,194 @@
+"""`jobs`, `job`, `cancel` and `gc` over the JobStore the server writes."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import msgspec
+import pytest
+
+from agent_dispatch.jobs import Job, JobStore, _iso, new_job_id
+from agent_dispatch.models import DispatchResult
+from tests.test_cli import Cli, assert_error
+
+DAY = 86400.0
+
+
+@pytest.fixture
+def cli(tmp_path, monkeypatch, capsys) -> Cli:
+    return Cli(tmp_path, monkeypatch, capsys)
+
+
+@pytest.fixture
+def store(cli) -> JobStore:
+    return JobStore(cli.jobs)
+
+
+def make_job(store: JobStore, status: str = "done", *, age_days: float = 0, **fields) -> Job:
+    stamp = _iso(time.time() - age_days * DAY)
+    defaults: dict[str, Any] = {
+        "id": new_job_id(),
+        "agent": "backend",
+        "task": "List the routes",
+        "status": status,
+        "created_at": stamp,
+        "owner_pid": 0,  # no such process: the server that wrote it is gone
+    }
+    if status in ("done", "failed", "cancelled"):
+        defaults["completed_at"] = stamp
+    if status == "done":
+        defaults["result"] = DispatchResult(
+            agent="backend", success=True, result="GET /users\nPOST /users", cost_usd=0.01
+        )
+    defaults.update(fields)
+    job = Job(**defaults)
+    store.save(job)
+    return job
+
+
+# -- jobs ---------------------------------------------------------------------------------
+
+
+def test_jobs_lists_newest_first_with_filters(cli, store):
+    old = make_job(store, "done", age_days=2)
+    new = make_job(store, "failed", error="timed out after 300s", agent="web")
+    running = make_job(store, "running", progress=["reading files"])
+    res = cli("jobs")
+    assert res.rc == 0, res
+    lines = res.out.splitlines()
+    assert lines[0].split() == ["ID", "STATUS", "AGENT", "CREATED", "TASK", "/", "ERROR"]
+    assert [line.split()[0] for line in lines[1:]][-1] == old.id
+    assert {line.split()[0] for line in lines[1:]} == {old.id, new.id, running.id}
+    assert "timed out after 300s" in res.out
+
+    data = msgspec.json.decode(cli("jobs", "--status", "failed", "--json").out)
+    assert [j["id"] for j in data["jobs"]] == [new.id] and data["count"] == 1
+    data = msgspec.json.decode(cli("jobs", "--agent", "web", "--json").out)
+    assert [j["id"] for j in data["jobs"]] == [new.id]
+    data = msgspec.json.decode(cli("jobs", "--limit", "1", "--json").out)
+    assert data["count"] == 1
+    data = msgspec.json.decode(cli("jobs", "--limit", "0", "--json").out)
+    assert data["count"] == 1  # clamped into 1..1000, like the dispatch_jobs tool
+
+
+def test_jobs_when_there_are_none(cli):
+    res = cli("jobs")
+    assert res.rc == 0 and "no jobs yet" in res.out
+    assert msgspec.json.decode(cli("jobs", "--json").out) == {"jobs": [], "count": 0}
+
+
+def test_jobs_errors(cli):
+    assert_error(cli("jobs", "--status", "finished"), "status")
+    assert_error(cli("jobs", "--limit", "many"), "--limit")
+    cli.jobs.write_text("not a directory")
+    assert_error(cli("jobs"), "not usable")
+
+
+# -- job -----------------------------------------------------------------------------------
+
+
+def test_job_shows_the_record(cli, store):
+    job = make_job(store, "running", progress=["step one", "step two"])
+    res = cli("job", job.id)
+    assert res.rc == 0, res
+    assert f"job {job.id}" in res.out
+    assert "step two" in res.out
+    assert f"agent-dispatch cancel {job.id}" in res.out
+    done = make_job(store, "done")
+    res = cli("job", done.id)
+    assert "GET /users" in res.out and "$0.01" in res.out
+    data = msgspec.json.decode(cli("job", done.id, "--json").out)
+    assert data["id"] == done.id and data["result"]["result"] == "GET /users\nPOST /users"
+
+
+@pytest.mark.parametrize(
+    ("job_id", "words"),
+    [
+        ("abc", ["expected 32 lowercase hex"]),
+        ("../../etc/passwd", ["expected 32 lowercase hex"]),
+        ("A" * 32, ["expected 32 lowercase hex"]),
+        ("0" * 32, ["no job", "agent-dispatch jobs"]),
+    ],
+)
+@pytest.mark.parametrize("command", ["job", "cancel"])
+def test_bad_and_unknown_job_ids(cli, job_id, words, command):
+    assert_error(cli(command, job_id), *words)
+
+
+def test_a_corrupt_record_is_not_found(cli, store):
+    job = make_job(store)
+    (cli.jobs / f"{job.id}.json").write_bytes(b"\xff{not json")
+    assert_error(cli("job", job.id), "no job")
+
+
+# -- cancel ----------------------------------------------------------------------------------
+
+
+def test_cancel_marks_a_job_whose_server_is_gone(cli, store):
+    job = make_job(store, "running")
+    res = cli("cancel", job.id)
+    assert res.rc == 0, res
+    assert "cancelled" in res.out
+    record = store.require(job.id)
+    assert record.status == "cancelled" and record.completed_at
+
+
+def test_cancel_refuses_a_job_a_live_server_runs(cli, store):
+    job = make_job(store, "running", owner_pid=os.getppid())
+    res = cli("cancel", job.id)
+    assert_error(res, f"server with pid {os.getppid()}", "dispatch_cancel", job.id)
+    assert store.require(job.id).status == "running"
+
+
+def test_cancel_of_a_finished_job_changes_nothing(cli, store):
+    job = make_job(store, "done")
+    res = cli("cancel", job.id)
+    assert res.rc == 0 and "already finished: done" in res.out
+    assert store.require(job.id) == job
+
+
+# -- gc -------------------------------------------------------------------------------------
+
+
+def test_gc_deletes_finished_records_older_than_days(cli, store):
+    old = make_job(store, "done", age_days=10)
+    recent = make_job(store, "failed", age_days=1)
+    stuck = make_job(store, "running", age_days=30)
+    res = cli("gc", "--days", "5", "--dry-run")
+    assert res.rc == 0, res
+    assert "would delete 1 finished job record older than 5 days" in res.out
+    assert old.id in res.out
+    assert store.load(old.id) is not None
+
+    assert cli("gc", "--days", "5").rc == 0
+    assert store.load(old.id) is None
+    assert store.load(recent.id) is not None and store.load(stuck.id) is not None
+    assert "deleted 0" in cli("gc").out  # default: 7 days
+
+
+def test_gc_all_deletes_every_finished_record(cli, store):
+    finished = [make_job(store, s) for s in ("done", "failed", "cancelled")]
+    pending = make_job(store, "pending")
+    res = cli("gc", "--all")
+    assert res.rc == 0 and "deleted 3 finished job records" in res.out
+    assert all(store.load(j.id) is None for j in finished)
+    assert store.load(pending.id) is not None
+
+
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (["gc", "--days", "0"], ["--days", "> 0", "--all"]),
+        (["gc", "--days", "-3"], ["--days"]),
+        (["gc", "--days", "nan"], ["--days"]),
+        (["gc", "--days", "inf"], ["--days"]),
+        (["gc", "--days", "2", "--all"], ["not both"]),
+        (["gc", "--days", "week"], ["--days"]),
+    ],
+)
+def test_gc_rejects_bad_ages(cli, store, argv, words):
+    job = make_job(store, "done", age_days=100)
+    assert_error(cli(*argv), *words)
+    assert store.load(job.id) is not None
