@@ -159,6 +159,14 @@ def _from_output(
         _add_hint(res, _usage_limit_hint(error, agent, sid))
     elif out.subtype == "error_max_turns":
         _add_hint(res, "The agent hit its turn limit." + _resume_hint(agent, sid, " Continue: "))
+    elif out.api_error_status in (401, 403):
+        _add_hint(
+            res,
+            "The API rejected claude's credentials: log in with `claude` as the user the "
+            "server runs as, or set ANTHROPIC_API_KEY in the server's environment; then retry.",
+        )
+    elif out.api_error_status in (500, 502, 503, 529):
+        _add_hint(res, "The API had a temporary problem; retrying the same call usually works.")
     return res
 
 

@@ -769,3 +769,10 @@ def test_timeout_without_session_still_hints_more_time():
     res = _classify(b"", returncode=None, timed_out=True, session_id=None)
     assert res.error == "timed out" and res.session_id is None
     assert res.hint is not None and res.hint.startswith("Give it more time")
+
+
+def test_auth_and_server_errors_carry_a_hint_on_what_to_do(cli_samples: Path) -> None:
+    auth = _classify(_read(cli_samples, "json_api_401_2.1.332.json"), returncode=1)
+    assert auth.error_type == "cli_error" and "ANTHROPIC_API_KEY" in (auth.hint or "")
+    server = _classify(_read(cli_samples, "json_api_500_2.1.332.json"), returncode=1)
+    assert "retry" in (server.hint or "")

@@ -4,7 +4,11 @@ The CLI is ``$AGENT_DISPATCH_TEST_CLAUDE`` when set, else the pinned version
 that ``scripts/install-claude-cli`` puts in ``.cache/claude-cli/``. Tests that
 need it take the ``claude_bin`` fixture, which skips them with the reason when
 it is absent (and fails them when ``CI=true``: CI must always run the tier).
-Every test here carries the ``e2e`` marker.
+Every test here carries the ``e2e`` marker; the run ends with the tier's total time.
+
+Fixtures: ``fake_api`` (our fake Anthropic API), ``claude_env`` (an isolated,
+offline environment), ``project_dir``, ``claude`` (the CLI run directly) and
+``server`` (the real ``agent-dispatch serve`` over stdio, running the CLI).
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import json
 import os
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +26,7 @@ import pytest
 import trio
 
 from tests.e2e.fake_anthropic import FakeAnthropic
+from tests.e2e.server_harness import ServerUnderTest, served
 
 REPO = Path(__file__).resolve().parents[2]
 PINNED_VERSION = (REPO / "scripts" / "claude-cli-version").read_text().strip()
@@ -32,6 +37,7 @@ OVERRIDE_VAR = "AGENT_DISPATCH_TEST_CLAUDE"
 RUN_LIMIT_S = 60.0
 
 _CLAUDE = pytest.StashKey[tuple[Path | None, str]]()
+_TIER_TIMES = pytest.StashKey[list[float]]()
 
 
 def _cli_version(binary: Path) -> str | None:
@@ -67,12 +73,35 @@ def _locate_claude() -> tuple[Path | None, str]:
     return INSTALLED_CLI, f"{INSTALLED_CLI} {version}"
 
 
+def _in_tier(item: pytest.Item) -> bool:
+    return Path(__file__).parent in item.path.parents
+
+
 @pytest.hookimpl(tryfirst=True)  # before `-m` selection sees the items
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    here = Path(__file__).parent
     for item in items:
-        if here in item.path.parents:
+        if _in_tier(item):
             item.add_marker(pytest.mark.e2e)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Any:
+    """Time each e2e test, setup and teardown included, for the tier's total."""
+    if not _in_tier(item):
+        return (yield)
+    start = time.monotonic()
+    try:
+        return (yield)
+    finally:
+        item.config.stash.setdefault(_TIER_TIMES, []).append(time.monotonic() - start)
+
+
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, config: pytest.Config
+) -> None:
+    times = config.stash.get(_TIER_TIMES, [])
+    if times:
+        terminalreporter.write_line(f"e2e tier: {len(times)} tests in {sum(times):.1f} s")
 
 
 @pytest.fixture(scope="session")
@@ -194,3 +223,15 @@ class ClaudeRunner:
 def claude(claude_bin: Path, claude_env: dict[str, str], project_dir: Path) -> ClaudeRunner:
     """The real CLI, ready to run against ``fake_api`` in ``project_dir``."""
     return ClaudeRunner(binary=claude_bin, env=claude_env, cwd=project_dir)
+
+
+@pytest.fixture
+async def server(
+    claude_bin: Path, claude_env: dict[str, str], project_dir: Path, tmp_path: Path
+) -> AsyncIterator[ServerUnderTest]:
+    """The real ``agent-dispatch serve`` over stdio, its agents working in ``project_dir``
+    (see ``server_harness.agents_config``) with the real CLI against ``fake_api``."""
+    root = tmp_path / "server"
+    root.mkdir()
+    async with served(root, project_dir, claude_bin, claude_env) as under_test:
+        yield under_test
