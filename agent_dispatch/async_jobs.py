@@ -17,7 +17,7 @@ from typing import Any
 import msgspec
 import trio
 
-from agent_dispatch.errors import InvalidArgument, StorageError
+from agent_dispatch.errors import DispatchError, InvalidArgument, StorageError
 from agent_dispatch.jobs import (
     Job,
     JobStore,
@@ -88,6 +88,11 @@ class AsyncJobs:
         live = self._live.get(job_id)
         return live.job if live is not None else self.store.require(job_id)
 
+    def freshest(self, job: Job) -> Job:
+        """`job` as this process knows it now: the file lags a running job's progress."""
+        live = self._live.get(job.id)
+        return job if live is None else live.job
+
     # -- running -----------------------------------------------------------------
 
     async def submit(self, req: DispatchRequest) -> Job:
@@ -118,6 +123,14 @@ class AsyncJobs:
                     on_spawn=lambda pid: self._mark_running(live),
                     on_progress=lambda event: self._progress(live, event),
                 )
+        except Exception as exc:
+            # One job's failure (a config broken mid-run, a storage error) must not take
+            # the Dispatcher's nursery, and every other job, down with it.
+            log.exception("job %s failed", live.job.id)
+            message = exc.message if isinstance(exc, DispatchError) else repr(exc)
+            result = DispatchResult(
+                agent=req.agent, success=False, error=message, error_type="cli_error"
+            )
         finally:
             self._finish(live, result)  # synchronous: a cancellation cannot interrupt it
 

@@ -15,12 +15,17 @@ from contextlib import asynccontextmanager
 from typing import Any, cast
 
 import trio
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.stdio import stdio_server
+from mcp_types import CallToolResult, InputRequiredResult
+from pydantic import ValidationError
 
 from agent_dispatch import __version__
 from agent_dispatch.config import ConfigStore
 from agent_dispatch.dispatcher import Dispatcher
+from agent_dispatch.errors import DispatchError, InvalidArgument
+from agent_dispatch.toolkit import error_result
 from agent_dispatch.tools_agents import register_agent_tools
 from agent_dispatch.tools_dispatch import register_dispatch_tools
 from agent_dispatch.tools_jobs import register_job_tools
@@ -47,9 +52,34 @@ dispatches come back with error_type and a hint naming the fix.
 """
 
 
+class _Server(MCPServer):
+    """MCPServer whose argument validation failures are the usual error envelope."""
+
+    async def call_tool(
+        self, name: str, arguments: dict[str, Any], context: Context[Any, Any] | None = None
+    ) -> CallToolResult | InputRequiredResult:
+        try:
+            return await super().call_tool(name, arguments, context)
+        except ToolError as exc:
+            if not isinstance(exc.__cause__, ValidationError):
+                raise
+            return error_result(_invalid_arguments(name, exc.__cause__))
+
+
+def _invalid_arguments(tool: str, exc: ValidationError) -> InvalidArgument:
+    problems = []
+    for err in exc.errors(include_url=False):
+        where = ".".join(str(part) for part in err["loc"]) or "arguments"
+        problems.append(f"{where}: {err['msg']}")
+    return InvalidArgument(
+        f"{tool}: invalid arguments: {'; '.join(problems)}",
+        f"Check the parameter types of {tool} in tools/list (numbers must be finite).",
+    )
+
+
 def build_server(dispatcher: Dispatcher, store: ConfigStore) -> MCPServer:
     """The composition root of the MCP surface: every tool closes over one Dispatcher."""
-    server = MCPServer(name="agent-dispatch", instructions=INSTRUCTIONS, version=__version__)
+    server = _Server(name="agent-dispatch", instructions=INSTRUCTIONS, version=__version__)
     register_agent_tools(server, dispatcher, store)
     register_dispatch_tools(server, dispatcher)
     register_job_tools(server, dispatcher)
@@ -84,11 +114,18 @@ class _LineReader:
 
 
 class _Writer:
-    def __init__(self, stream: trio.lowlevel.FdStream) -> None:
+    """stdout for mcp's stdio_server; a client that hung up ends the session like EOF."""
+
+    def __init__(self, stream: trio.lowlevel.FdStream, session: trio.CancelScope) -> None:
         self._stream = stream
+        self._session = session
 
     async def write(self, text: str) -> None:
-        await self._stream.send_all(text.encode("utf-8"))
+        try:
+            await self._stream.send_all(text.encode("utf-8"))
+        except trio.BrokenResourceError:
+            log.info("the client closed stdout: shutting down")
+            self._session.cancel()
 
     async def flush(self) -> None:
         await trio.lowlevel.checkpoint()
@@ -113,29 +150,47 @@ async def _claim_stdio() -> AsyncIterator[tuple[trio.lowlevel.FdStream, trio.low
         os.close(saved_out)
 
 
-async def _cancel_on_signal(scope: trio.CancelScope) -> None:
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async for signum in signals:
-            log.info("received %s: shutting down", signal.Signals(signum).name)
+async def _cancel_on_signal(signals: AsyncIterator[int], scope: trio.CancelScope) -> None:
+    # Keep draining after the first signal: a second Ctrl-C or SIGTERM during the
+    # shutdown must not fall back to the default action and orphan the children.
+    async for signum in signals:
+        name = signal.Signals(signum).name
+        if scope.cancel_called:
+            log.info("received %s: already shutting down", name)
+        else:
+            log.info("received %s: shutting down", name)
             scope.cancel()
-            return
 
 
 async def serve_stdio(store: ConfigStore, *, env: Mapping[str, str] | None = None) -> None:
     """Serve MCP on stdin/stdout until EOF, SIGINT or SIGTERM; children die with us."""
+    # The receiver spans the Dispatcher's exit too: its jobs' children die in there.
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as guard:
+            serving = trio.CancelScope()
+            guard.start_soon(_cancel_on_signal, signals, serving)
+            with serving:
+                await _serve(store, env)
+            guard.cancel_scope.cancel()
+
+
+async def _serve(store: ConfigStore, env: Mapping[str, str] | None) -> None:
     async with Dispatcher.open(store, env=env) as dispatcher:
-        dispatcher.recover_jobs()
+        try:
+            dispatcher.recover_jobs()
+        except DispatchError as exc:  # a broken config or job dir: serve, and say so per call
+            log.warning("job recovery skipped: %s", exc.message)
         server = build_server(dispatcher, store)
         lowlevel = server._lowlevel_server  # run_stdio_async would claim fds in a thread
-        async with _claim_stdio() as (rx, tx), trio.open_nursery() as nursery:
-            nursery.start_soon(_cancel_on_signal, nursery.cancel_scope)
-            async with stdio_server(
-                stdin=cast(Any, _LineReader(rx)), stdout=cast(Any, _Writer(tx))
-            ) as (read_stream, write_stream):
-                await lowlevel.run(
-                    read_stream, write_stream, lowlevel.create_initialization_options()
-                )
-            nursery.cancel_scope.cancel()
+        with trio.CancelScope() as session:
+            async with (
+                _claim_stdio() as (rx, tx),
+                stdio_server(
+                    stdin=cast(Any, _LineReader(rx)), stdout=cast(Any, _Writer(tx, session))
+                ) as (read_stream, write_stream),
+            ):
+                options = lowlevel.create_initialization_options()
+                await lowlevel.run(read_stream, write_stream, options)
 
 
 def configure_logging() -> None:

@@ -17,8 +17,13 @@ from agent_dispatch.models import DispatchResult, ProgressEvent
 P = ParamSpec("P")
 
 
+GENERIC_HINT = "Check the arguments against this tool's description (see tools/list)."
+
+
 def error_result(exc: DispatchError) -> CallToolResult:
     envelope = exc.envelope()
+    if not envelope["hint"].strip():  # the envelope always tells the caller what to do next
+        envelope["hint"] = GENERIC_HINT
     return CallToolResult(
         content=[TextContent(type="text", text=json.dumps(envelope))],
         structured_content=envelope,

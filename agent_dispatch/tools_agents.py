@@ -137,4 +137,5 @@ def register_agent_tools(server: MCPServer, dispatcher: Dispatcher, store: Confi
     @tool_errors
     async def cache_clear() -> dict[str, Any]:
         """Drop every cached dispatch result."""
+        await config()  # like every tool: a broken config is reported, not skipped
         return {"cleared": dispatcher.cache.clear()}

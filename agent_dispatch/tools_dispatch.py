@@ -13,7 +13,7 @@ import trio
 from mcp.server.mcpserver import Context, MCPServer
 
 from agent_dispatch.dispatcher import Dispatcher
-from agent_dispatch.errors import InvalidArgument
+from agent_dispatch.errors import InvalidArgument, StorageError
 from agent_dispatch.jobs import ref_payload
 from agent_dispatch.models import DispatchRequest, DispatchResult
 from agent_dispatch.toolkit import progress_reporter, result_dict, tool_errors
@@ -39,7 +39,13 @@ def shape(
     """The tool answer for one dispatch: the result, or a ref payload to fetch it later."""
     if not return_ref:
         return result_dict(result, req.response_format)
-    job = dispatcher.store_ref(req, result)
+    try:
+        job = dispatcher.store_ref(req, result)
+    except StorageError as exc:  # the run is done (and paid for): never lose its answer
+        out = result_dict(result, req.response_format)
+        note = f"return_ref failed, so this is the whole result: {exc.message}"
+        out["hint"] = f"{out['hint']} {note}" if out.get("hint") else note
+        return out
     return ref_payload(job, summary_chars)
 
 

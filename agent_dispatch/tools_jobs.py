@@ -101,7 +101,10 @@ def register_job_tools(server: MCPServer, dispatcher: Dispatcher) -> None:
                 status=status or None, agent=agent or None, limit=count
             )
         )
-        return {"jobs": [job_summary(j) for j in jobs], "count": len(jobs)}
+        return {
+            "jobs": [job_summary(dispatcher.jobs.freshest(j)) for j in jobs],
+            "count": len(jobs),
+        }
 
     @server.tool()
     @tool_errors

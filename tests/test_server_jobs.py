@@ -1,0 +1,466 @@
+"""Async jobs, result refs and job control through the MCP tools (in memory and over stdio)."""
+
+from __future__ import annotations
+
+import os
+import stat
+import time
+from pathlib import Path
+from typing import Any
+
+import mcp
+import trio
+
+from agent_dispatch.jobs import Job, JobStore, new_job_id
+from agent_dispatch.models import DispatchRequest, DispatchResult
+from tests.fake_claude import pid_alive, wait_dead, wait_started
+from tests.server_support import (
+    Tools,
+    Workspace,
+    only,
+    pids_of,
+    stdio_params,
+    stdio_server,
+)
+
+pytest_plugins = ("tests.server_fixtures",)  # ws, served, tools
+
+BAD_IDS = [
+    "../x",
+    "../" + "a" * 29,
+    "a" * 31,
+    "a" * 33,
+    "A" * 32,
+    "a" * 32 + "\n",
+    "g" * 32,
+    "",
+    "/etc/passwd",
+    "a" * 15 + "/" + "a" * 16,
+]
+# Finishing a job and answering the wait is a handful of syscalls and channel hops;
+# a poll-driven wait would sit out its interval. Generous for a loaded CI box.
+PROMPT_WAKE_SECONDS = 0.5
+
+
+def blocked(ws: Workspace, name: str, *extra: str) -> tuple[str, Path]:
+    """A task the fake blocks on until `release` is created."""
+    release = ws.root / f"release-{name}"
+    return "\n".join([f"job {name}", f"@fake wait_file={release}", *extra]), release
+
+
+async def start_job(tools: Tools, agent: str, task: str) -> str:
+    out = (await tools("dispatch_async", agent=agent, task=task)).ok
+    assert out["status"] == "pending" and out["agent"] == agent
+    job_id: str = out["job_id"]
+    return job_id
+
+
+async def status(tools: Tools, job_id: str) -> dict[str, Any]:
+    out: dict[str, Any] = (await tools("dispatch_status", job_id=job_id)).ok
+    return out
+
+
+# -- ids ------------------------------------------------------------------------------
+
+
+async def test_every_job_tool_rejects_malformed_ids_before_touching_disk(
+    tools: Tools, ws: Workspace
+) -> None:
+    for bad in BAD_IDS:
+        calls: list[tuple[str, dict[str, Any]]] = [
+            ("dispatch_status", {"job_id": bad}),
+            ("dispatch_wait", {"job_id": bad or "x", "timeout_seconds": 1}),
+            ("dispatch_wait", {"job_ids": ["0" * 32, bad], "timeout_seconds": 1}),
+            ("dispatch_cancel", {"job_id": bad}),
+            ("fetch_result", {"ref": bad}),
+        ]
+        for tool, args in calls:
+            envelope = (await tools(tool, **args)).envelope
+            assert "32 lowercase hex" in envelope["error"], (tool, bad, envelope)
+            assert "dispatch_jobs" in envelope["hint"], (tool, bad, envelope)
+    assert not ws.jobs.exists()  # no path was ever built from the id
+
+
+async def test_well_formed_unknown_ids_are_not_found(tools: Tools) -> None:
+    unknown = "0123456789abcdef" * 2
+    assert "no job" in (await tools("dispatch_status", job_id=unknown)).envelope["error"]
+    assert (await tools("fetch_result", ref=unknown)).envelope
+    assert (await tools("dispatch_wait", job_id=unknown, timeout_seconds=1)).envelope
+    out = (await tools("dispatch_cancel", job_id=unknown)).ok
+    assert out == {"job_id": unknown, "outcome": "not_found", "status": None}
+
+
+async def test_dispatch_async_rejects_bad_requests_without_a_record(
+    tools: Tools, ws: Workspace
+) -> None:
+    for args in (
+        {"agent": "nobody", "task": "x"},
+        {"agent": "alpha", "task": ""},
+        {"agent": "alpha", "task": "x", "timeout_seconds": -1},
+        {"agent": "alpha", "task": "x", "response_format": "yaml"},
+    ):
+        assert (await tools("dispatch_async", **args)).envelope
+    assert ws.job_files() == [] and ws.runs() == []
+
+
+# -- running, waiting, cancelling --------------------------------------------------------
+
+
+async def test_wait_wakes_as_soon_as_the_job_finishes(tools: Tools, ws: Workspace) -> None:
+    task, release = blocked(ws, "A", "@fake reply=finished")
+    job_id = await start_job(tools, "alpha", task)
+    answer: dict[str, Any] = {}
+
+    async def waiter() -> None:
+        answer.update((await tools("dispatch_wait", job_id=job_id, timeout_seconds=60)).ok)
+        answer["returned_at"] = time.time()
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(waiter)
+            run = only(await wait_started(ws.log))
+            running = await status(tools, job_id)
+            assert running["status"] == "running" and running["started_at"]
+            assert answer == {}
+            release.touch()
+    end = only(ws.runs())["end"]
+    assert end is not None and end["rc"] == 0
+    assert answer["returned_at"] - end["time"] < PROMPT_WAKE_SECONDS
+    assert answer["status"] == "done"
+    assert answer["timed_out_waiting"] is False
+    assert answer["result"]["result"] == "finished"
+    assert answer["id"] == job_id and answer["completed_at"]
+    assert run["output_format"] == "stream-json"  # jobs stream, for their progress tail
+
+
+async def test_wait_on_a_list_in_any_and_all_modes(tools: Tools, ws: Workspace) -> None:
+    task_a, release_a = blocked(ws, "A")
+    task_b, release_b = blocked(ws, "B")
+    a = await start_job(tools, "alpha", task_a)
+    b = await start_job(tools, "beta", task_b)
+    with trio.fail_after(15):
+        await wait_started(ws.log, 2)
+        async with trio.open_nursery() as nursery:
+            got: dict[str, Any] = {}
+
+            async def wait_any() -> None:
+                got.update(
+                    (
+                        await tools("dispatch_wait", job_ids=[a, b], mode="any", timeout_seconds=30)
+                    ).ok
+                )
+
+            nursery.start_soon(wait_any)
+            release_a.touch()
+        assert got["mode"] == "any" and got["timed_out_waiting"] is False
+        assert [j["id"] for j in got["jobs"]] == [a, b]
+        assert [j["status"] for j in got["jobs"]] == ["done", "running"]
+
+        async with trio.open_nursery() as nursery:
+            got.clear()
+
+            async def wait_all() -> None:
+                got.update(
+                    (
+                        await tools("dispatch_wait", job_ids=[a, b], mode="all", timeout_seconds=30)
+                    ).ok
+                )
+
+            nursery.start_soon(wait_all)
+            release_b.touch()
+    assert got["timed_out_waiting"] is False
+    assert [j["status"] for j in got["jobs"]] == ["done", "done"]
+
+
+async def test_wait_gives_up_at_the_deadline_and_the_job_keeps_running(
+    tools: Tools, ws: Workspace
+) -> None:
+    task, _release = blocked(ws, "A")
+    job_id = await start_job(tools, "alpha", task)
+    with trio.fail_after(10):
+        await wait_started(ws.log)
+        started = trio.current_time()
+        out = (await tools("dispatch_wait", job_id=job_id, timeout_seconds=0.01)).ok
+        waited = trio.current_time() - started
+        assert out["timed_out_waiting"] is True
+        assert out["status"] == "running"
+        assert 1 <= waited < 3  # clamped up to the 1 s minimum
+        assert (await status(tools, job_id))["status"] == "running"
+        cancelled = (await tools("dispatch_cancel", job_id=job_id)).ok
+    assert cancelled["outcome"] == "cancelled_running"
+
+
+async def test_wait_rejects_bad_arguments(tools: Tools, ws: Workspace) -> None:
+    job_id = await start_job(tools, "alpha", "quick")
+    for args, words in (
+        ({"mode": "some"}, "mode"),
+        ({"timeout_seconds": -1}, "timeout_seconds"),
+        ({"timeout_seconds": float("nan")}, "timeout_seconds"),
+        ({"job_id": "", "job_ids": []}, "job_id"),
+    ):
+        envelope = (await tools("dispatch_wait", **{"job_id": job_id, **args})).envelope
+        assert words in envelope["error"], args
+
+
+async def test_cancel_a_pending_job_and_it_never_runs(tools: Tools, ws: Workspace) -> None:
+    ws.write_config(max_concurrency=1)
+    task, release = blocked(ws, "first")
+    first = await start_job(tools, "alpha", task)
+    with trio.fail_after(10):
+        await wait_started(ws.log)
+        second = await start_job(tools, "beta", "never run me")
+        assert (await status(tools, second))["status"] == "pending"
+        out = (await tools("dispatch_cancel", job_id=second)).ok
+        assert out == {"job_id": second, "outcome": "cancelled", "status": "cancelled"}
+        release.touch()
+        done = (await tools("dispatch_wait", job_id=first, timeout_seconds=10)).ok
+    assert done["status"] == "done"
+    record = await status(tools, second)
+    assert record["status"] == "cancelled" and record["started_at"] is None
+    assert [r["cwd"] for r in ws.runs()] == [str(ws.alpha)]
+    assert not any("never run me" in r["prompt"] for r in ws.runs())
+
+
+async def test_cancel_a_running_job_kills_its_process_group(tools: Tools, ws: Workspace) -> None:
+    job_id = await start_job(tools, "alpha", "forever\n@fake grandchild=30\n@fake sleep=30")
+    with trio.fail_after(10):
+        run = only(await wait_started(ws.log))
+        leader, grandchild = pids_of(run)
+        assert pid_alive(leader) and pid_alive(grandchild)
+        out = (await tools("dispatch_cancel", job_id=job_id)).ok
+        assert out == {"job_id": job_id, "outcome": "cancelled_running", "status": "cancelled"}
+        assert not pid_alive(leader)  # reaped before the answer
+        await wait_dead(grandchild)
+    record = await status(tools, job_id)
+    assert record["status"] == "cancelled"
+    assert "dispatch_cancel" in record["error"]
+    again = (await tools("dispatch_cancel", job_id=job_id)).ok
+    assert again == {"job_id": job_id, "outcome": "already_terminal", "status": "cancelled"}
+    fetched = (await tools("fetch_result", ref=job_id)).ok
+    assert fetched["success"] is False and fetched["status"] == "cancelled"
+
+
+async def test_job_records_are_private_files(tools: Tools, ws: Workspace) -> None:
+    job_id = await start_job(tools, "alpha", "quick")
+    await tools("dispatch_wait", job_id=job_id, timeout_seconds=10)
+    ref = (await tools("dispatch", agent="beta", task="ref me", return_ref=True)).ok["ref"]
+    assert stat.S_IMODE(ws.jobs.stat().st_mode) == 0o700
+    files = ws.job_files()
+    assert sorted(f.stem for f in files) == sorted([job_id, ref])
+    assert all(stat.S_IMODE(f.stat().st_mode) == 0o600 for f in files)
+    assert not [p for p in ws.jobs.iterdir() if p.name.startswith(".")]  # no temp files left
+
+
+# -- refs --------------------------------------------------------------------------------
+
+
+async def test_return_ref_gives_a_summary_and_fetch_result_the_whole(
+    tools: Tools, ws: Workspace
+) -> None:
+    text = " ".join(f"word{i}" for i in range(200))
+    task = f"long answer\n@fake reply={text}"
+    payload = (
+        await tools("dispatch", agent="alpha", task=task, return_ref=True, summary_chars=40)
+    ).ok
+    assert payload["success"] is True and payload["agent"] == "alpha"
+    assert payload["size"] == len(text)
+    assert payload["summary_chars"] == 40
+    assert text.startswith(payload["summary"].rstrip("…"))
+    assert len(payload["summary"]) <= 41
+    assert {"session_id", "cost_usd", "duration_ms"} <= set(payload)
+    ref = payload["ref"]
+
+    full = (await tools("fetch_result", ref=ref)).ok
+    assert full["result"] == text and "truncated" not in full
+    cut = (await tools("fetch_result", ref=ref, max_chars=25)).ok
+    assert cut["result"] == text[:25]
+    assert cut["truncated"] is True and cut["full_size"] == len(text)
+    assert (await tools("fetch_result", ref=ref, max_chars=-1)).envelope
+    assert (await status(tools, ref))["status"] == "done"  # a ref is a job id
+
+    hit = (await tools("dispatch", agent="alpha", task=task, return_ref=True)).ok
+    assert hit["cached"] is True
+    assert hit["ref"] != ref
+    assert (await tools("fetch_result", ref=hit["ref"])).ok["result"] == text
+    assert len(ws.runs()) == 1
+
+
+async def test_return_ref_without_usable_job_storage_still_returns_the_answer(
+    tools: Tools, ws: Workspace
+) -> None:
+    ws.jobs.write_text("not a directory")
+    out = (await tools("dispatch", agent="alpha", task="keep me", return_ref=True)).ok
+    assert out["success"] is True
+    assert out["result"] == "fake reply to: keep me"
+    assert "return_ref failed" in out["hint"] and str(ws.jobs) in out["hint"]
+
+
+async def test_a_failed_dispatch_can_be_a_ref_too(tools: Tools) -> None:
+    payload = (
+        await tools("dispatch", agent="alpha", task="no\n@fake api_error=529", return_ref=True)
+    ).ok
+    assert payload["success"] is False and payload["error_type"]
+    fetched = (await tools("fetch_result", ref=payload["ref"])).ok
+    assert fetched["status"] == "failed" and "529" in fetched["error"]
+
+
+# -- listing, progress, gc ------------------------------------------------------------------
+
+
+async def test_dispatch_jobs_lists_newest_first_with_the_last_progress_line(
+    tools: Tools, ws: Workspace
+) -> None:
+    done_id = await start_job(tools, "beta", "first and quick")
+    await tools("dispatch_wait", job_id=done_id, timeout_seconds=10)
+    task = "busy\n@fake tool_use=Bash\n@fake reply=last words\n@fake hang_after_result"
+    busy = await start_job(tools, "alpha", task)
+    with trio.fail_after(10):
+        await wait_started(ws.log, 2)
+        while "last words" not in (await status(tools, busy))["progress"]:
+            await trio.sleep(0.01)  # the child's output: nothing to wait on but the record
+        listing = (await tools("dispatch_jobs")).ok
+        assert listing["count"] == 2
+        newest, oldest = listing["jobs"]
+        assert (newest["id"], oldest["id"]) == (busy, done_id)
+        assert newest["status"] == "running"
+        assert newest["last_progress"] == "last words"
+        assert oldest["status"] == "done" and oldest["success"] is True
+        assert "last_progress" not in oldest
+        only_beta = (await tools("dispatch_jobs", agent="beta")).ok["jobs"]
+        assert [j["id"] for j in only_beta] == [done_id]
+        running = (await tools("dispatch_jobs", status="running", limit=0)).ok["jobs"]
+        assert [j["id"] for j in running] == [busy]  # limit clamps up to 1
+        assert (await tools("dispatch_jobs", status="stuck")).envelope
+        await tools("dispatch_cancel", job_id=busy)
+
+
+async def test_the_progress_tail_is_bounded(tools: Tools, ws: Workspace) -> None:
+    calls = "\n".join(f"@fake tool_use=Tool{i}" for i in range(15))
+    task = f"chatty\n{calls}\n@fake reply={'x' * 1000}"
+    job_id = await start_job(tools, "alpha", task)
+    with trio.fail_after(10):
+        record = (await tools("dispatch_wait", job_id=job_id, timeout_seconds=10)).ok
+    assert record["status"] == "done"
+    progress = record["progress"]
+    assert len(progress) == 20
+    assert progress[-1] == "x" * 300
+    assert progress[-2] == "Using tool: Tool14"
+
+
+def _job_record(agent: str, *, days_ago: float, status: str = "done", **fields: Any) -> Job:
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - days_ago * 86400))
+    finished = status in ("done", "failed", "cancelled")
+    return Job(
+        id=new_job_id(),
+        agent=agent,
+        task="old work",
+        status=status,  # type: ignore[arg-type]
+        created_at=stamp,
+        started_at=stamp,
+        completed_at=stamp if finished else None,
+        result=DispatchResult(agent=agent, success=True, result="old") if finished else None,
+        owner_pid=os.getpid(),
+        request=DispatchRequest(agent=agent, task="old work"),
+        **fields,
+    )
+
+
+async def test_gc_dry_run_deletes_nothing_and_gc_purges_old_finished_jobs(
+    tools: Tools, ws: Workspace
+) -> None:
+    store = JobStore(ws.jobs)
+    old = _job_record("alpha", days_ago=10)
+    old_failed = _job_record("beta", days_ago=30, status="failed")
+    recent = _job_record("alpha", days_ago=1)
+    old_running = _job_record("alpha", days_ago=10, status="running")
+    for job in (old, old_failed, recent, old_running):
+        store.save(job)
+    files = ws.job_files()
+
+    dry = (await tools("dispatch_gc", max_age_days=7, dry_run=True)).ok
+    assert dry == {"would_purge": 2, "job_ids": sorted([old.id, old_failed.id])}
+    assert ws.job_files() == files
+
+    real = (await tools("dispatch_gc", max_age_days=7)).ok
+    assert real == {"purged": 2, "job_ids": sorted([old.id, old_failed.id])}
+    assert sorted(f.stem for f in ws.job_files()) == sorted([recent.id, old_running.id])
+    for bad in (0, -1, float("nan"), float("inf")):
+        assert "max_age_days" in (await tools("dispatch_gc", max_age_days=bad)).envelope["error"]
+    assert len(ws.job_files()) == 2
+
+
+# -- over real stdio ------------------------------------------------------------------------
+
+
+async def _dead_pid() -> int:
+    proc = await trio.lowlevel.open_process(["true"])
+    await proc.wait()
+    return proc.pid
+
+
+async def test_a_starting_server_fails_jobs_stranded_by_a_dead_server(ws: Workspace) -> None:
+    ws.write_config(job_retention_days=5)
+    store = JobStore(ws.jobs)
+    dead = _job_record("alpha", days_ago=0, status="running", progress=["step 1"])
+    dead.owner_pid = await _dead_pid()
+    alive = _job_record("alpha", days_ago=0, status="running")  # owned by this test process
+    fresh_pending = _job_record("beta", days_ago=0.5, status="pending")
+    stale_pending = _job_record("beta", days_ago=2, status="pending")
+    expired = _job_record("beta", days_ago=6)
+    kept = _job_record("beta", days_ago=4)
+    for job in (dead, alive, fresh_pending, stale_pending, expired, kept):
+        store.save(job)
+
+    with trio.fail_after(20):
+        async with stdio_server(ws) as server:
+
+            async def job_status(job_id: str) -> dict[str, Any]:
+                out = await server.call("dispatch_status", job_id=job_id)
+                assert not out.get("isError"), out
+                data: dict[str, Any] = out["structuredContent"]
+                return data
+
+            recovered = await job_status(dead.id)
+            assert recovered["status"] == "failed"
+            assert "server stopped" in recovered["error"]
+            assert recovered["completed_at"]
+            assert recovered["progress"] == ["step 1"]
+            assert (await job_status(alive.id))["status"] == "running"
+            assert (await job_status(fresh_pending.id))["status"] == "pending"
+            assert (await job_status(stale_pending.id))["status"] == "failed"
+            out = (await server.call("dispatch_cancel", job_id=alive.id))["structuredContent"]
+            assert out["outcome"] == "running"  # another live process owns it
+            gone = await server.call("dispatch_status", job_id=expired.id)
+            assert gone["isError"] is True  # purged by job_retention_days
+            assert (await job_status(kept.id))["status"] == "done"
+    assert store.require(alive.id).status == "running"
+
+
+async def test_job_tools_over_stdio(ws: Workspace) -> None:
+    task, release = blocked(ws, "A", "@fake reply=over the wire")
+    with trio.fail_after(20):
+        async with mcp.Client(stdio_params(ws)) as client:
+
+            async def call(tool: str, **args: Any) -> Any:
+                result = await client.call_tool(tool, args)
+                assert not result.is_error, result.content
+                return result.structured_content
+
+            job_id = (await call("dispatch_async", agent="alpha", task=task))["job_id"]
+            await wait_started(ws.log)
+            assert (await call("dispatch_status", job_id=job_id))["status"] == "running"
+            release.touch()
+            done = await call("dispatch_wait", job_id=job_id, timeout_seconds=30)
+            assert done["status"] == "done" and done["timed_out_waiting"] is False
+            fetched = await call("fetch_result", ref=job_id, max_chars=4)
+            assert fetched["result"] == "over" and fetched["truncated"] is True
+            listed = await call("dispatch_jobs")
+            assert [j["id"] for j in listed["jobs"]] == [job_id]
+            slow = (await call("dispatch_async", agent="beta", task="@fake sleep=30\nslow"))[
+                "job_id"
+            ]
+            run = (await wait_started(ws.log, 2))[-1]
+            cancelled = await call("dispatch_cancel", job_id=slow)
+            assert cancelled["outcome"] == "cancelled_running"
+            assert not pid_alive(run["pid"])
+            assert (await call("dispatch_gc", dry_run=True))["would_purge"] == 0

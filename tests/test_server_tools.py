@@ -1,0 +1,497 @@
+"""Every agent, group, cache and dispatch tool through an in-memory MCP client.
+
+Each test runs twice: with the default client (the modern in-process path) and
+with `mode="legacy"` (real JSON-RPC framing over memory streams).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from typing import Any
+
+import pytest
+import trio
+import yaml
+
+from tests.server_support import (
+    ProgressLog,
+    Reply,
+    Tools,
+    Workspace,
+    only,
+)
+
+pytest_plugins = ("tests.server_fixtures",)  # ws, served, tools
+
+BAD_NAMES = ["bad name", "x\n", "", "../alpha", "-flag"]
+
+
+# -- agents and groups -------------------------------------------------------------------
+
+
+async def test_list_agents_shows_each_agent_with_its_detected_facts(tools: Tools) -> None:
+    agents = (await tools("list_agents")).ok["agents"]
+    assert [a["name"] for a in agents] == ["alpha", "beta"]
+    alpha = agents[0]
+    assert alpha["description"] == "billing"
+    assert alpha["healthy"] is True
+    assert alpha["has_claude_md"] is True
+    assert alpha["has_mcp_config"] is False
+    assert "permission_mode" not in alpha  # only when set
+
+
+async def test_inspect_agent_gives_config_groups_and_previews(tools: Tools, ws: Workspace) -> None:
+    info = (await tools("inspect_agent", name="alpha")).ok
+    assert info["config"]["directory"] == str(ws.alpha)
+    assert info["groups"] == ["team"]
+    assert "billing and invoices" in info["claude_md_preview"]
+    short = (await tools("inspect_agent", name="alpha", preview_lines=0)).ok
+    assert "claude_md_preview" not in short
+    clamped = (await tools("inspect_agent", name="alpha", preview_lines=10**6)).ok
+    assert clamped["claude_md_preview"] == info["claude_md_preview"]
+
+
+async def test_agent_tools_reject_unknown_and_invalid_names(tools: Tools) -> None:
+    for tool in ("inspect_agent", "remove_agent", "update_agent"):
+        unknown = (await tools(tool, name="nobody")).envelope
+        assert "nobody" in unknown["error"]
+        assert "list_agents" in unknown["hint"]
+        for bad in BAD_NAMES:
+            assert (await tools(tool, name=bad)).envelope, (tool, bad)
+
+
+async def test_groups_are_listed_with_dangling_members_flagged(tools: Tools) -> None:
+    groups = (await tools("list_groups")).ok["groups"]
+    team = only(groups)
+    assert team["name"] == "team"
+    assert team["members"] == [
+        {"agent": "alpha", "use_for": "money"},
+        {"agent": "ghost", "use_for": "haunting", "unknown": True},
+    ]
+    info = (await tools("inspect_group", name="team")).ok
+    assert info["shared_context"] == "We ship on Fridays."
+    assert "list_groups" in (await tools("inspect_group", name="nope")).envelope["hint"]
+    for bad in BAD_NAMES:
+        assert (await tools("inspect_group", name=bad)).envelope
+
+
+async def test_add_agent_stores_it_with_an_auto_description(tools: Tools, ws: Workspace) -> None:
+    project = ws.root / "gamma"
+    project.mkdir()
+    (project / "README.md").write_text("# Gamma\n\nGamma keeps the search index fresh.\n")
+    added = (
+        await tools(
+            "add_agent",
+            name="gamma",
+            directory=str(project),
+            timeout=60,
+            max_budget_usd=0.5,
+            permission_mode="plan",
+            allowed_tools="Read, Bash(git log:*, git diff:*)",
+            disallowed_tools="[]",
+            capabilities="search, index",
+        )
+    ).ok
+    assert added["added"] == "gamma"
+    agent = added["agent"]
+    assert agent["directory"] == str(project)
+    assert "search index" in agent["description"]
+    assert agent["timeout"] == 60
+    assert agent["max_budget_usd"] == 0.5
+    assert agent["allowed_tools"] == ["Read", "Bash(git log:*, git diff:*)"]
+    assert agent["disallowed_tools"] == []
+    assert agent["capabilities"] == ["search", "index"]
+    stored = yaml.safe_load(ws.config.read_text())["agents"]["gamma"]
+    assert stored["permission_mode"] == "plan"
+    names = [a["name"] for a in (await tools("list_agents")).ok["agents"]]
+    assert names == ["alpha", "beta", "gamma"]
+
+
+ADD_AGENT_REJECTS: list[tuple[dict[str, Any], str]] = [
+    ({"name": "bad name"}, "name"),
+    ({"name": "x\n"}, "name"),
+    ({"name": "alpha"}, "already exists"),
+    ({"directory": "/nonexistent/agent-dispatch-test"}, "does not exist"),
+    ({"directory": ""}, "directory"),
+    ({"timeout": -5}, "timeout"),
+    ({"max_budget_usd": -1}, "max_budget_usd"),
+    ({"max_budget_usd": float("nan")}, "max_budget_usd"),
+    ({"permission_mode": "yolo"}, "permission_mode"),
+    ({"allowed_tools": "--evil"}, "allowed_tools"),
+    ({"model": "--evil"}, "model"),
+]
+
+
+async def test_add_agent_rejects_bad_input_and_stores_nothing(tools: Tools, ws: Workspace) -> None:
+    before = ws.config.read_bytes()
+    for args, words in ADD_AGENT_REJECTS:
+        call = {"name": "newbie", "directory": str(ws.beta), **args}
+        envelope = (await tools("add_agent", **call)).envelope
+        assert words in envelope["error"], args
+    assert ws.config.read_bytes() == before
+
+
+async def test_update_agent_changes_and_clears_fields(tools: Tools, ws: Workspace) -> None:
+    out = (
+        await tools("update_agent", name="alpha", model="opus", timeout=42, description="money")
+    ).ok
+    assert out == {"updated": "alpha", "fields": ["description", "model", "timeout"]}
+    cleared = (await tools("update_agent", name="alpha", model="none")).ok
+    assert cleared["fields"] == ["model"]
+    agent = (await tools("inspect_agent", name="alpha", preview_lines=0)).ok["config"]
+    assert agent["timeout"] == 42
+    assert agent["description"] == "money"
+    assert agent.get("model") is None
+    assert (await tools("update_agent", name="alpha")).ok["fields"] == []  # all unchanged
+
+
+async def test_update_agent_rejects_bad_values(tools: Tools, ws: Workspace) -> None:
+    before = ws.config.read_bytes()
+    for args in (
+        {"timeout": -1},
+        {"max_budget_usd": -0.01},
+        {"directory": "/nonexistent/agent-dispatch-test"},
+        {"permission_mode": "sometimes"},
+        {"model": "--evil"},
+    ):
+        assert (await tools("update_agent", name="alpha", **args)).envelope, args
+    assert ws.config.read_bytes() == before
+
+
+async def test_remove_agent_forgets_it_and_keeps_its_directory(tools: Tools, ws: Workspace) -> None:
+    assert (await tools("remove_agent", name="beta")).ok == {"removed": "beta"}
+    assert ws.beta.is_dir()
+    assert [a["name"] for a in (await tools("list_agents")).ok["agents"]] == ["alpha"]
+    assert (await tools("remove_agent", name="beta")).envelope
+
+
+# -- dispatch ---------------------------------------------------------------------------
+
+
+async def test_dispatch_runs_claude_in_the_agent_directory(tools: Tools, ws: Workspace) -> None:
+    progress = ProgressLog()
+    res = (await tools.call("dispatch", {"agent": "alpha", "task": "count the tests"}, progress)).ok
+    assert res["agent"] == "alpha"
+    assert res["success"] is True
+    assert res["result"] == "fake reply to: count the tests"
+    assert res["session_id"]
+    run = only(ws.runs())
+    assert run["cwd"] == str(ws.alpha)
+    assert run["session_id"] == res["session_id"]
+    assert run["stdin"] == "devnull"
+    with trio.fail_after(5):
+        await progress.wait_for(1)
+    assert progress.messages[0] == "dispatch to alpha: started"  # the idle-timer heartbeat
+    assert progress.messages[:1] == ["dispatch to alpha: started"]  # the idle-timer heartbeat
+
+
+async def test_dispatch_with_json_format_and_group_context(tools: Tools, ws: Workspace) -> None:
+    res = (
+        await tools(
+            "dispatch",
+            agent="alpha",
+            task='numbers\n@fake reply=```json\\n{"n": 3}\\n```',
+            response_format="json",
+            group="team",
+            caller="the tests",
+            goal="check the prompt",
+        )
+    ).ok
+    assert res["parsed_result"] == {"n": 3}
+    prompt = only(ws.runs())["prompt"]
+    for part in ("## Goal", "## Dispatched by", "We ship on Fridays.", "money", "## Task"):
+        assert part in prompt
+    plain = (await tools("dispatch", agent="alpha", task="prose", response_format="json")).ok
+    assert plain["parsed_result"] is None  # did not parse, still a success
+    assert plain["success"] is True
+
+
+DISPATCH_REJECTS: list[tuple[dict[str, Any], str]] = [
+    ({"agent": "nobody"}, "unknown agent"),
+    ({"agent": "bad name"}, "invalid agent name"),
+    ({"agent": "alpha\n"}, "invalid agent name"),
+    ({"task": "   "}, "task"),
+    ({"timeout_seconds": -1}, "timeout_seconds"),
+    ({"response_format": "xml"}, "response_format"),
+    ({"group": "nogroup"}, "unknown group"),
+    ({"agent": "beta", "group": "team"}, "not a member"),
+]
+
+
+async def test_dispatch_rejects_bad_input_without_spawning(tools: Tools, ws: Workspace) -> None:
+    for args, words in DISPATCH_REJECTS:
+        call = {"agent": "alpha", "task": "do it", **args}
+        reply = await tools("dispatch", **call)
+        assert words in reply.envelope["error"], args
+    assert ws.runs() == []
+
+
+async def test_dispatch_to_a_vanished_directory_is_a_not_found_result(
+    tools: Tools, ws: Workspace
+) -> None:
+    shutil.rmtree(ws.beta)
+    reply = await tools("dispatch", agent="beta", task="anyone home?")
+    res = reply.ok  # a failed dispatch is a DispatchResult, not an envelope
+    assert res["success"] is False
+    assert res["error_type"] == "not_found"
+    assert str(ws.beta) in res["error"]
+    assert "update_agent" in res["hint"]
+    assert ws.runs() == []
+
+
+async def test_a_failed_run_is_a_result_with_error_type_and_hint(tools: Tools) -> None:
+    res = (await tools("dispatch", agent="alpha", task="spend\n@fake budget_stop")).ok
+    assert res["success"] is False
+    assert res["error_type"] == "budget"
+    assert res["budget_exceeded"] is True
+    assert res["hint"]
+
+
+WRONG_TYPES: list[tuple[dict[str, Any], str]] = [
+    ({"timeout_seconds": "soon"}, "timeout_seconds"),
+    ({"task": 5}, "task"),
+    ({"task": None}, "task"),
+    ({"return_ref": "maybe"}, "return_ref"),
+    # JSON has no NaN or infinity: the client sends null, which is not a number either.
+    ({"timeout_seconds": float("nan")}, "timeout_seconds"),
+    ({"timeout_seconds": float("inf")}, "timeout_seconds"),
+    ({"summary_chars": -1e309}, "summary_chars"),
+]
+
+
+async def test_wrong_argument_types_get_the_envelope(tools: Tools, ws: Workspace) -> None:
+    for args, field in WRONG_TYPES:
+        envelope = (await tools("dispatch", **{"agent": "alpha", "task": "t", **args})).envelope
+        assert field in envelope["error"], args
+        assert "tools/list" in envelope["hint"]
+    missing = (await tools("dispatch", agent="alpha")).envelope
+    assert "task" in missing["error"]
+    assert ws.runs() == []
+
+
+async def test_the_cache_answers_a_repeat_and_can_be_cleared(tools: Tools, ws: Workspace) -> None:
+    first = (await tools("dispatch", agent="alpha", task="cache me")).ok
+    second = (await tools("dispatch", agent="alpha", task="cache me")).ok
+    assert second["cached"] is True
+    assert second["result"] == first["result"]
+    assert len(ws.runs()) == 1
+    stats = (await tools("cache_stats")).ok
+    assert stats["size"] == 1 and stats["hits"] == 1 and stats["misses"] == 1
+    assert {"max_size", "evictions", "hit_rate", "ttl"} <= set(stats)
+    assert (await tools("cache_clear")).ok == {"cleared": 1}
+    assert (await tools("cache_stats")).ok["size"] == 0
+    await tools("dispatch", agent="alpha", task="cache me")
+    assert len(ws.runs()) == 2
+
+
+async def test_dispatch_session_starts_and_resumes_a_session(tools: Tools, ws: Workspace) -> None:
+    first = (await tools("dispatch_session", agent="alpha", task="remember 7")).ok
+    sid = first["session_id"]
+    again = (await tools("dispatch_session", agent="alpha", task="remember 7")).ok
+    assert "cached" not in again  # sessions are never cached
+    resumed = (
+        await tools("dispatch_session", agent="alpha", task="what was it?", session_id=sid)
+    ).ok
+    assert resumed["session_id"] == sid
+    runs = ws.runs()
+    assert len(runs) == 3
+    assert runs[2]["resume"] == sid
+    assert "--session-id" not in runs[2]["argv"]
+    bad = await tools("dispatch_session", agent="alpha", task="x", session_id="--oops")
+    assert "session_id" in bad.envelope["error"]
+    assert (await tools("dispatch_session", agent="nobody", task="x")).envelope
+
+
+async def test_dispatch_stream_reports_text_and_tool_calls_in_order(
+    tools: Tools, ws: Workspace
+) -> None:
+    progress = ProgressLog()
+    task = "look around\n@fake tool_use=Bash\n@fake tool_use=Read\n@fake reply=seen it"
+    res = (await tools.call("dispatch_stream", {"agent": "alpha", "task": task}, progress)).ok
+    assert res["success"] is True and res["result"] == "seen it"
+    with trio.fail_after(5):
+        await progress.wait_for(5)
+    assert progress.messages == [
+        "Using Bash.",
+        "Using tool: Bash",
+        "Using Read.",
+        "Using tool: Read",
+        "seen it",
+    ]
+    assert len({p for p, _, _ in progress.seen}) == 5  # one step each
+    assert only(ws.runs())["output_format"] == "stream-json"
+    assert (await tools("dispatch_stream", agent="alpha", task="x", timeout_seconds=-3)).envelope
+
+
+# -- dispatch_parallel ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("as_json", [False, True], ids=["list", "json-string"])
+async def test_dispatch_parallel_returns_results_in_input_order(
+    tools: Tools, ws: Workspace, as_json: bool
+) -> None:
+    items = [
+        {"agent": "alpha", "task": "slow one\n@fake sleep=0.1"},
+        {"agent": "beta", "task": "quick one"},
+        {"agent": "alpha", "task": "in the team\n@fake reply=third", "group": "team"},
+    ]
+    progress = ProgressLog()
+    dispatches = json.dumps(items) if as_json else items
+    out = (await tools.call("dispatch_parallel", {"dispatches": dispatches}, progress)).ok
+    results = out["results"]
+    assert [r["result"] for r in results] == [
+        "fake reply to: slow one",
+        "fake reply to: quick one",
+        "third",
+    ]
+    assert [r["agent"] for r in results] == ["alpha", "beta", "alpha"]
+    assert len(ws.runs()) == 3
+    with trio.fail_after(5):
+        await progress.wait_for(3)
+    assert [(p, t) for p, t, _ in progress.ordered] == [(1, 3), (2, 3), (3, 3)]
+
+
+async def test_dispatch_parallel_with_aggregate_merges_the_results(
+    tools: Tools, ws: Workspace
+) -> None:
+    items = [{"agent": "alpha", "task": "part A"}, {"agent": "beta", "task": "part B"}]
+    out = (await tools("dispatch_parallel", dispatches=items, aggregate="beta")).ok
+    assert [r["result"] for r in out["individual_results"]] == [
+        "fake reply to: part A",
+        "fake reply to: part B",
+    ]
+    assert out["aggregated"]["agent"] == "beta"
+    assert out["aggregated"]["success"] is True
+    merge = ws.runs()[-1]
+    assert merge["cwd"] == str(ws.beta)
+    assert "fake reply to: part A" in merge["prompt"] and "part B" in merge["prompt"]
+
+
+async def test_dispatch_parallel_items_can_return_refs(tools: Tools) -> None:
+    items = [
+        {"agent": "alpha", "task": "long\n@fake reply=" + "word " * 100, "return_ref": True,
+         "summary_chars": 20},
+        {"agent": "beta", "task": "short"},
+    ]  # fmt: skip
+    ref, plain = (await tools("dispatch_parallel", dispatches=items)).ok["results"]
+    assert len(ref["summary"]) <= 21 and ref["size"] == len("word " * 100) - 1
+    assert plain["result"] == "fake reply to: short"
+    fetched = (await tools("fetch_result", ref=ref["ref"])).ok
+    assert fetched["result"] == ("word " * 100).strip()
+
+
+PARALLEL_REJECTS: list[tuple[Any, str]] = [
+    ('[{"agent": "alpha", "task": "x"', "not valid JSON"),
+    ('{"agent": "alpha", "task": "x"}', "dispatches"),
+    ('"just text"', "expected a list"),
+    ("[]", "at least one"),
+    ([], "at least one"),
+    ([{"agent": "alpha", "task": "ok"}, {"agent": "nobody", "task": "x"}], "dispatches[1]"),
+    ([{"agent": "alpha", "task": "ok"}, {"agent": "alpha"}], "dispatches[1]"),
+    ([{"agent": "alpha", "task": "ok", "colour": "red"}], "dispatches[0]"),
+    ([{"agent": "alpha", "task": "ok", "timeout_seconds": -1}], "timeout_seconds"),
+    ([{"agent": "beta", "task": "ok", "group": "team"}], "not a member"),
+    ([{"agent": "alpha", "task": "ok", "group": "nope"}], "unknown group"),
+    ('[{"agent": "alpha", "task": "x", "timeout_seconds": NaN}]', "timeout_seconds"),
+    ([5], "dispatches"),
+]
+
+
+async def test_dispatch_parallel_validates_the_whole_batch_before_spawning(
+    tools: Tools, ws: Workspace
+) -> None:
+    for dispatches, words in PARALLEL_REJECTS:
+        envelope = (await tools("dispatch_parallel", dispatches=dispatches)).envelope
+        assert words in envelope["error"], dispatches
+    assert ws.runs() == []
+
+
+async def test_dispatch_parallel_rejects_an_unknown_aggregate_and_huge_batches(
+    tools: Tools, ws: Workspace
+) -> None:
+    one = [{"agent": "alpha", "task": "x"}]
+    assert (
+        "aggregate"
+        in (await tools("dispatch_parallel", dispatches=one, aggregate="nobody")).envelope["error"]
+    )
+    huge = one * 101  # max(100, 20 x max_concurrency 5)
+    assert "limit" in (await tools("dispatch_parallel", dispatches=huge)).envelope["error"]
+    assert ws.runs() == []
+
+
+# -- dialogue -------------------------------------------------------------------------------
+
+
+async def test_dispatch_dialogue_ends_when_a_side_resolves(tools: Tools, ws: Workspace) -> None:
+    topic = "agree on a port\n@fake reply=8080 it is [RESOLVED]"
+    out = (await tools("dispatch_dialogue", requester="alpha", responder="beta", topic=topic)).ok
+    assert out["resolved"] is True
+    assert out["rounds"] == 1
+    assert out["final_answer"] == "8080 it is"
+    assert [t["agent"] for t in out["conversation"]] == ["alpha", "beta"]
+    assert [r["cwd"] for r in ws.runs()] == [str(ws.alpha), str(ws.beta)]
+
+
+async def test_dispatch_dialogue_rejects_bad_input(tools: Tools, ws: Workspace) -> None:
+    for args in (
+        {"requester": "nobody"},
+        {"responder": "bad name"},
+        {"topic": "  "},
+        {"max_rounds": "many"},
+    ):
+        call = {"requester": "alpha", "responder": "beta", "topic": "t", **args}
+        assert (await tools("dispatch_dialogue", **call)).envelope, args
+    assert ws.runs() == []
+
+
+# -- a broken config ----------------------------------------------------------------------
+
+BROKEN_CONFIGS = {  # bytes, and what the error must name
+    "bad-yaml": (b"agents: [unclosed\n", "agents.yaml"),
+    "wrong-types": (
+        b"agents:\n  alpha:\n    directory: /tmp\n    timeout: soon\n",
+        "agents.alpha.timeout",
+    ),
+    "unknown-key": (b"agents: {}\nsettingz: {}\n", "settingz"),
+    "not-utf8": (b"agents:\n  alpha:\n    directory: /tmp/\xff\xfe\n", "UTF-8"),
+}
+
+CONFIG_TOOLS: list[tuple[str, dict[str, Any]]] = [
+    ("list_agents", {}),
+    ("inspect_agent", {"name": "alpha"}),
+    ("list_groups", {}),
+    ("inspect_group", {"name": "team"}),
+    ("add_agent", {"name": "newbie", "directory": "/tmp"}),
+    ("update_agent", {"name": "alpha", "description": "x"}),
+    ("remove_agent", {"name": "alpha"}),
+    ("dispatch", {"agent": "alpha", "task": "x"}),
+    ("dispatch_session", {"agent": "alpha", "task": "x"}),
+    ("dispatch_stream", {"agent": "alpha", "task": "x"}),
+    ("dispatch_parallel", {"dispatches": [{"agent": "alpha", "task": "x"}]}),
+    ("dispatch_dialogue", {"requester": "alpha", "responder": "beta", "topic": "x"}),
+    ("dispatch_async", {"agent": "alpha", "task": "x"}),
+    ("cache_stats", {}),
+    ("cache_clear", {}),
+]
+
+
+@pytest.mark.parametrize("broken", list(BROKEN_CONFIGS))
+async def test_a_broken_config_gives_every_tool_the_envelope_until_fixed(
+    tools: Tools, ws: Workspace, broken: str
+) -> None:
+    good = ws.config.read_bytes()
+    data, named = BROKEN_CONFIGS[broken]
+    ws.write_raw(data)
+    envelopes = []
+    for tool, args in CONFIG_TOOLS:
+        reply: Reply = await tools(tool, **args)
+        envelopes.append(reply.envelope)
+    assert named in envelopes[0]["error"]
+    assert all(e == envelopes[0] for e in envelopes), envelopes  # the same config error
+    assert ws.config.read_bytes() == data  # nothing rewrote it
+    assert ws.runs() == []
+    ws.write_raw(good)
+    assert [a["name"] for a in (await tools("list_agents")).ok["agents"]] == ["alpha", "beta"]
+    with trio.fail_after(10):
+        assert (await tools("dispatch", agent="alpha", task="back")).ok["success"] is True
