@@ -1,6 +1,6 @@
 """The config file: locate, parse and validate, dump, save atomically, reload cheaply.
 
-Parsing is pure (`parse_config` / `dump_config`); the file work is small and
+Parsing is pure (`parse_config` / `dump_config` in config_format.py); the file work is small and
 synchronous. `ConfigStore` is the one per-process handle the composition root
 creates: `load()` skips the parse while the file is unchanged, `update()` is a
 read-modify-write under a cross-process lock.
@@ -11,28 +11,19 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import re
 import stat
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
 
-import msgspec
-import yaml
-
+from agent_dispatch.config_format import dump_config, parse_config
 from agent_dispatch.errors import ConfigError, StorageError
 from agent_dispatch.files import atomic_write, env_path, state_home
 from agent_dispatch.models import (
-    NAME_PATTERN,
-    PERMISSION_MODES,
     AgentConfig,
     Config,
-    Group,
-    Settings,
-    is_valid_name,
 )
 
 __all__ = [
@@ -51,11 +42,8 @@ MAX_CONFIG_BYTES = 4 * 1024 * 1024
 # its (mtime, size, inode) changing (coarse timestamps); such a cache entry is
 # confirmed by comparing bytes on the next load instead of being trusted.
 _RACY_WINDOW_NS = 2_000_000_000
-_TOP_LEVEL = ("agents", "groups", "settings")
-_HEADER = b"# agent-dispatch config. Every field is described in agents.example.yaml.\n"
 
 _StatKey = tuple[int, int, int]
-_T = TypeVar("_T")
 
 
 def config_path(env: Mapping[str, str] | None = None) -> Path:
@@ -72,239 +60,6 @@ def agent_directory(agent: AgentConfig) -> Path:
         return path.resolve()
     except (OSError, RuntimeError, ValueError):  # a symlink loop, a NUL byte, ...
         return Path(os.path.abspath(path))
-
-
-# -- parsing --------------------------------------------------------------------
-
-
-class _StrictLoader(yaml.SafeLoader):
-    """safe_load, except that a key given twice in one mapping is an error."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: set[Any] = set()
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                continue
-            key = self.construct_object(key_node, deep=True)
-            with contextlib.suppress(TypeError):  # unhashable: the base class reports it
-                if key in seen:
-                    raise yaml.constructor.ConstructorError(
-                        "while constructing a mapping",
-                        node.start_mark,
-                        f"found duplicate key {key!r}",
-                        key_node.start_mark,
-                    )
-                seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-
-def parse_config(data: bytes, source: str = "agents.yaml") -> Config:
-    """Parse and validate config bytes. Errors name the dotted path of the bad value."""
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        raise ConfigError(
-            f"{source}: not valid UTF-8 (byte 0x{data[exc.start]:02x} on line {line})",
-            f"Save {source} as UTF-8 text.",
-        ) from None
-    try:
-        raw = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.MarkedYAMLError as exc:
-        problem = exc.problem or exc.context or "syntax error"
-        message = f"{source}: invalid YAML{_where(exc)}: {problem}"
-        raise ConfigError(message, _YAML_HINT) from None
-    except yaml.reader.ReaderError as exc:
-        line = text[: exc.position].count("\n") + 1
-        char = _char(exc.character)
-        message = f"{source}: invalid YAML on line {line}: character {char} is not allowed"
-        raise ConfigError(message, _YAML_HINT) from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(
-            f"{source}: invalid YAML: {' '.join(str(exc).split())}", _YAML_HINT
-        ) from None
-    except RecursionError:
-        raise ConfigError(f"{source}: invalid YAML: nested too deeply", _YAML_HINT) from None
-    if raw is None:  # an empty or comment-only file
-        return Config()
-    if not isinstance(raw, dict):
-        raise ConfigError(
-            f"{source}: the top level must be a mapping with agents, groups and settings,"
-            f" got {_type_name(raw)}"
-        )
-    for key in raw:
-        if key not in _TOP_LEVEL:
-            raise ConfigError(
-                f"{source}: unknown top-level field {_show(key)} (expected {', '.join(_TOP_LEVEL)})"
-            )
-    agents = {
-        name: _convert(value, AgentConfig, f"agents.{name}")
-        for name, value in _named_section(raw, "agents", "agent").items()
-    }
-    for name, agent in agents.items():
-        if "\0" in agent.directory:
-            raise ConfigError(f"agents.{name}.directory: must not contain a NUL character")
-    groups = {
-        name: _convert(value, Group, f"groups.{name}")
-        for name, value in _named_section(raw, "groups", "group").items()
-    }
-    for name, group in groups.items():
-        for i, member in enumerate(group.members):
-            if not is_valid_name(member.agent):
-                raise ConfigError(
-                    f"groups.{name}.members[{i}].agent: invalid agent name {member.agent!r}"
-                    f" (must match {NAME_PATTERN})"
-                )
-    settings_raw = raw.get("settings")
-    settings = Settings() if settings_raw is None else _convert(settings_raw, Settings, "settings")
-    return Config(agents=agents, groups=groups, settings=settings)
-
-
-_YAML_HINT = "Check the indentation and quoting near that spot; see agents.example.yaml."
-
-
-def _where(exc: yaml.MarkedYAMLError) -> str:
-    mark = exc.problem_mark or exc.context_mark
-    return "" if mark is None else f" at line {mark.line + 1}, column {mark.column + 1}"
-
-
-def _named_section(raw: dict[Any, Any], section: str, kind: str) -> dict[str, Any]:
-    value = raw.get(section)
-    if value is None:  # `agents:` with every entry commented out
-        return {}
-    if not isinstance(value, dict):
-        raise ConfigError(f"{section}: expected a mapping of {kind} names, got {_type_name(value)}")
-    for name in value:
-        if not isinstance(name, str):
-            raise ConfigError(
-                f"{section}: {kind} name {name!r} must be a string, not {_type_name(name)}",
-                'Quote names that YAML reads as numbers or booleans, e.g. "123" or "on".',
-            )
-        if not is_valid_name(name):
-            raise ConfigError(
-                f"{section}.{_show_name(name)}: invalid {kind} name (must match {NAME_PATTERN})",
-                "Rename it: letters, digits, '_' and '-', starting with a letter or digit.",
-            )
-    return value
-
-
-def _convert(value: Any, type_: type[_T], path: str) -> _T:
-    try:
-        return msgspec.convert(value, type_)
-    except msgspec.ValidationError as exc:
-        raise ConfigError(_translate(str(exc), path)) from None
-
-
-_AT_RE = re.compile(r"(?s)(.*) - at `\$(.*)`")
-_FIELD_MSG_RE = re.compile(r"(?s)([a-z_]+): (.*)")  # raised by a model's __post_init__
-_TYPE_WORDS = {"array": "list", "object": "mapping"}
-
-
-def _translate(message: str, prefix: str) -> str:
-    """msgspec's `Expected `int` >= 1 - at `$.x`` -> `prefix.x: expected int >= 1`."""
-    body, at = message, ""
-    if m := _AT_RE.fullmatch(message):
-        body, at = m.group(1), m.group(2)
-    path = prefix + at
-    if m := _FIELD_MSG_RE.fullmatch(body):
-        path, body = f"{path}.{m.group(1)}", m.group(2)
-    elif m := re.fullmatch(r"Object contains unknown field `(.*)`", body):
-        body = f'unknown field "{m.group(1)}"'
-    elif m := re.fullmatch(r"Object missing required field `(.*)`", body):
-        body = f'missing required field "{m.group(1)}"'
-    elif m := re.fullmatch(r"Invalid enum value (.*)", body):
-        body = f"invalid value {m.group(1)}"
-        if path.endswith("permission_mode"):
-            body += f" (expected one of {', '.join(PERMISSION_MODES)})"
-    else:
-        body = re.sub(r"`([^`]*)`", lambda t: _type_words(t.group(1)), body)
-        body = body[:1].lower() + body[1:]
-    return f"{path}: {body}"
-
-
-def _type_words(spec: str) -> str:
-    return " | ".join(_TYPE_WORDS.get(part, part) for part in spec.split(" | "))
-
-
-def _type_name(value: object) -> str:
-    if value is None:
-        return "null"
-    return {"dict": "mapping", "tuple": "list"}.get(type(value).__name__, type(value).__name__)
-
-
-def _char(char: object) -> str:
-    return f"U+{char:04X}" if isinstance(char, int) else repr(char)
-
-
-def _show_name(name: str) -> str:
-    return name if name.isprintable() else repr(name)
-
-
-def _show(key: object) -> str:
-    return f'"{key}"' if isinstance(key, str) else repr(key)
-
-
-# -- dumping --------------------------------------------------------------------
-
-
-class _Dumper(yaml.SafeDumper):
-    def ignore_aliases(self, data: Any) -> bool:
-        return True
-
-
-def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
-    # Multi-line text (instructions) reads best as a literal block; the emitter
-    # falls back to a quoted style whenever a block could not round-trip.
-    style = "|" if "\n" in value else None
-    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
-
-
-_Dumper.add_representer(str, _represent_str)
-
-
-def dump_config(cfg: Config) -> bytes:
-    """YAML for `cfg`, fields in schema order, defaults omitted; `parse_config` inverts it.
-
-    Tri-state tool lists survive: None is omitted (read back as None), () is `[]`.
-    """
-    data: dict[str, Any] = _plain(cfg)
-    out: dict[str, Any] = {"agents": data.get("agents", {})}
-    out.update((k, v) for k, v in data.items() if k != "agents")
-    text = yaml.dump(
-        out,
-        Dumper=_Dumper,
-        sort_keys=False,
-        default_flow_style=False,
-        allow_unicode=True,
-        width=100,
-    )
-    return _HEADER + text.encode("utf-8")
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, msgspec.Struct):
-        out: dict[str, Any] = {}
-        for field in msgspec.structs.fields(value):
-            item = getattr(value, field.name)
-            if field.default is not msgspec.NODEFAULT:
-                default = field.default
-            elif field.default_factory is not msgspec.NODEFAULT:
-                default = field.default_factory()
-            else:
-                out[field.encode_name] = _plain(item)
-                continue
-            if item is default or (type(item) is type(default) and item == default):
-                continue
-            numbers = (int, float)
-            if type(item) in numbers and type(default) in numbers and item == default:
-                continue  # 300 vs 300.0
-            out[field.encode_name] = _plain(item)
-        return out
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
 
 
 # -- files ----------------------------------------------------------------------
