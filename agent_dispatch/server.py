@@ -55,15 +55,35 @@ dispatches come back with error_type and a hint naming the fix.
 class _Server(MCPServer):
     """MCPServer whose argument validation failures are the usual error envelope."""
 
+    _parameters: dict[str, frozenset[str]] | None = None
+
     async def call_tool(
         self, name: str, arguments: dict[str, Any], context: Context[Any, Any] | None = None
     ) -> CallToolResult | InputRequiredResult:
+        known = (await self._known_parameters()).get(name)
+        unknown = sorted(set(arguments) - known) if known is not None else []
+        if unknown:  # the SDK would drop them silently: `timeout=60` must not mean "default"
+            return error_result(
+                InvalidArgument(
+                    f"{name}: unknown argument(s): {', '.join(unknown)}",
+                    f"{name} takes: {', '.join(sorted(known or ())) or 'no arguments'}.",
+                )
+            )
         try:
             return await super().call_tool(name, arguments, context)
         except ToolError as exc:
             if not isinstance(exc.__cause__, ValidationError):
                 raise
             return error_result(_invalid_arguments(name, exc.__cause__))
+
+
+    async def _known_parameters(self) -> dict[str, frozenset[str]]:
+        if self._parameters is None:
+            self._parameters = {
+                tool.name: frozenset(tool.input_schema.get("properties", {}))
+                for tool in await self.list_tools()
+            }
+        return self._parameters
 
 
 def _invalid_arguments(tool: str, exc: ValidationError) -> InvalidArgument:

@@ -495,3 +495,9 @@ async def test_a_broken_config_gives_every_tool_the_envelope_until_fixed(
     assert [a["name"] for a in (await tools("list_agents")).ok["agents"]] == ["alpha", "beta"]
     with trio.fail_after(10):
         assert (await tools("dispatch", agent="alpha", task="back")).ok["success"] is True
+
+
+async def test_unknown_argument_names_are_rejected_not_ignored(tools: Tools) -> None:
+    envelope = (await tools("dispatch", agent="alpha", task="t", timeout=60)).envelope
+    assert "unknown argument(s): timeout" in envelope["error"]
+    assert "timeout_seconds" in envelope["hint"]
