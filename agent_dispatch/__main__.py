@@ -1,3 +1,3 @@
-from agent_dispatch.cli import main
+from agent_dispatch.launch import main
 
 main()

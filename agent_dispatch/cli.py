@@ -13,12 +13,11 @@ import os
 import sys
 from collections.abc import Sequence
 
-import trio
 from cyclopts import App, CycloptsError
 from cyclopts.exceptions import UnusedCliTokensError
 
 from agent_dispatch import __version__, cli_agents, cli_groups, cli_jobs, cli_setup, cli_test, demo
-from agent_dispatch.cli_common import config_store, warn
+from agent_dispatch.cli_common import warn
 from agent_dispatch.errors import DispatchError
 
 app = App(
@@ -39,11 +38,9 @@ app = App(
 @app.command
 def serve() -> int:
     """Run the MCP server on stdin/stdout (what Claude Code starts; prints nothing)."""
-    from agent_dispatch.server import configure_logging, serve_stdio  # mcp: slow to import
+    from agent_dispatch import serve as serving
 
-    configure_logging()
-    trio.run(serve_stdio, config_store())
-    return 0
+    return serving.main()
 
 
 app.command(cli_agents.add)

@@ -1,4 +1,7 @@
-"""The MCP server: tools as thin adapters over Dispatcher, plus the stdio transport on trio.
+"""The MCP server: tools as thin adapters over Dispatcher, and one session over JSON-RPC lines.
+
+This is the module that imports the mcp SDK (most of a second); `serve.py` runs
+the process around it and `early.py` answers the handshake while it imports.
 
 A tool body parses its arguments, calls one Dispatcher (or registry) function
 and shapes the answer. Errors the user can act on become the
@@ -7,30 +10,31 @@ and shapes the answer. Errors the user can act on become the
 
 from __future__ import annotations
 
-import logging
+import importlib.metadata
+import json
 import os
-import signal
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
-from typing import Any, cast
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any, Protocol, cast
 
 import trio
+from mcp.server.lowlevel import NotificationOptions
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.stdio import stdio_server
 from mcp_types import CallToolResult, InputRequiredResult
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERSION
 from pydantic import ValidationError
 
 from agent_dispatch import __version__
 from agent_dispatch.config import ConfigStore
 from agent_dispatch.dispatcher import Dispatcher
-from agent_dispatch.errors import DispatchError, InvalidArgument
+from agent_dispatch.errors import InvalidArgument
+from agent_dispatch.models import Config
 from agent_dispatch.toolkit import error_result
 from agent_dispatch.tools_agents import register_agent_tools
 from agent_dispatch.tools_dispatch import register_dispatch_tools
 from agent_dispatch.tools_jobs import register_job_tools
-
-log = logging.getLogger("agent_dispatch.server")
 
 INSTRUCTIONS = """\
 Delegate work to Claude Code agents that live in other project directories.
@@ -76,7 +80,6 @@ class _Server(MCPServer):
                 raise
             return error_result(_invalid_arguments(name, exc.__cause__))
 
-
     async def _known_parameters(self) -> dict[str, frozenset[str]]:
         if self._parameters is None:
             self._parameters = {
@@ -106,116 +109,86 @@ def build_server(dispatcher: Dispatcher, store: ConfigStore) -> MCPServer:
     return server
 
 
-# -- stdio on trio -----------------------------------------------------------------
+# -- sessions ----------------------------------------------------------------------
 
 
-class _LineReader:
-    """stdin as the async iterator of text lines that mcp's stdio_server expects."""
-
-    def __init__(self, stream: trio.lowlevel.FdStream) -> None:
-        self._stream = stream
-
-    def __aiter__(self) -> AsyncIterator[str]:
-        return self._lines()
-
-    async def _lines(self) -> AsyncIterator[str]:
-        buffer = bytearray()
-        while True:
-            data = await self._stream.receive_some(65536)
-            if not data:
-                if buffer:
-                    yield buffer.decode("utf-8", "replace")
-                return
-            buffer += data
-            while (nl := buffer.find(b"\n")) >= 0:
-                line = bytes(buffer[: nl + 1])
-                del buffer[: nl + 1]
-                yield line.decode("utf-8", "replace")
+class LineSource(Protocol):
+    def __aiter__(self) -> AsyncIterator[str]: ...
 
 
-class _Writer:
-    """stdout for mcp's stdio_server; a client that hung up ends the session like EOF."""
+class LineSink(Protocol):
+    async def write(self, text: str) -> None: ...
 
-    def __init__(self, stream: trio.lowlevel.FdStream, session: trio.CancelScope) -> None:
-        self._stream = stream
-        self._session = session
-
-    async def write(self, text: str) -> None:
-        try:
-            await self._stream.send_all(text.encode("utf-8"))
-        except trio.BrokenResourceError:
-            log.info("the client closed stdout: shutting down")
-            self._session.cancel()
-
-    async def flush(self) -> None:
-        await trio.lowlevel.checkpoint()
+    async def flush(self) -> None: ...
 
 
-@asynccontextmanager
-async def _claim_stdio() -> AsyncIterator[tuple[trio.lowlevel.FdStream, trio.lowlevel.FdStream]]:
-    """Move the wire off fds 0/1 so no child or stray print can touch it."""
-    wire_in, wire_out = os.dup(0), os.dup(1)
-    saved_in, saved_out = os.dup(0), os.dup(1)
-    devnull = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(devnull, 0)
-    os.dup2(2, 1)
-    os.close(devnull)
-    try:
-        async with trio.lowlevel.FdStream(wire_in) as rx, trio.lowlevel.FdStream(wire_out) as tx:
-            yield rx, tx
-    finally:
-        os.dup2(saved_in, 0)
-        os.dup2(saved_out, 1)
-        os.close(saved_in)
-        os.close(saved_out)
+async def run_session(server: MCPServer, stdin: LineSource, stdout: LineSink) -> None:
+    """Serve one MCP session over JSON-RPC lines until `stdin` ends."""
+    lowlevel = server._lowlevel_server  # run_stdio_async would claim fds in a thread
+    # tools.listChanged: the early handshake (early.py) may have to correct its list.
+    options = lowlevel.create_initialization_options(NotificationOptions(tools_changed=True))
+    async with stdio_server(stdin=cast(Any, stdin), stdout=cast(Any, stdout)) as (reader, writer):
+        await lowlevel.run(reader, writer, options)
 
 
-async def _cancel_on_signal(signals: AsyncIterator[int], scope: trio.CancelScope) -> None:
-    # Keep draining after the first signal: a second Ctrl-C or SIGTERM during the
-    # shutdown must not fall back to the default action and orphan the children.
-    async for signum in signals:
-        name = signal.Signals(signum).name
-        if scope.cancel_called:
-            log.info("received %s: already shutting down", name)
-        else:
-            log.info("received %s: shutting down", name)
-            scope.cancel()
+async def record_handshake() -> dict[str, Any]:
+    """The SDK's own `initialize` and `tools/list` answers, per handshake protocol revision.
+
+    `scripts/gen-handshake` writes this to `handshake.json` for early.py; a test
+    checks that the file is current.
+    """
+    answers: list[Any] = []
+    versions: dict[str, list[int]] = {}
+
+    def index(result: Any) -> int:
+        if result not in answers:
+            answers.append(result)
+        return answers.index(result)
+
+    async with Dispatcher.open(Config(), env={}) as dispatcher:
+        server = build_server(dispatcher, ConfigStore(Path(os.devnull)))
+        for version in HANDSHAKE_PROTOCOL_VERSIONS:
+            init, tools = await _handshake(server, version)
+            versions[version] = [index(init), index(tools)]
+    return {
+        "agent_dispatch": __version__,
+        "mcp": importlib.metadata.version("mcp"),
+        "latest": LATEST_HANDSHAKE_VERSION,
+        "versions": versions,
+        "answers": answers,
+    }
 
 
-async def serve_stdio(store: ConfigStore, *, env: Mapping[str, str] | None = None) -> None:
-    """Serve MCP on stdin/stdout until EOF, SIGINT or SIGTERM; children die with us."""
-    # The receiver spans the Dispatcher's exit too: its jobs' children die in there.
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with trio.open_nursery() as guard:
-            serving = trio.CancelScope()
-            guard.start_soon(_cancel_on_signal, signals, serving)
-            with serving:
-                await _serve(store, env)
-            guard.cancel_scope.cancel()
+async def _handshake(server: MCPServer, version: str) -> tuple[Any, Any]:
+    client = {"name": "record-handshake", "version": "1"}
+    lines = [
+        {"jsonrpc": "2.0", "id": 1, "method": "initialize",
+         "params": {"protocolVersion": version, "capabilities": {}, "clientInfo": client}},
+        {"jsonrpc": "2.0", "method": "notifications/initialized"},
+        {"jsonrpc": "2.0", "id": 2, "method": "tools/list"},
+    ]  # fmt: skip
+    results: dict[int, Any] = {}
+    done = trio.Event()
 
+    class Sink:
+        async def write(self, text: str) -> None:
+            message = json.loads(text)
+            results[message["id"]] = message["result"]
+            if len(results) == 2:
+                done.set()
 
-async def _serve(store: ConfigStore, env: Mapping[str, str] | None) -> None:
-    async with Dispatcher.open(store, env=env) as dispatcher:
-        try:
-            dispatcher.recover_jobs()
-        except DispatchError as exc:  # a broken config or job dir: serve, and say so per call
-            log.warning("job recovery skipped: %s", exc.message)
-        server = build_server(dispatcher, store)
-        lowlevel = server._lowlevel_server  # run_stdio_async would claim fds in a thread
-        with trio.CancelScope() as session:
-            async with (
-                _claim_stdio() as (rx, tx),
-                stdio_server(
-                    stdin=cast(Any, _LineReader(rx)), stdout=cast(Any, _Writer(tx, session))
-                ) as (read_stream, write_stream),
-            ):
-                options = lowlevel.create_initialization_options()
-                await lowlevel.run(read_stream, write_stream, options)
+        async def flush(self) -> None:
+            await trio.lowlevel.checkpoint()
 
+    async def source() -> AsyncIterator[str]:
+        for line in lines:
+            yield json.dumps(line) + "\n"
+        await done.wait()  # EOF only after both answers: EOF ends the session
 
-def configure_logging() -> None:
-    """Log to stderr only; must run before MCPServer() (which calls basicConfig)."""
-    logging.basicConfig(
-        level=os.environ.get("AGENT_DISPATCH_LOG_LEVEL", "WARNING").upper(),
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
-    )
+    class Source:
+        def __aiter__(self) -> AsyncIterator[str]:
+            return source()
+
+    with trio.fail_after(30):
+        await run_session(server, Source(), Sink())
+    return results[1], results[2]

@@ -33,7 +33,7 @@ ORIGINAL_VERSION = "0.16.0"
 
 # Used when `python -m agent_dispatch serve` is not available (no cli.py yet).
 _SERVE_SNIPPET = (
-    "import trio; from agent_dispatch.server import serve_stdio, configure_logging; "
+    "import trio; from agent_dispatch.serve import serve_stdio, configure_logging; "
     "from agent_dispatch.config import ConfigStore, config_path; "
     "configure_logging(); trio.run(serve_stdio, ConfigStore(config_path()))"
 )

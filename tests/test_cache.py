@@ -20,7 +20,12 @@ def ok(agent: str = "a", text: str = "answer") -> DispatchResult:
 
 def key(task: str, agent: str = "a", snapshot: object = None) -> str:
     return cache_key(
-        agent=agent, task=task, context="", caller="", goal="", response_format="",
+        agent=agent,
+        task=task,
+        context="",
+        caller="",
+        goal="",
+        response_format="",
         agent_snapshot=snapshot,
     )
 
@@ -83,8 +88,15 @@ def test_invalidate_agent_drops_only_that_agent() -> None:
 
 
 def test_key_changes_with_agent_snapshot_and_every_field() -> None:
-    base = dict(agent="a", task="t", context="", caller="", goal="", response_format="",
-                agent_snapshot={"model": None})
+    base = dict(
+        agent="a",
+        task="t",
+        context="",
+        caller="",
+        goal="",
+        response_format="",
+        agent_snapshot={"model": None},
+    )
     variants = [dict(base, **{f: "x"}) for f in ("task", "context", "caller", "goal")]
     variants.append(dict(base, response_format="json"))
     variants.append(dict(base, agent_snapshot={"model": "opus"}))

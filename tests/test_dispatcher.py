@@ -91,9 +91,7 @@ async def test_dispatch_returns_the_answer_and_runs_in_the_agent_directory(
     assert result.session_id == run["argv"][run["argv"].index("--session-id") + 1]
 
 
-async def test_two_slots_bound_every_path_at_once(
-    dispatcher: Dispatcher, log_dir: Path
-) -> None:
+async def test_two_slots_bound_every_path_at_once(dispatcher: Dispatcher, log_dir: Path) -> None:
     events: list[ProgressEvent] = []
 
     async def collect(event: ProgressEvent) -> None:
@@ -138,9 +136,7 @@ async def test_cache_hit_miss_ttl_and_eviction_with_injected_clock(
         assert (stats["hits"], stats["misses"], stats["evictions"]) == (1, 4, 2)
 
 
-async def test_sessions_and_streams_are_never_cached(
-    dispatcher: Dispatcher, log_dir: Path
-) -> None:
+async def test_sessions_and_streams_are_never_cached(dispatcher: Dispatcher, log_dir: Path) -> None:
     await dispatcher.dispatch_session(req("t"))
     await dispatcher.dispatch_session(req("t"))
     await dispatcher.dispatch_stream(req("t"))

@@ -1,0 +1,240 @@
+"""Answer the MCP handshake while the SDK is still importing.
+
+Importing mcp 2.x (pydantic models for every protocol revision) takes most of a
+second; trio, the Dispatcher and the wire are ready long before. A client
+(Claude Code starting its MCP servers) can use no tool before `initialize` and
+`tools/list` are answered, so `serve` answers those two from `handshake.json`,
+the SDK's own answers recorded by `scripts/gen-handshake` (a test keeps the
+file current), while the SDK imports in a thread.
+
+The SDK still sees every message, in order. A request answered early is
+replayed to it under a private id; its answer to the replay is dropped on the
+way out and compared with ours. A `tools/list` that differed is followed by
+`notifications/tools/list_changed`, so the client fetches the SDK's list.
+Everything else waits for the SDK: a `tools/call` sent during startup, a client
+that does not open with `initialize` (the 2026 stateless era), params the
+record does not cover. A record made for another mcp or agent-dispatch version
+is not used at all.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+import logging
+import os
+import secrets
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any, TypeGuard
+
+import msgspec
+import trio
+
+from agent_dispatch import __version__
+
+log = logging.getLogger("agent_dispatch.early")
+
+HANDSHAKE_FILE = Path(__file__).with_name("handshake.json")
+_QUEUE = 256  # lines read ahead of the SDK; the reader blocks beyond that
+
+
+class Handshake(msgspec.Struct, frozen=True):
+    """What `server.record_handshake()` recorded: answers per protocol revision."""
+
+    agent_dispatch: str
+    mcp: str
+    latest: str
+    versions: dict[str, tuple[int, int]]  # revision -> (initialize, tools/list) in answers
+    answers: list[Any]
+
+    def initialize(self, requested: str) -> tuple[str, Any]:
+        """The SDK's negotiation: the client's revision if it has one, else the latest."""
+        version = requested if requested in self.versions else self.latest
+        return version, self.answers[self.versions[version][0]]
+
+    def tools_list(self, version: str) -> Any:
+        return self.answers[self.versions[version][1]]
+
+
+def load_handshake(path: Path = HANDSHAKE_FILE) -> Handshake | None:
+    """The recorded handshake, when it was made by the installed versions; else None."""
+    try:
+        handshake = msgspec.json.decode(path.read_bytes(), type=Handshake)
+    except (OSError, msgspec.DecodeError, msgspec.ValidationError) as exc:
+        log.debug("no early handshake: %s", exc)
+        return None
+    installed = (__version__, installed_mcp())
+    if (handshake.agent_dispatch, handshake.mcp) != installed or handshake.latest not in (
+        handshake.versions
+    ):
+        log.debug("no early handshake: recorded for %s, installed %s", handshake, installed)
+        return None
+    return handshake
+
+
+def installed_mcp() -> str | None:
+    """mcp's version from its dist-info name: importlib.metadata costs ~70 ms here."""
+    spec = importlib.util.find_spec("mcp")  # finds the package without importing it
+    if spec is None or spec.origin is None:
+        return None
+    site = Path(spec.origin).parent.parent
+    try:
+        names = os.listdir(site)
+    except OSError:
+        return None
+    for name in names:
+        if name.startswith("mcp-") and name.endswith(".dist-info"):
+            return name[len("mcp-") : -len(".dist-info")]
+    return None
+
+
+class Front:
+    """Between the wire and the SDK: reads every line, answers the handshake early.
+
+    `pump()` reads the wire into a queue the SDK iterates (`source`); the SDK
+    writes through `sink`. Call `sdk_ready()` before the SDK starts reading:
+    from then on lines pass through untouched.
+    """
+
+    def __init__(
+        self,
+        rx: trio.abc.ReceiveStream,
+        tx: trio.abc.SendStream,
+        handshake: Handshake | None,
+        *,
+        on_broken: Callable[[], None],
+    ) -> None:
+        self._rx, self._tx = rx, tx
+        self._handshake = handshake  # None once the SDK is ready
+        self._on_broken = on_broken
+        self._opened = False
+        self._version: str | None = None  # negotiated by an early initialize
+        self._send_lock = trio.Lock()
+        self._queue_in, self._queue_out = trio.open_memory_channel[str](_QUEUE)
+        self._replays: dict[str, tuple[str, Any]] = {}  # private id -> (method, our result)
+        self._ids = (f"agent-dispatch-early-{secrets.token_hex(4)}-{n}" for n in itertools.count())
+        self.source = self._queue_out
+        self.sink = _Sink(self)
+        self.answered_early: list[str] = []  # methods, for logs and tests
+
+    def sdk_ready(self) -> None:
+        self._handshake = None
+
+    async def pump(self) -> None:
+        """Read the wire until EOF; the SDK sees EOF once it has read everything before it."""
+        async with self._queue_in:
+            async for line in _lines(self._rx):
+                if self._handshake is not None:
+                    line = await self._maybe_answer(self._handshake, line)
+                await self._queue_in.send(line)
+
+    async def _maybe_answer(self, handshake: Handshake, line: str) -> str:
+        message = _decode(line)
+        method = message.get("method") if message is not None else None
+        opening, self._opened = not self._opened, True
+        if opening and method != "initialize":  # not the handshake era: the SDK decides
+            self._handshake = None
+            return line
+        if message is None or not _is_id(message.get("id")):
+            return line
+        params = message.get("params")
+        if method == "initialize" and opening and _initialize_params(params):
+            self._version, result = handshake.initialize(params["protocolVersion"])
+        elif method == "tools/list" and self._version is not None and _no_cursor(params):
+            result = handshake.tools_list(self._version)
+        else:
+            return line
+        private = next(self._ids)
+        self._replays[private] = (method, result)
+        self.answered_early.append(method)
+        log.debug("answered %s before the SDK was ready", method)
+        await self._write(_encode({"jsonrpc": "2.0", "id": message["id"], "result": result}))
+        return _encode({**message, "id": private})
+
+    async def _from_sdk(self, text: str) -> None:
+        if self._replays:
+            message = _decode(text)
+            rid = message.get("id") if message is not None else None
+            replay = self._replays.pop(rid, None) if isinstance(rid, str) else None
+            if replay is not None:
+                await self._compare(replay, message)
+                return
+        await self._write(text)
+
+    async def _compare(self, replay: tuple[str, Any], message: Any) -> None:
+        method, ours = replay
+        if "result" not in message:
+            log.warning("the SDK refused the %s answered early: %s", method, message.get("error"))
+        elif message["result"] != ours:
+            log.warning("the SDK's %s differs from the one answered early", method)
+            if method == "tools/list":
+                changed = {"jsonrpc": "2.0", "method": "notifications/tools/list_changed"}
+                await self._write(_encode(changed))
+
+    async def _write(self, text: str) -> None:
+        async with self._send_lock:
+            try:
+                await self._tx.send_all(text.encode("utf-8"))
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                log.info("the client closed stdout: shutting down")
+                self._on_broken()
+
+
+class _Sink:
+    """The SDK's stdout: its writer task calls write() then flush() per message."""
+
+    def __init__(self, front: Front) -> None:
+        self._front = front
+
+    async def write(self, text: str) -> None:
+        await self._front._from_sdk(text)
+
+    async def flush(self) -> None:
+        await trio.lowlevel.checkpoint()
+
+
+async def _lines(stream: trio.abc.ReceiveStream) -> AsyncIterator[str]:
+    buffer = bytearray()
+    while data := await stream.receive_some(65536):
+        buffer += data
+        while (nl := buffer.find(b"\n")) >= 0:
+            line = bytes(buffer[: nl + 1])
+            del buffer[: nl + 1]
+            yield line.decode("utf-8", "replace")
+    if buffer:
+        yield buffer.decode("utf-8", "replace")
+
+
+def _decode(text: str) -> dict[str, Any] | None:
+    try:
+        message = msgspec.json.decode(text)
+    except msgspec.DecodeError:
+        return None
+    return message if isinstance(message, dict) else None
+
+
+def _encode(message: dict[str, Any]) -> str:
+    return msgspec.json.encode(message).decode("utf-8") + "\n"
+
+
+def _is_id(value: object) -> bool:
+    return isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))
+
+
+def _initialize_params(params: object) -> TypeGuard[dict[str, Any]]:
+    """What the SDK's InitializeRequestParams requires; anything odder is the SDK's to judge."""
+    if not isinstance(params, dict):
+        return False
+    client = params.get("clientInfo")
+    return (
+        isinstance(params.get("protocolVersion"), str)
+        and isinstance(params.get("capabilities"), dict)
+        and isinstance(client, dict)
+        and isinstance(client.get("name"), str)
+        and isinstance(client.get("version"), str)
+    )
+
+
+def _no_cursor(params: object) -> bool:
+    return params is None or (isinstance(params, dict) and set(params) <= {"_meta"})
