@@ -22,7 +22,7 @@ from agent_dispatch.claude_output import (
     parse_json_reply,
     parse_output,
 )
-from agent_dispatch.models import DispatchResult, ErrorType
+from agent_dispatch.models import MAX_TIMEOUT, DispatchResult, ErrorType
 
 _TEXT_CAP = 1_000_000  # plain-text stdout kept as a result
 _ERROR_CAP = 4000
@@ -98,7 +98,7 @@ def classify(
         _add_hint(
             result,
             f"The run finished right at the deadline{f' ({secs}s)' if secs else ''}; "
-            + _raise_timeout_hint(agent),
+            + _raise_timeout_hint(agent, timeout_seconds),
         )
     return result
 
@@ -142,7 +142,7 @@ def _from_output(
             _add_hint(
                 res,
                 f"This run cost ${out.total_cost_usd:.4f}, over the ${max_budget_usd:g} cap; "
-                + _raise_budget_hint(agent),
+                + _raise_budget_hint(agent, max_budget_usd),
             )
         return res
 
@@ -152,7 +152,8 @@ def _from_output(
     res.error_type = _error_type(out, error, denied)
     if res.error_type == "budget":
         res.budget_exceeded = True
-        _add_hint(res, _raise_budget_hint(agent) + _resume_hint(agent, sid, " Then resume: "))
+        resume = _resume_hint(agent, sid, " Then resume: ")
+        _add_hint(res, _raise_budget_hint(agent, max_budget_usd) + resume)
     elif res.error_type == "permission":
         _add_hint(res, _denied_hint(agent, denied))
     elif res.error_type == "usage_limit":
@@ -260,7 +261,7 @@ def _timeout_result(
 ) -> DispatchResult:
     secs = _fmt_seconds(timeout_seconds)
     resume = _resume_hint(agent, session_id, "Resume it: ")
-    more_time = _raise_timeout_hint(agent)
+    more_time = _raise_timeout_hint(agent, timeout_seconds)
     hint = f"{resume} Or {more_time}" if resume else more_time[0].upper() + more_time[1:]
     return DispatchResult(
         agent=agent,
@@ -292,19 +293,37 @@ def _resume_hint(agent: str, session_id: str | None, prefix: str) -> str:
     )
 
 
-def _raise_timeout_hint(agent: str) -> str:
+def _raise_timeout_hint(agent: str, timeout_seconds: float | None) -> str:
+    if timeout_seconds is not None and timeout_seconds >= MAX_TIMEOUT:
+        return f"it already had the {MAX_TIMEOUT:g}s maximum: split the task into smaller ones."
+    more = more_time(timeout_seconds)
     return (
-        f"give it more time with update_agent(name={_q(agent)}, timeout=N), "
-        f"`agent-dispatch update {shlex.quote(agent)} --timeout N`, "
-        "or timeout_seconds=N on the dispatch."
+        f"give it more time with update_agent(name={_q(agent)}, timeout={more}), "
+        f"`agent-dispatch update {shlex.quote(agent)} --timeout {more}`, "
+        f"or timeout_seconds={more} on the dispatch."
     )
 
 
-def _raise_budget_hint(agent: str) -> str:
+def _raise_budget_hint(agent: str, max_budget_usd: float | None) -> str:
+    more = f"{more_budget(max_budget_usd):g}"
     return (
-        f"Raise the cap with update_agent(name={_q(agent)}, max_budget_usd=N) or "
-        f"`agent-dispatch update {shlex.quote(agent)} --max-budget-usd N`."
+        f"Raise the cap with update_agent(name={_q(agent)}, max_budget_usd={more}) or "
+        f"`agent-dispatch update {shlex.quote(agent)} --max-budget-usd {more}`."
     )
+
+
+def more_time(seconds: float | None) -> int:
+    """The timeout a hint suggests: twice the one that ran out, 60..MAX_TIMEOUT s (600 unknown)."""
+    if seconds is None or not math.isfinite(seconds) or seconds <= 0:
+        return 600
+    return int(min(MAX_TIMEOUT, max(60.0, math.ceil(seconds * 2))))
+
+
+def more_budget(cap: float | None) -> float:
+    """The cost cap a hint suggests: twice the one reached, in cents ($1 when unknown)."""
+    if cap is None or not math.isfinite(cap) or cap <= 0:
+        return 1.0
+    return max(round(cap * 2, 2), 0.01)
 
 
 def _denied_hint(agent: str, denied: list[str]) -> str:

@@ -12,6 +12,7 @@ from cyclopts import Parameter
 
 from agent_dispatch import registry
 from agent_dispatch.claude import DEPTH_VAR
+from agent_dispatch.claude_classify import more_budget, more_time
 from agent_dispatch.cli_common import (
     INSTALL_CLAUDE,
     command,
@@ -29,7 +30,7 @@ from agent_dispatch.models import (
     ProgressEvent,
     Settings,
 )
-from agent_dispatch.resolve import MAX_TIMEOUT, resolve_timeout
+from agent_dispatch.resolve import resolve_timeout
 
 DEFAULT_TASK = "In one or two sentences: what is this project, and what could you help with?"
 _EDIT_TOOLS = frozenset({"Edit", "Write", "MultiEdit", "NotebookEdit"})
@@ -164,7 +165,7 @@ def diagnose(
             _permission_fixes(name, agent, settings, result.denied_tools or []),
         )
     if kind == "timeout":
-        more = int(min(MAX_TIMEOUT, max(60.0, seconds * 2)))
+        more = more_time(seconds)
         again = ["agent-dispatch", "test", name]
         if task != DEFAULT_TASK and "\n" not in task:
             again.append(task)
@@ -234,6 +235,5 @@ def _budget_cap(agent: AgentConfig, settings: Settings) -> float | None:
 
 
 def _budget_fix(name: str, agent: AgentConfig, settings: Settings) -> str:
-    cap = _budget_cap(agent, settings)
-    more = max(round(cap * 2, 2), 0.01) if cap else 1.0
+    more = more_budget(_budget_cap(agent, settings))
     return command("agent-dispatch", "update", name, "--max-budget-usd", f"{more:g}")

@@ -32,6 +32,8 @@ ErrorType = Literal[
 ]
 JobStatus = Literal["pending", "running", "done", "failed", "cancelled"]
 TERMINAL_STATUSES: frozenset[str] = frozenset({"done", "failed", "cancelled"})
+MIN_TIMEOUT = 10.0  # seconds a dispatch may be given, at least and at most
+MAX_TIMEOUT = 7200.0
 
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
 NonNegInt = Annotated[int, msgspec.Meta(ge=0)]

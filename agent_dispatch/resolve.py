@@ -13,10 +13,7 @@ import msgspec
 
 from agent_dispatch.config import agent_directory
 from agent_dispatch.errors import InvalidArgument
-from agent_dispatch.models import Config, DispatchRequest, DispatchResult
-
-MIN_TIMEOUT = 10.0
-MAX_TIMEOUT = 7200.0
+from agent_dispatch.models import MAX_TIMEOUT, MIN_TIMEOUT, Config, DispatchRequest, DispatchResult
 
 
 class EffectiveAgent(msgspec.Struct, frozen=True, kw_only=True):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import uuid
 from pathlib import Path
 from typing import Any
@@ -282,6 +283,27 @@ def test_budget_stop(cli_samples: Path, name: str):
     assert 'update_agent(name="web", max_budget_usd=' in res.hint
     assert "agent-dispatch update web --max-budget-usd" in res.hint
     assert f'dispatch_session(agent="web", session_id="{res.session_id}"' in res.hint
+
+
+@pytest.mark.parametrize(
+    ("seconds", "suggested"),
+    [(300.0, 600), (10.0, 60), (4000.0, 7200), (None, 600), (math.inf, 600), (0.0, 600)],
+)
+def test_a_timeout_hint_suggests_a_value_not_a_placeholder(seconds, suggested):
+    assert claude_classify.more_time(seconds) == suggested
+
+
+@pytest.mark.parametrize(
+    ("cap", "suggested"), [(0.5, 1.0), (0.0001, 0.01), (2.345, 4.69), (None, 1.0), (math.nan, 1.0)]
+)
+def test_a_budget_hint_suggests_a_value_in_cents(cap, suggested):
+    assert claude_classify.more_budget(cap) == suggested
+
+
+def test_a_run_that_had_the_maximum_time_is_told_to_split_the_task():
+    res = _classify(b"", returncode=None, timed_out=True, timeout_seconds=7200.0)
+    assert res.error_type == "timeout" and res.hint is not None
+    assert "7200s maximum" in res.hint and "--timeout" not in res.hint
 
 
 def test_max_turns(cli_samples: Path):
@@ -661,7 +683,8 @@ def test_success_over_the_cap_is_flagged_not_failed():
     res = _classify(_result_line(total_cost_usd=0.75), max_budget_usd=0.5)
     assert res.success is True and res.result == "answer"
     assert res.budget_exceeded is True
-    assert res.hint is not None and 'update_agent(name="web", max_budget_usd=' in res.hint
+    assert res.hint is not None and 'update_agent(name="web", max_budget_usd=1)' in res.hint
+    assert "agent-dispatch update web --max-budget-usd 1`" in res.hint
     under = _classify(_result_line(total_cost_usd=0.25), max_budget_usd=0.5)
     assert under.budget_exceeded is None and under.hint is None
 
@@ -714,9 +737,9 @@ def test_timeout_without_a_result(cli_samples: Path):
     assert res.session_id == SID
     assert res.hint is not None
     assert f'dispatch_session(agent="web", session_id="{SID}", task="continue")' in res.hint
-    assert 'update_agent(name="web", timeout=N)' in res.hint
-    assert "agent-dispatch update web --timeout N" in res.hint
-    assert "timeout_seconds" in res.hint
+    assert 'update_agent(name="web", timeout=600)' in res.hint  # twice the 300 s that ran out
+    assert "agent-dispatch update web --timeout 600" in res.hint
+    assert "timeout_seconds=600" in res.hint
 
 
 def test_timeout_with_a_received_result_returns_the_result(cli_samples: Path):

@@ -232,7 +232,7 @@ def test_update_rejects_bad_input(cli, argv, words):
 
 
 def test_hints_from_the_claude_adapter_work_when_pasted(cli):
-    """claude_classify's hints name `agent-dispatch update X --timeout N` etc."""
+    """claude_classify's hints name `agent-dispatch update X --timeout 600` etc."""
     cli.agent("my-agent")
     for pasted in (
         "agent-dispatch update my-agent --timeout 900",

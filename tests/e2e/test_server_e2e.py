@@ -239,7 +239,7 @@ async def test_usage_above_the_budget_is_a_budget_error_with_the_session(
     assert result["cost_usd"] > 0.0001
     [request] = fake_api.main_requests
     assert result["session_id"] == request.headers["x-claude-code-session-id"]
-    assert 'update_agent(name="capped", max_budget_usd=N)' in result["hint"]
+    assert 'update_agent(name="capped", max_budget_usd=0.01)' in result["hint"]  # in cents
     assert "dispatch_session" in result["hint"]
 
 
