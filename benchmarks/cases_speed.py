@@ -274,20 +274,24 @@ async def case_async_many(ctx: Ctx) -> list[Row]:
 
 
 async def case_startup(ctx: Ctx) -> list[Row]:
-    """Spawn the server, initialize, until tools/list answers."""
+    """Spawn the server, initialize, until tools/list answers; then until a first call does."""
     sandboxes = {}
     for system in ctx.systems:
         sandboxes[system.name] = Sandbox(ctx.tmp / "startup" / system.name, system, ctx.run_id)
         sandboxes[system.name].write_config(5)
+    first_call: dict[str, list[float]] = {}
 
     async def measure(name: str) -> float:
         start = trio.current_time()
-        async with serve(sandboxes[name], wrap_pid=False):
-            elapsed = trio.current_time() - start
-        return 1000 * elapsed
+        async with serve(sandboxes[name], wrap_pid=False) as session:
+            listed = trio.current_time() - start
+            await session.call("list_agents", {})
+            first_call.setdefault(name, []).append(1000 * (trio.current_time() - start))
+        return 1000 * listed
 
     for name in sandboxes:  # warm the page cache and .pyc files
         await measure(name)
+    first_call.clear()
     samples = await alternate(list(sandboxes), ctx.rounds(7, 3), measure)
     ours, orig = median(samples.get("ours", [])), median(samples.get("original", []))
     return [
@@ -300,5 +304,14 @@ async def case_startup(ctx: Ctx) -> list[Row]:
             target="<= 0.6 x original",
             passed=None if ours is None or orig is None else ours <= 0.6 * orig,
             samples=samples,
-        )
+        ),
+        Row(
+            "startup-call",
+            "... until a first tools/call (list_agents) answers",
+            "ms",
+            median(first_call.get("ours", [])),
+            median(first_call.get("original", [])),
+            note="informational: ours answers the handshake before the SDK has loaded",
+            samples=first_call,
+        ),
     ]
