@@ -5,12 +5,14 @@ second; trio, the Dispatcher and the wire are ready long before. A client
 (Claude Code starting its MCP servers) can use no tool before `initialize` and
 `tools/list` are answered, so `serve` answers those two from `handshake.json`,
 the SDK's own answers recorded by `scripts/gen-handshake` (a test keeps the
-file current), while the SDK imports in a thread.
+file current), while the SDK imports in a thread. The other lists a client fetches on connecting
+(prompts, resources, resource templates) are answered the same way.
 
 The SDK still sees every message, in order. A request answered early is
 replayed to it under a private id; its answer to the replay is dropped on the
 way out and compared with ours. A `tools/list` that differed is followed by
-`notifications/tools/list_changed`, so the client fetches the SDK's list.
+`notifications/{tools,prompts,resources}/list_changed`, so the client fetches
+the SDK's list.
 Everything else waits for the SDK: a `tools/call` sent during startup, a client
 that does not open with `initialize` (the 2026 stateless era), params the
 record does not cover. A record made for another mcp or agent-dispatch version
@@ -37,6 +39,7 @@ log = logging.getLogger("agent_dispatch.early")
 
 HANDSHAKE_FILE = Path(__file__).with_name("handshake.json")
 _QUEUE = 256  # lines read ahead of the SDK; the reader blocks beyond that
+_MISSING = object()
 
 
 class Handshake(msgspec.Struct, frozen=True):
@@ -45,16 +48,18 @@ class Handshake(msgspec.Struct, frozen=True):
     agent_dispatch: str
     mcp: str
     latest: str
-    versions: dict[str, tuple[int, int]]  # revision -> (initialize, tools/list) in answers
+    versions: dict[str, dict[str, int]]  # revision -> method -> index in answers
     answers: list[Any]
 
     def initialize(self, requested: str) -> tuple[str, Any]:
         """The SDK's negotiation: the client's revision if it has one, else the latest."""
         version = requested if requested in self.versions else self.latest
-        return version, self.answers[self.versions[version][0]]
+        return version, self.answers[self.versions[version]["initialize"]]
 
-    def tools_list(self, version: str) -> Any:
-        return self.answers[self.versions[version][1]]
+    def answer(self, version: str, method: str) -> Any:
+        """The recorded result of a parameterless `method` (not initialize), or _MISSING."""
+        index = self.versions[version].get(method) if method != "initialize" else None
+        return _MISSING if index is None else self.answers[index]
 
 
 def load_handshake(path: Path = HANDSHAKE_FILE) -> Handshake | None:
@@ -65,10 +70,17 @@ def load_handshake(path: Path = HANDSHAKE_FILE) -> Handshake | None:
         log.debug("no early handshake: %s", exc)
         return None
     installed = (__version__, installed_mcp())
-    if (handshake.agent_dispatch, handshake.mcp) != installed or handshake.latest not in (
-        handshake.versions
+    indexes = [i for methods in handshake.versions.values() for i in methods.values()]
+    recorded = (handshake.agent_dispatch, handshake.mcp)
+    if recorded != installed:
+        log.debug("no early handshake: recorded for %s, installed %s", recorded, installed)
+        return None
+    if (
+        handshake.latest not in handshake.versions
+        or not all("initialize" in methods for methods in handshake.versions.values())
+        or not all(0 <= i < len(handshake.answers) for i in indexes)
     ):
-        log.debug("no early handshake: recorded for %s, installed %s", handshake, installed)
+        log.debug("no early handshake: %s is inconsistent", path)
         return None
     return handshake
 
@@ -136,14 +148,16 @@ class Front:
         if opening and method != "initialize":  # not the handshake era: the SDK decides
             self._handshake = None
             return line
-        if message is None or not _is_id(message.get("id")):
+        if message is None or not _is_id(message.get("id")) or not isinstance(method, str):
             return line
         params = message.get("params")
         if method == "initialize" and opening and _initialize_params(params):
             self._version, result = handshake.initialize(params["protocolVersion"])
-        elif method == "tools/list" and self._version is not None and _no_cursor(params):
-            result = handshake.tools_list(self._version)
+        elif self._version is not None and _no_cursor(params):
+            result = handshake.answer(self._version, method)
         else:
+            result = _MISSING
+        if result is _MISSING:
             return line
         private = next(self._ids)
         self._replays[private] = (method, result)
@@ -168,8 +182,9 @@ class Front:
             log.warning("the SDK refused the %s answered early: %s", method, message.get("error"))
         elif message["result"] != ours:
             log.warning("the SDK's %s differs from the one answered early", method)
-            if method == "tools/list":
-                changed = {"jsonrpc": "2.0", "method": "notifications/tools/list_changed"}
+            kind = method.split("/")[0]  # tools, prompts or resources (templates included)
+            if kind in ("tools", "prompts", "resources"):
+                changed = {"jsonrpc": "2.0", "method": f"notifications/{kind}/list_changed"}
                 await self._write(_encode(changed))
 
     async def _write(self, text: str) -> None:

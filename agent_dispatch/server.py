@@ -125,20 +125,25 @@ class LineSink(Protocol):
 async def run_session(server: MCPServer, stdin: LineSource, stdout: LineSink) -> None:
     """Serve one MCP session over JSON-RPC lines until `stdin` ends."""
     lowlevel = server._lowlevel_server  # run_stdio_async would claim fds in a thread
-    # tools.listChanged: the early handshake (early.py) may have to correct its list.
-    options = lowlevel.create_initialization_options(NotificationOptions(tools_changed=True))
+    # listChanged: the early handshake (early.py) may have to correct a list it answered.
+    changed = NotificationOptions(tools_changed=True, prompts_changed=True, resources_changed=True)
+    options = lowlevel.create_initialization_options(changed)
     async with stdio_server(stdin=cast(Any, stdin), stdout=cast(Any, stdout)) as (reader, writer):
         await lowlevel.run(reader, writer, options)
 
 
+# The parameterless lists a client fetches on connecting; answered early when recorded.
+EARLY_LISTS = ("tools/list", "prompts/list", "resources/list", "resources/templates/list")
+
+
 async def record_handshake() -> dict[str, Any]:
-    """The SDK's own `initialize` and `tools/list` answers, per handshake protocol revision.
+    """The SDK's own answers to `initialize` and EARLY_LISTS, per handshake protocol revision.
 
     `scripts/gen-handshake` writes this to `handshake.json` for early.py; a test
     checks that the file is current.
     """
     answers: list[Any] = []
-    versions: dict[str, list[int]] = {}
+    versions: dict[str, dict[str, int]] = {}
 
     def index(result: Any) -> int:
         if result not in answers:
@@ -148,8 +153,8 @@ async def record_handshake() -> dict[str, Any]:
     async with Dispatcher.open(Config(), env={}) as dispatcher:
         server = build_server(dispatcher, ConfigStore(Path(os.devnull)))
         for version in HANDSHAKE_PROTOCOL_VERSIONS:
-            init, tools = await _handshake(server, version)
-            versions[version] = [index(init), index(tools)]
+            recorded = await _handshake(server, version)
+            versions[version] = {method: index(result) for method, result in recorded.items()}
     return {
         "agent_dispatch": __version__,
         "mcp": importlib.metadata.version("mcp"),
@@ -159,22 +164,24 @@ async def record_handshake() -> dict[str, Any]:
     }
 
 
-async def _handshake(server: MCPServer, version: str) -> tuple[Any, Any]:
+async def _handshake(server: MCPServer, version: str) -> dict[str, Any]:
+    """{method: result} for initialize and each of EARLY_LISTS the SDK answers without error."""
     client = {"name": "record-handshake", "version": "1"}
-    lines = [
-        {"jsonrpc": "2.0", "id": 1, "method": "initialize",
+    methods = ["initialize", *EARLY_LISTS]
+    lines: list[dict[str, Any]] = [
+        {"jsonrpc": "2.0", "id": 0, "method": "initialize",
          "params": {"protocolVersion": version, "capabilities": {}, "clientInfo": client}},
         {"jsonrpc": "2.0", "method": "notifications/initialized"},
-        {"jsonrpc": "2.0", "id": 2, "method": "tools/list"},
     ]  # fmt: skip
-    results: dict[int, Any] = {}
+    lines += [{"jsonrpc": "2.0", "id": i, "method": m} for i, m in enumerate(methods) if i]
+    replies: dict[int, Any] = {}
     done = trio.Event()
 
     class Sink:
         async def write(self, text: str) -> None:
             message = json.loads(text)
-            results[message["id"]] = message["result"]
-            if len(results) == 2:
+            replies[message["id"]] = message
+            if len(replies) == len(methods):
                 done.set()
 
         async def flush(self) -> None:
@@ -183,7 +190,7 @@ async def _handshake(server: MCPServer, version: str) -> tuple[Any, Any]:
     async def source() -> AsyncIterator[str]:
         for line in lines:
             yield json.dumps(line) + "\n"
-        await done.wait()  # EOF only after both answers: EOF ends the session
+        await done.wait()  # EOF only after every answer: EOF ends the session
 
     class Source:
         def __aiter__(self) -> AsyncIterator[str]:
@@ -191,4 +198,4 @@ async def _handshake(server: MCPServer, version: str) -> tuple[Any, Any]:
 
     with trio.fail_after(30):
         await run_session(server, Source(), Sink())
-    return results[1], results[2]
+    return {m: replies[i]["result"] for i, m in enumerate(methods) if "result" in replies[i]}

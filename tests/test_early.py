@@ -135,7 +135,7 @@ async def test_handshake_is_answered_before_the_sdk_and_the_sdk_sees_it_too(
         assert second == {
             "jsonrpc": "2.0",
             "id": 2,
-            "result": handshake.tools_list(PROTOCOL_VERSION),
+            "result": handshake.answer(PROTOCOL_VERSION, "tools/list"),
         }
         assert first["result"]["protocolVersion"] == PROTOCOL_VERSION
         h.start_sdk()
@@ -162,8 +162,8 @@ async def test_a_stale_tool_list_is_corrected_with_list_changed(
 ) -> None:
     real = recorded()
     answers = list(real.answers)
-    index = real.versions[PROTOCOL_VERSION][1]
-    answers[index] = {"tools": real.tools_list(PROTOCOL_VERSION)["tools"][:1]}
+    index = real.versions[PROTOCOL_VERSION]["tools/list"]
+    answers[index] = {"tools": real.answer(PROTOCOL_VERSION, "tools/list")["tools"][:1]}
     stale = msgspec.structs.replace(real, answers=answers)
     async with harness(ws, stale) as h:
         await h.wire.send(initialize(), INITIALIZED, request(2, "tools/list"))
@@ -177,15 +177,54 @@ async def test_a_stale_tool_list_is_corrected_with_list_changed(
         }
         await h.wire.send(request(3, "tools/list"))
         fresh = await h.wire.recv()
-        assert fresh is not None and fresh["result"] == real.tools_list(PROTOCOL_VERSION)
+        assert fresh is not None and fresh["result"] == real.answer(PROTOCOL_VERSION, "tools/list")
         await h.wire.close()
         assert await h.wire.recv() is None
     assert "the SDK's tools/list differs from the one answered early" in caplog.messages
 
 
-async def test_the_capability_to_correct_the_list_is_declared(ws: Workspace) -> None:
+async def test_the_capability_to_correct_the_lists_is_declared(ws: Workspace) -> None:
     result = recorded().initialize(PROTOCOL_VERSION)[1]
-    assert result["capabilities"]["tools"]["listChanged"] is True
+    for kind in ("tools", "prompts", "resources"):
+        assert result["capabilities"][kind]["listChanged"] is True
+
+
+async def test_the_other_lists_a_client_fetches_are_answered_early_too(ws: Workspace) -> None:
+    handshake = recorded()
+    lists = ["prompts/list", "resources/list", "resources/templates/list"]
+    async with harness(ws, handshake) as h:
+        await h.wire.send(initialize(), INITIALIZED)
+        await h.wire.send(*(request(rid, method) for rid, method in enumerate(lists, 2)))
+        await h.wire.send(request(9, "prompts/list", cursor="x"))  # paging is the SDK's
+        await h.wire.recv()
+        for rid, method in enumerate(lists, 2):
+            answer = await h.wire.recv()
+            expected = handshake.answer(PROTOCOL_VERSION, method)
+            assert answer == {"jsonrpc": "2.0", "id": rid, "result": expected}
+        h.start_sdk()
+        paged = await h.wire.recv()
+        assert paged is not None and paged["id"] == 9
+        await h.wire.close()
+        assert await h.wire.recv() is None
+    assert h.front.answered_early == ["initialize", *lists]
+
+
+async def test_a_stale_prompt_list_is_corrected_with_its_own_notification(ws: Workspace) -> None:
+    real = recorded()
+    answers = [*real.answers, {"prompts": [{"name": "gone"}]}]
+    versions = {v: {**m, "prompts/list": len(answers) - 1} for v, m in real.versions.items()}
+    stale = msgspec.structs.replace(real, answers=answers, versions=versions)
+    async with harness(ws, stale) as h:
+        await h.wire.send(initialize(), INITIALIZED, request(2, "prompts/list"))
+        await h.wire.recv()
+        await h.wire.recv()
+        h.start_sdk()
+        assert await h.wire.recv() == {
+            "jsonrpc": "2.0",
+            "method": "notifications/prompts/list_changed",
+        }
+        await h.wire.close()
+        assert await h.wire.recv() is None
 
 
 async def test_an_unknown_revision_is_negotiated_as_the_sdk_does(
@@ -263,9 +302,18 @@ async def test_a_client_gone_during_the_handshake_ends_the_session(ws: Workspace
         lambda d: d.update(mcp="0.0.1"),
         lambda d: d.update(agent_dispatch="0.0.1"),
         lambda d: d.update(latest="2000-01-01"),
+        lambda d: d["versions"]["2025-06-18"].pop("initialize"),
+        lambda d: d["versions"]["2025-06-18"].update({"tools/list": 99}),
         lambda d: d.pop("answers"),
     ],
-    ids=["other-mcp", "other-agent-dispatch", "latest-missing", "malformed"],
+    ids=[
+        "other-mcp",
+        "other-agent-dispatch",
+        "latest-missing",
+        "initialize-missing",
+        "index-out-of-range",
+        "malformed",
+    ],
 )
 def test_a_record_that_does_not_fit_is_not_used(tmp_path: Path, tamper: Any) -> None:
     data = json.loads(HANDSHAKE_FILE.read_text())
