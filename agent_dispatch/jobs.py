@@ -153,6 +153,12 @@ class JobStore:
             f"Make {self.directory} a writable directory, or set {ENV_VAR} to one.",
         )
 
+    def _not_a_directory(self) -> StorageError:
+        return StorageError(
+            f"job directory {self.directory} exists and is not a directory",
+            f"Remove or rename it, or set {ENV_VAR} to another directory.",
+        )
+
     def _ensure_dir(self) -> None:
         directory = self.directory
         try:
@@ -164,10 +170,7 @@ class JobStore:
             os.chmod(directory, 0o700)  # mkdir's mode is filtered by the umask
         except FileExistsError:
             if not directory.is_dir():
-                raise StorageError(
-                    f"job directory {directory} exists and is not a directory",
-                    f"Remove or rename it, or set {ENV_VAR} to another directory.",
-                ) from None
+                raise self._not_a_directory() from None
         except OSError as exc:
             raise self._storage_error(exc, "create") from None
 
@@ -235,9 +238,11 @@ class JobStore:
         """(id, mtime) of every record file; temp files and strangers are skipped."""
         try:
             entries = list(os.scandir(self.directory))
-        except (FileNotFoundError, NotADirectoryError):
+        except FileNotFoundError:
             return
         except OSError as exc:
+            if isinstance(exc, NotADirectoryError) and self.directory.exists():
+                raise self._not_a_directory() from None  # itself, not a component above it
             raise self._storage_error(exc, "list") from None
         for entry in entries:
             match = _FILE_RE.fullmatch(entry.name)

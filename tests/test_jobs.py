@@ -229,7 +229,16 @@ def test_an_unusable_directory_is_a_storage_error(tmp_path: Path) -> None:
     with pytest.raises(StorageError, match="not usable"):
         nested.save(make_job())
     assert store.load(new_job_id()) is None
-    assert store.list() == []
+
+
+def test_listing_a_directory_that_is_a_file_is_an_error_not_an_empty_list(tmp_path: Path) -> None:
+    blocker = tmp_path / "jobs"
+    blocker.write_text("not a directory")
+    with pytest.raises(StorageError, match="exists and is not a directory"):
+        JobStore(blocker).list()
+    with pytest.raises(StorageError, match="not usable"):
+        JobStore(blocker / "below").list()
+    assert JobStore(tmp_path / "missing").list() == []  # not created yet: nothing to list
 
 
 def test_delete(store: JobStore) -> None:

@@ -295,6 +295,15 @@ async def test_return_ref_without_usable_job_storage_still_returns_the_answer(
     assert "return_ref failed" in out["hint"] and str(ws.jobs) in out["hint"]
 
 
+async def test_dispatch_jobs_on_a_jobs_path_that_is_a_file_says_so(
+    tools: Tools, ws: Workspace
+) -> None:
+    ws.jobs.write_text("not a directory")
+    envelope = (await tools("dispatch_jobs")).envelope
+    assert f"job directory {ws.jobs} exists and is not a directory" in envelope["error"]
+    assert "AGENT_DISPATCH_JOBS_DIR" in envelope["hint"]
+
+
 async def test_a_failed_dispatch_can_be_a_ref_too(tools: Tools) -> None:
     payload = (
         await tools("dispatch", agent="alpha", task="no\n@fake api_error=529", return_ref=True)
