@@ -125,7 +125,8 @@ class Front:
         self._send_lock = trio.Lock()
         self._queue_in, self._queue_out = trio.open_memory_channel[str](_QUEUE)
         self._replays: dict[str, tuple[str, Any]] = {}  # private id -> (method, our result)
-        self._ids = (f"agent-dispatch-early-{secrets.token_hex(4)}-{n}" for n in itertools.count())
+        token = secrets.token_hex(4)  # no client id can collide with a replay's
+        self._ids = (f"agent-dispatch-early-{token}-{n}" for n in itertools.count())
         self.source = self._queue_out
         self.sink = _Sink(self)
         self.answered_early: list[str] = []  # methods, for logs and tests
