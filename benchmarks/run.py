@@ -133,7 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     log(f"results: {args.output}")
     if "fanout" in names and not args.no_plot:
         log(plot(args.output))
-    if not args.no_readme and args.only == "both":
+    # Only a run of every case against both servers replaces the README's table.
+    if not args.no_readme and args.only == "both" and not args.case:
         if update_readme(BENCH_DIR / "README.md", rows, meta):
             log("table written to benchmarks/README.md")
     if any(r.label.endswith("ERROR") for r in rows):
