@@ -16,7 +16,9 @@ the SDK's list.
 Everything else waits for the SDK: a `tools/call` sent during startup, a client
 that does not open with `initialize` (the 2026 stateless era), params the
 record does not cover. A record made for another mcp or agent-dispatch version
-is not used at all.
+is not used at all: `serve` then records its own SDK into the user's cache
+(`~/.cache/agent-dispatch/handshake.json`) and answers from that on the next
+start, re-recording it whenever the SDK disagrees with it.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import itertools
 import logging
 import os
 import secrets
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeGuard
 
@@ -34,10 +36,13 @@ import msgspec
 import trio
 
 from agent_dispatch import __version__
+from agent_dispatch.files import atomic_write
 
 log = logging.getLogger("agent_dispatch.early")
 
 HANDSHAKE_FILE = Path(__file__).with_name("handshake.json")
+# The parameterless lists a client fetches on connecting; answered early when recorded.
+EARLY_LISTS = ("tools/list", "prompts/list", "resources/list", "resources/templates/list")
 _QUEUE = 256  # lines read ahead of the SDK; the reader blocks beyond that
 _MISSING = object()
 
@@ -85,6 +90,35 @@ def load_handshake(path: Path = HANDSHAKE_FILE) -> Handshake | None:
     return handshake
 
 
+def user_record_path(env: Mapping[str, str] | None = None) -> Path:
+    """Where `serve` keeps its own record when the packaged one does not fit."""
+    env = os.environ if env is None else env
+    cache = env.get("XDG_CACHE_HOME") or str(Path(env.get("HOME") or Path.home()) / ".cache")
+    return Path(cache) / "agent-dispatch" / "handshake.json"
+
+
+def choose_handshake(env: Mapping[str, str] | None = None) -> tuple[Handshake | None, Path | None]:
+    """(the record to answer from, the user record to refresh or None).
+
+    The packaged record when it fits the installed versions; else the user's,
+    which `serve` writes (when missing) or rewrites (when found stale).
+    """
+    packaged = load_handshake(HANDSHAKE_FILE)  # read at call time: tests swap the file
+    if packaged is not None:
+        return packaged, None
+    user = user_record_path(env)
+    return load_handshake(user), user
+
+
+def save_record(path: Path, record: bytes) -> None:
+    """Write a user record; a cache that cannot be written only costs speed."""
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        atomic_write(path, record)
+    except OSError as exc:
+        log.debug("handshake record not saved to %s: %s", path, exc)
+
+
 def installed_mcp() -> str | None:
     """mcp's version from its dist-info name: importlib.metadata costs ~70 ms here."""
     spec = importlib.util.find_spec("mcp")  # finds the package without importing it
@@ -130,6 +164,7 @@ class Front:
         self.source = self._queue_out
         self.sink = _Sink(self)
         self.answered_early: list[str] = []  # methods, for logs and tests
+        self.stale = trio.Event()  # set when the SDK disagreed with an early answer
 
     def sdk_ready(self) -> None:
         self._handshake = None
@@ -183,6 +218,7 @@ class Front:
             log.warning("the SDK refused the %s answered early: %s", method, message.get("error"))
         elif message["result"] != ours:
             log.warning("the SDK's %s differs from the one answered early", method)
+            self.stale.set()
             kind = method.split("/")[0]  # tools, prompts or resources (templates included)
             if kind in ("tools", "prompts", "resources"):
                 changed = {"jsonrpc": "2.0", "method": f"notifications/{kind}/list_changed"}

@@ -16,13 +16,16 @@ import signal
 import sys
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
 from types import ModuleType
+from typing import Any
 
+import msgspec
 import trio
 
 from agent_dispatch.config import ConfigStore, config_path
 from agent_dispatch.dispatcher import Dispatcher
-from agent_dispatch.early import Front, load_handshake
+from agent_dispatch.early import Front, choose_handshake, save_record
 from agent_dispatch.errors import DispatchError
 
 log = logging.getLogger("agent_dispatch.serve")
@@ -65,14 +68,34 @@ async def _serve(store: ConfigStore, env: Mapping[str, str] | None) -> None:
             log.warning("job recovery skipped: %s", exc.message)
         with trio.CancelScope() as session:
             async with _claim_stdio() as (rx, tx), trio.open_nursery() as wire:
-                front = Front(rx, tx, load_handshake(), on_broken=session.cancel)
+                handshake, user_record = choose_handshake()
+                front = Front(rx, tx, handshake, on_broken=session.cancel)
                 wire.start_soon(front.pump)
                 with _startup_heap():
                     sdk = await _import_sdk()
                     server = sdk.build_server(dispatcher, store)
                 front.sdk_ready()
+                if user_record is not None:
+                    stale = front.stale if handshake is not None else None
+                    wire.start_soon(_record_for_next_start, sdk, server, user_record, stale)
                 await sdk.run_session(server, front.source, front.sink)
                 wire.cancel_scope.cancel()
+
+
+async def _record_for_next_start(
+    sdk: ModuleType, server: Any, path: Path, stale: trio.Event | None
+) -> None:
+    """Record this SDK's handshake for the next start: now when there was no record,
+    or once the one answered from turned out stale (then the client got list_changed)."""
+    if stale is not None:
+        await stale.wait()
+    try:
+        record = await sdk.record_handshake(server)
+    except Exception:  # only the next start's speed is at stake: never the session
+        log.warning("could not record the handshake for the next start", exc_info=True)
+        return
+    await trio.to_thread.run_sync(save_record, path, msgspec.json.encode(record))
+    log.info("recorded the handshake for the next start in %s", path)
 
 
 async def _import_sdk() -> ModuleType:

@@ -29,7 +29,9 @@ from pydantic import ValidationError
 from agent_dispatch import __version__
 from agent_dispatch.config import ConfigStore
 from agent_dispatch.dispatcher import Dispatcher
+from agent_dispatch.early import EARLY_LISTS, installed_mcp
 from agent_dispatch.errors import InvalidArgument
+from agent_dispatch.jobs import JobStore
 from agent_dispatch.models import Config
 from agent_dispatch.toolkit import error_result
 from agent_dispatch.tools_agents import register_agent_tools
@@ -132,16 +134,17 @@ async def run_session(server: MCPServer, stdin: LineSource, stdout: LineSink) ->
         await lowlevel.run(reader, writer, options)
 
 
-# The parameterless lists a client fetches on connecting; answered early when recorded.
-EARLY_LISTS = ("tools/list", "prompts/list", "resources/list", "resources/templates/list")
-
-
-async def record_handshake() -> dict[str, Any]:
+async def record_handshake(server: MCPServer | None = None) -> dict[str, Any]:
     """The SDK's own answers to `initialize` and EARLY_LISTS, per handshake protocol revision.
 
-    `scripts/gen-handshake` writes this to `handshake.json` for early.py; a test
-    checks that the file is current.
+    `scripts/gen-handshake` writes this to `handshake.json` for early.py (a test
+    checks that the file is current); `serve` records its live server into the
+    user's cache when that file does not fit the installed versions. Without a
+    server, one is built over an empty config (no tool runs).
     """
+    if server is None:
+        async with Dispatcher.open(Config(), env={}, jobs=JobStore(Path(os.devnull))) as idle:
+            return await record_handshake(build_server(idle, ConfigStore(Path(os.devnull))))
     answers: list[Any] = []
     versions: dict[str, dict[str, int]] = {}
 
@@ -150,14 +153,12 @@ async def record_handshake() -> dict[str, Any]:
             answers.append(result)
         return answers.index(result)
 
-    async with Dispatcher.open(Config(), env={}) as dispatcher:
-        server = build_server(dispatcher, ConfigStore(Path(os.devnull)))
-        for version in HANDSHAKE_PROTOCOL_VERSIONS:
-            recorded = await _handshake(server, version)
-            versions[version] = {method: index(result) for method, result in recorded.items()}
+    for version in HANDSHAKE_PROTOCOL_VERSIONS:
+        recorded = await _handshake(server, version)
+        versions[version] = {method: index(result) for method, result in recorded.items()}
     return {
         "agent_dispatch": __version__,
-        "mcp": importlib.metadata.version("mcp"),
+        "mcp": installed_mcp() or importlib.metadata.version("mcp"),
         "latest": LATEST_HANDSHAKE_VERSION,
         "versions": versions,
         "answers": answers,

@@ -104,13 +104,17 @@ async def harness(ws: Workspace, handshake: Handshake | None) -> AsyncIterator[H
 
 def recorded() -> Handshake:
     handshake = load_handshake()
-    assert handshake is not None, "handshake.json does not match the installed versions"
+    assert handshake is not None, (
+        "handshake.json does not fit the installed versions: run scripts/gen-handshake"
+    )
     return handshake
 
 
-async def test_the_record_is_what_the_sdk_answers_now() -> None:
+async def test_the_record_is_what_the_sdk_answers_now(ws: Workspace) -> None:
     on_disk = json.loads(HANDSHAKE_FILE.read_text())
     assert await record_handshake() == on_disk, "stale: run scripts/gen-handshake"
+    async with in_memory_server(ws) as (_, live):  # what serve records: its own server
+        assert await record_handshake(live) == on_disk
 
 
 def test_installed_mcp_reads_the_version_metadata_reports() -> None:
@@ -155,6 +159,7 @@ async def test_handshake_is_answered_before_the_sdk_and_the_sdk_sees_it_too(
         assert await h.wire.recv() is None
     assert h.front.answered_early == ["initialize", "tools/list"]
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert not h.front.stale.is_set()
 
 
 async def test_a_stale_tool_list_is_corrected_with_list_changed(
@@ -181,6 +186,7 @@ async def test_a_stale_tool_list_is_corrected_with_list_changed(
         await h.wire.close()
         assert await h.wire.recv() is None
     assert "the SDK's tools/list differs from the one answered early" in caplog.messages
+    assert h.front.stale.is_set()  # serve re-records the user's record on this
 
 
 async def test_the_capability_to_correct_the_lists_is_declared(ws: Workspace) -> None:
@@ -327,3 +333,29 @@ def test_a_missing_or_garbled_record_is_not_used(tmp_path: Path) -> None:
     assert load_handshake(tmp_path / "missing.json") is None
     (tmp_path / "garbled.json").write_text("{not json")
     assert load_handshake(tmp_path / "garbled.json") is None
+
+
+def test_the_packaged_record_wins_when_it_fits(tmp_path: Path) -> None:
+    assert early.choose_handshake({"XDG_CACHE_HOME": str(tmp_path)}) == (recorded(), None)
+
+
+def test_else_the_users_record_is_used_and_kept_fresh(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(early, "HANDSHAKE_FILE", tmp_path / "not-packaged.json")
+    env = {"XDG_CACHE_HOME": str(tmp_path / "cache"), "HOME": str(tmp_path / "home")}
+    user = tmp_path / "cache" / "agent-dispatch" / "handshake.json"
+    assert early.choose_handshake(env) == (None, user)  # serve records one
+    early.save_record(user, HANDSHAKE_FILE.read_bytes())
+    assert early.choose_handshake(env) == (recorded(), user)  # and refreshes it when stale
+    assert user.stat().st_mode & 0o777 == 0o600
+    assert early.user_record_path({"HOME": str(tmp_path)}) == (
+        tmp_path / ".cache" / "agent-dispatch" / "handshake.json"
+    )
+
+
+def test_a_record_that_cannot_be_saved_costs_only_speed(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    early.save_record(blocker / "agent-dispatch" / "handshake.json", b"{}")  # no raise
+    assert blocker.read_text() == ""
