@@ -34,8 +34,10 @@ JobStatus = Literal["pending", "running", "done", "failed", "cancelled"]
 TERMINAL_STATUSES: frozenset[str] = frozenset({"done", "failed", "cancelled"})
 MIN_TIMEOUT = 10.0  # seconds a dispatch may be given, at least and at most
 MAX_TIMEOUT = 7200.0
+MAX_AGENT_TIMEOUT = 7 * 24 * 3600  # an agent's configured timeout, at most (a week)
 
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
+TimeoutSeconds = Annotated[int, msgspec.Meta(ge=1, le=MAX_AGENT_TIMEOUT)]
 NonNegInt = Annotated[int, msgspec.Meta(ge=0)]
 PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
 NonNegFloat = Annotated[float, msgspec.Meta(ge=0)]
@@ -60,7 +62,7 @@ class AgentConfig(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=True
 
     directory: str
     description: str = ""
-    timeout: PositiveInt = 300
+    timeout: TimeoutSeconds = 300
     model: str | None = None
     max_budget_usd: PositiveFloat | None = None
     permission_mode: PermissionMode | None = None
@@ -98,7 +100,7 @@ class CacheSettings(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=Tr
 
 
 class Settings(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    default_timeout: PositiveInt = 300
+    default_timeout: TimeoutSeconds = 300
     default_max_budget_usd: PositiveFloat | None = None
     default_permission_mode: PermissionMode | None = None
     default_allowed_tools: tuple[str, ...] = ()

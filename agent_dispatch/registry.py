@@ -7,6 +7,7 @@ Every mutation is one `ConfigStore.update` (a locked read-modify-write).
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from agent_dispatch import describe
 from agent_dispatch.config import ConfigStore, agent_directory
 from agent_dispatch.errors import InvalidArgument, UnknownAgent, UnknownGroup
 from agent_dispatch.models import (
+    MAX_AGENT_TIMEOUT,
     NAME_PATTERN,
     PERMISSION_MODES,
     AgentConfig,
@@ -26,6 +28,7 @@ from agent_dispatch.models import (
 )
 
 CLEAR = "none"  # update: this value clears a field
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 EMPTY_LIST = "[]"  # a tool list that allows/denies nothing (vs. inheriting defaults)
 MAX_PREVIEW_LINES = 200
 
@@ -78,15 +81,32 @@ def _check_budget(value: float | None, field: str) -> float | None:
 
 
 def _check_timeout(value: float | None, field: str = "timeout") -> int | None:
-    """0/None: the default. Negative or non-finite: rejected."""
+    """0/None: the default. Negative, fractional, non-finite or over a week: rejected."""
     if value is None:
         return None
-    if isinstance(value, bool) or not math.isfinite(value) or value < 0:
+    if (
+        isinstance(value, bool)
+        or not math.isfinite(value)
+        or value < 0
+        or value != int(value)
+        or value > MAX_AGENT_TIMEOUT
+    ):
         raise InvalidArgument(
-            f"{field}: expected a whole number of seconds >= 0, got {value!r}",
-            "Use 0 for the default timeout.",
+            f"{field}: expected a whole number of seconds, 0..{MAX_AGENT_TIMEOUT}, got {value!r}",
+            "Use 0 for the default timeout (300 s).",
         )
-    return math.ceil(value) or None
+    return int(value) or None
+
+
+def _check_model(value: str) -> str | None:
+    """A model name as `--model` takes it: one token, no leading '-', no control characters."""
+    model = value.strip()
+    if model.startswith("-") or _CONTROL_RE.search(model):
+        raise InvalidArgument(
+            f"model: {value!r} is not a model name (no leading '-', no control characters)",
+            "Pass a name such as sonnet or opus, or 'none' to use the CLI's default.",
+        )
+    return model or None
 
 
 def _check_mode(value: str | None) -> str | None:
@@ -192,7 +212,7 @@ def add_agent(
         directory=path,
         description=description.strip() or describe.auto_description(Path(path)),
         timeout=_check_timeout(timeout) or 300,
-        model=(model or "").strip() or None,
+        model=_check_model(model or ""),
         max_budget_usd=_check_budget(max_budget_usd, "max_budget_usd"),
         permission_mode=_check_mode(permission_mode),  # type: ignore[arg-type]
         allowed_tools=parse_tool_list(allowed_tools, "allowed_tools"),
@@ -201,8 +221,6 @@ def add_agent(
         risky_capabilities=split_list(risky_capabilities),
         instructions=instructions,
     )
-    if agent.model is not None and agent.model.startswith("-"):
-        raise InvalidArgument(f"model: {agent.model!r} must not start with '-'")
 
     def change(cfg: Config) -> Config:
         if name in cfg.agents:
@@ -232,9 +250,7 @@ def update_agent(store: ConfigStore, name: str, **fields: Any) -> dict[str, Any]
         elif field == "directory":
             changes[field] = _check_directory(raw)
         elif field == "model":
-            if not clear and raw.startswith("-"):
-                raise InvalidArgument(f"model: {raw!r} must not start with '-'")
-            changes[field] = None if clear else raw.strip()
+            changes[field] = None if clear else _check_model(raw)
         elif field == "permission_mode":
             changes[field] = _check_mode(raw)
         elif field in ("allowed_tools", "disallowed_tools"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, ParamSpec, cast
 
@@ -15,6 +16,7 @@ from agent_dispatch.errors import DispatchError
 from agent_dispatch.models import DispatchResult, ProgressEvent
 
 P = ParamSpec("P")
+log = logging.getLogger("agent_dispatch.tools")
 
 
 GENERIC_HINT = "Check the arguments against this tool's description (see tools/list)."
@@ -45,11 +47,28 @@ def tool_errors(
         except BaseExceptionGroup as group:
             # Raised from inside a nursery (heartbeat, progress): unwrap a lone user error.
             user_error = _only_dispatch_error(group)
-            if user_error is None:
+            if user_error is not None:
+                return cast(dict[str, Any], error_result(user_error))
+            if not isinstance(group, ExceptionGroup):  # Cancelled and friends: not ours to eat
                 raise
-            return cast(dict[str, Any], error_result(user_error))
+            return cast(dict[str, Any], error_result(_internal_error(fn.__name__, group)))
+        except Exception as exc:
+            return cast(dict[str, Any], error_result(_internal_error(fn.__name__, exc)))
 
     return wrapper
+
+
+def _internal_error(tool: str, exc: Exception) -> DispatchError:
+    """A bug of ours reaches the caller as an envelope saying so, not as a bare failure."""
+    log.error("%s failed unexpectedly", tool, exc_info=exc)
+    leaf: BaseException = exc
+    while isinstance(leaf, BaseExceptionGroup) and len(leaf.exceptions) == 1:
+        leaf = leaf.exceptions[0]
+    return DispatchError(
+        f"{tool}: internal error: {type(leaf).__name__}: {leaf}"[:1000],
+        "This is a bug in agent-dispatch, not in your arguments: the server's log (stderr)"
+        " has the traceback. Nothing else was affected; other calls still work.",
+    )
 
 
 def result_dict(result: DispatchResult, response_format: str = "") -> dict[str, Any]:

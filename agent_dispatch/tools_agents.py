@@ -11,6 +11,7 @@ from mcp.server.mcpserver import MCPServer
 from agent_dispatch import registry
 from agent_dispatch.config import ConfigStore
 from agent_dispatch.dispatcher import Dispatcher
+from agent_dispatch.errors import InvalidArgument
 from agent_dispatch.toolkit import tool_errors
 
 
@@ -90,8 +91,8 @@ def register_agent_tools(server: MCPServer, dispatcher: Dispatcher, store: Confi
         name: str,
         directory: str = "",
         description: str = "",
-        timeout: float = 0,
-        max_budget_usd: float = 0,
+        timeout: float | str = 0,
+        max_budget_usd: float | str = 0,
         model: str = "",
         permission_mode: str = "",
         allowed_tools: str = "",
@@ -100,13 +101,14 @@ def register_agent_tools(server: MCPServer, dispatcher: Dispatcher, store: Confi
         risky_capabilities: str = "",
         instructions: str = "",
     ) -> dict[str, Any]:
-        """Change fields of an agent. Empty (or 0) = unchanged; "none" clears a field."""
+        """Change fields of an agent. Empty (or 0) = unchanged; "none" clears a field
+        (timeout back to 300 s, max_budget_usd to no cap)."""
         await config()
         fields = {
             "directory": directory,
             "description": description,
-            "timeout": timeout,
-            "max_budget_usd": max_budget_usd,
+            "timeout": _number_or_clear("timeout", timeout),
+            "max_budget_usd": _number_or_clear("max_budget_usd", max_budget_usd),
             "model": model,
             "permission_mode": permission_mode,
             "allowed_tools": allowed_tools,
@@ -139,3 +141,15 @@ def register_agent_tools(server: MCPServer, dispatcher: Dispatcher, store: Confi
         """Drop every cached dispatch result."""
         await config()  # like every tool: a broken config is reported, not skipped
         return {"cleared": dispatcher.cache.clear()}
+
+
+def _number_or_clear(field: str, value: float | str) -> float | str:
+    """update_agent's numbers: a number (0 = unchanged), or "none" to clear the field."""
+    if not isinstance(value, str):
+        return value
+    if value.strip().lower() == registry.CLEAR:
+        return registry.CLEAR
+    raise InvalidArgument(
+        f'{field}: expected a number or "none", got {value!r}',
+        f'Pass seconds or dollars as a number (0 = unchanged), or "none" to clear {field}.',
+    )

@@ -151,6 +151,14 @@ def test_full_config_parses() -> None:
             "agents.backend.timeout: expected int >= 1",
         ),
         (
+            f"agents: {{backend: {{directory: /x, timeout: {'9' * 400}}}}}",
+            "agents.backend.timeout: expected int <= 604800",
+        ),
+        (
+            "settings: {default_timeout: 700000}",
+            "settings.default_timeout: expected int <= 604800",
+        ),
+        (
             "agents: {backend: {directory: /x, timeout: true}}",
             "agents.backend.timeout: expected int, got bool",
         ),

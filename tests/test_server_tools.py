@@ -14,6 +14,7 @@ import pytest
 import trio
 import yaml
 
+from agent_dispatch.dispatcher import Dispatcher
 from tests.server_support import (
     ProgressLog,
     Reply,
@@ -146,6 +147,14 @@ async def test_update_agent_changes_and_clears_fields(tools: Tools, ws: Workspac
     assert (await tools("update_agent", name="alpha")).ok["fields"] == []  # all unchanged
 
 
+async def test_update_agent_clears_numbers_with_none(tools: Tools) -> None:
+    await tools("update_agent", name="alpha", timeout=42, max_budget_usd=2.5)
+    out = (await tools("update_agent", name="alpha", timeout="none", max_budget_usd="NONE")).ok
+    assert out["fields"] == ["max_budget_usd", "timeout"]
+    agent = (await tools("inspect_agent", name="alpha", preview_lines=0)).ok["config"]
+    assert agent["timeout"] == 300 and agent.get("max_budget_usd") is None
+
+
 async def test_update_agent_rejects_bad_values(tools: Tools, ws: Workspace) -> None:
     before = ws.config.read_bytes()
     for args in (
@@ -154,6 +163,11 @@ async def test_update_agent_rejects_bad_values(tools: Tools, ws: Workspace) -> N
         {"directory": "/nonexistent/agent-dispatch-test"},
         {"permission_mode": "sometimes"},
         {"model": "--evil"},
+        {"model": "x\ny"},  # saved, it would break every later dispatch
+        {"timeout": 1.5},  # whole seconds
+        {"timeout": 10**400},  # a week at most, not an OverflowError at dispatch time
+        {"timeout": "soon"},
+        {"max_budget_usd": "lots"},
     ):
         assert (await tools("update_agent", name="alpha", **args)).envelope, args
     assert ws.config.read_bytes() == before
@@ -501,3 +515,20 @@ async def test_unknown_argument_names_are_rejected_not_ignored(tools: Tools) -> 
     envelope = (await tools("dispatch", agent="alpha", task="t", timeout=60)).envelope
     assert "unknown argument(s): timeout" in envelope["error"]
     assert "timeout_seconds" in envelope["hint"]
+
+
+async def test_a_bug_in_a_tool_is_an_envelope_that_says_so(
+    served: tuple[Tools, Dispatcher], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tools, dispatcher = served
+
+    async def broken(*args: object, **kwargs: object) -> None:
+        raise OverflowError("int too large to convert to float")
+
+    monkeypatch.setattr(dispatcher, "dispatch", broken)
+    envelope = (await tools("dispatch", agent="alpha", task="x")).envelope
+    assert envelope["error"] == (
+        "dispatch: internal error: OverflowError: int too large to convert to float"
+    )
+    assert "bug in agent-dispatch" in envelope["hint"]
+    assert (await tools("list_agents")).ok["agents"]  # the server serves on
