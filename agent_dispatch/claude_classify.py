@@ -22,7 +22,7 @@ from agent_dispatch.claude_output import (
     parse_json_reply,
     parse_output,
 )
-from agent_dispatch.models import MAX_TIMEOUT, DispatchResult, ErrorType
+from agent_dispatch.models import MAX_AGENT_TIMEOUT, MAX_TIMEOUT, DispatchResult, ErrorType
 
 _TEXT_CAP = 1_000_000  # plain-text stdout kept as a result
 _ERROR_CAP = 4000
@@ -75,10 +75,14 @@ def classify(
     timed_out: bool,
     session_id: str | None,
     timeout_seconds: float | None = None,
+    agent_timeout: float | None = None,
     max_budget_usd: float | None = None,
     response_format: str = "",
 ) -> DispatchResult:
     """Turn one finished (or timed-out) run into a DispatchResult.
+
+    `timeout_seconds` is the deadline the run had; `agent_timeout` the agent's own,
+    which a hint never suggests lowering.
 
     `session_id` is the id the run was started with (pre-assigned or resumed);
     the CLI's own id wins when the output has one.
@@ -87,7 +91,7 @@ def classify(
     err_tail = _stderr_tail(stderr)
     if out is None:
         if timed_out:
-            return _timeout_result(agent, session_id, timeout_seconds)
+            return _timeout_result(agent, session_id, timeout_seconds, agent_timeout)
         return _no_result(agent, returncode, stdout, err_tail, session_id, response_format)
     result = _from_output(agent, out, returncode, err_tail, session_id, max_budget_usd)
     if result.success and response_format == "json":
@@ -98,7 +102,7 @@ def classify(
         _add_hint(
             result,
             f"The run finished right at the deadline{f' ({secs}s)' if secs else ''}; "
-            + _raise_timeout_hint(agent, timeout_seconds),
+            + _raise_timeout_hint(agent, timeout_seconds, agent_timeout),
         )
     return result
 
@@ -257,11 +261,11 @@ def _looks_like_cli_json(text: str) -> bool:
 
 
 def _timeout_result(
-    agent: str, session_id: str | None, timeout_seconds: float | None
+    agent: str, session_id: str | None, timeout_seconds: float | None, agent_timeout: float | None
 ) -> DispatchResult:
     secs = _fmt_seconds(timeout_seconds)
     resume = _resume_hint(agent, session_id, "Resume it: ")
-    more_time = _raise_timeout_hint(agent, timeout_seconds)
+    more_time = _raise_timeout_hint(agent, timeout_seconds, agent_timeout)
     hint = f"{resume} Or {more_time}" if resume else more_time[0].upper() + more_time[1:]
     return DispatchResult(
         agent=agent,
@@ -293,15 +297,22 @@ def _resume_hint(agent: str, session_id: str | None, prefix: str) -> str:
     )
 
 
-def _raise_timeout_hint(agent: str, timeout_seconds: float | None) -> str:
-    if timeout_seconds is not None and timeout_seconds >= MAX_TIMEOUT:
-        return f"it already had the {MAX_TIMEOUT:g}s maximum: split the task into smaller ones."
-    more = more_time(timeout_seconds)
-    return (
-        f"give it more time with update_agent(name={_q(agent)}, timeout={more}), "
-        f"`agent-dispatch update {shlex.quote(agent)} --timeout {more}`, "
-        f"or timeout_seconds={more} on the dispatch."
-    )
+def _raise_timeout_hint(agent: str, ran_out: float | None, agent_timeout: float | None) -> str:
+    store, call = timeout_fixes(ran_out, agent_timeout)
+    options = []
+    if store is not None:
+        options += [
+            f"update_agent(name={_q(agent)}, timeout={store})",
+            f"`agent-dispatch update {shlex.quote(agent)} --timeout {store}`",
+        ]
+    if call is not None:
+        options.append(f"timeout_seconds={call} on the dispatch")
+    if not options:
+        return "it already had the longest timeout allowed: split the task into smaller ones."
+    listed = options[0] if len(options) == 1 else f"{', '.join(options[:-1])} or {options[-1]}"
+    if store is None and agent_timeout is not None:
+        listed += f" (the agent's own timeout is {agent_timeout:g}s: timeout_seconds=0 uses it)"
+    return f"give it more time with {listed}."
 
 
 def _raise_budget_hint(agent: str, max_budget_usd: float | None) -> str:
@@ -312,11 +323,30 @@ def _raise_budget_hint(agent: str, max_budget_usd: float | None) -> str:
     )
 
 
-def more_time(seconds: float | None) -> int:
-    """The timeout a hint suggests: twice the one that ran out, 60..MAX_TIMEOUT s (600 unknown)."""
+def more_time(seconds: float | None, *, cap: float = MAX_TIMEOUT) -> int:
+    """Twice the timeout that ran out, 60..cap s (600 when unknown)."""
     if seconds is None or not math.isfinite(seconds) or seconds <= 0:
         return 600
-    return int(min(MAX_TIMEOUT, max(60.0, math.ceil(seconds * 2))))
+    return int(min(cap, max(60.0, math.ceil(seconds * 2))))
+
+
+def timeout_fixes(
+    ran_out: float | None, agent_timeout: float | None
+) -> tuple[int | None, int | None]:
+    """(an agent timeout to store, a per-call timeout_seconds) that give a run more time
+    than `ran_out`; None where a value would not: never lower the agent's own timeout
+    (a short per-call deadline ran out), never past the maxima (7200 s per call, a week
+    per agent)."""
+    store: int | None = more_time(ran_out, cap=MAX_AGENT_TIMEOUT)
+    if store is not None and (
+        (agent_timeout is not None and store <= agent_timeout)
+        or (ran_out is not None and store <= ran_out)
+    ):
+        store = None
+    call: int | None = more_time(ran_out)
+    if ran_out is not None and call is not None and call <= ran_out:
+        call = None
+    return store, call
 
 
 def more_budget(cap: float | None) -> float:

@@ -12,7 +12,7 @@ from cyclopts import Parameter
 
 from agent_dispatch import registry
 from agent_dispatch.claude import DEPTH_VAR
-from agent_dispatch.claude_classify import more_budget, more_time
+from agent_dispatch.claude_classify import more_budget, timeout_fixes
 from agent_dispatch.cli_common import (
     INSTALL_CLAUDE,
     command,
@@ -165,17 +165,21 @@ def diagnose(
             _permission_fixes(name, agent, settings, result.denied_tools or []),
         )
     if kind == "timeout":
-        more = more_time(seconds)
+        store, call = timeout_fixes(seconds, float(agent.timeout))
         again = ["agent-dispatch", "test", name]
         if task != DEFAULT_TASK and "\n" not in task:
             again.append(task)
-        return (
-            f"It did not finish within {seconds:g}s.",
-            [
-                command("agent-dispatch", "update", name, "--timeout", str(more)),
-                command(*again, "--timeout", str(more)),
-            ],
+        fixes = (
+            []
+            if store is None
+            else [command("agent-dispatch", "update", name, "--timeout", str(store))]
         )
+        if call is not None:
+            fixes.append(command(*again, "--timeout", str(call)))
+        why = f"It did not finish within {seconds:g}s."
+        if not fixes:
+            why += " That is the longest timeout allowed: split the task into smaller ones."
+        return why, fixes
     if kind == "budget":
         cap = _budget_cap(agent, settings)
         return (

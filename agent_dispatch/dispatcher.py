@@ -344,6 +344,7 @@ class Dispatcher:
             timed_out=outcome.timed_out,
             session_id=invocation.session_id,
             timeout_seconds=seconds,
+            agent_timeout=eff.timeout,
             max_budget_usd=eff.max_budget_usd,
             response_format=response_format,
         )

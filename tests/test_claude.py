@@ -300,10 +300,34 @@ def test_a_budget_hint_suggests_a_value_in_cents(cap, suggested):
     assert claude_classify.more_budget(cap) == suggested
 
 
-def test_a_run_that_had_the_maximum_time_is_told_to_split_the_task():
-    res = _classify(b"", returncode=None, timed_out=True, timeout_seconds=7200.0)
+@pytest.mark.parametrize(
+    ("ran_out", "agent_timeout", "fixes"),
+    [
+        (300.0, 300.0, (600, 600)),  # the agent's own ran out: store more, or ask for more
+        (10.0, 300.0, (None, 60)),  # a short per-call deadline: never lower the agent's 300
+        (5000.0, 300.0, (10000, 7200)),
+        (7200.0, 7200.0, (14400, None)),  # past the per-call maximum: only the agent's
+        (604800.0, 604800.0, (None, None)),  # nothing longer exists
+        (None, None, (600, 600)),
+    ],
+)
+def test_timeout_fixes_only_ever_give_more_time(ran_out, agent_timeout, fixes):
+    assert claude_classify.timeout_fixes(ran_out, agent_timeout) == fixes
+
+
+def test_a_short_per_call_deadline_is_not_fixed_by_lowering_the_agents_timeout():
+    res = _classify(b"", returncode=None, timed_out=True, timeout_seconds=10.0, agent_timeout=300.0)
+    assert res.hint is not None
+    assert "update_agent" not in res.hint and "agent-dispatch update" not in res.hint
+    assert "timeout_seconds=60 on the dispatch" in res.hint
+    assert "the agent's own timeout is 300s: timeout_seconds=0 uses it" in res.hint
+
+
+def test_a_run_that_had_the_longest_timeout_is_told_to_split_the_task():
+    week = 604800.0
+    res = _classify(b"", returncode=None, timed_out=True, timeout_seconds=week, agent_timeout=week)
     assert res.error_type == "timeout" and res.hint is not None
-    assert "7200s maximum" in res.hint and "--timeout" not in res.hint
+    assert "split the task" in res.hint and "timeout=" not in res.hint
 
 
 def test_max_turns(cli_samples: Path):

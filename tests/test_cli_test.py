@@ -164,6 +164,8 @@ def test_timeout_diagnosis_doubles_the_time():
     assert fixes == ["agent-dispatch update a --timeout 600", "agent-dispatch test a --timeout 600"]
     _, fixes = diagnose("a", "Do it", agent, Settings(), _failed("timeout"), 5000)
     assert fixes[1] == "agent-dispatch test a 'Do it' --timeout 7200"
+    _, fixes = diagnose("a", DEFAULT_TASK, agent, Settings(), _failed("timeout"), 10)
+    assert fixes == ["agent-dispatch test a --timeout 60"]  # never lowers the agent's 300 s
 
 
 def test_permission_diagnosis_merges_with_inherited_defaults():
