@@ -47,8 +47,23 @@ class Invocation(msgspec.Struct, frozen=True, kw_only=True):
     append_system_prompt: str = ""  # the agent's instructions
 
 
+# Linux caps one argv element at 128 KiB (MAX_ARG_STRLEN): a longer prompt goes to stdin.
+PROMPT_ARG_LIMIT = 100_000  # bytes
+
+
+def stdin_prompt(inv: Invocation) -> bytes | None:
+    """The prompt as stdin data when it is too long for one argument, else None.
+
+    build_argv leaves such a prompt out; `claude -p` without a prompt argument
+    reads it from stdin, which must then be a pipe that is written and closed.
+    """
+    data = _argv_text("task", inv.prompt).encode("utf-8")
+    return data if len(data) > PROMPT_ARG_LIMIT else None
+
+
 def build_argv(executable: str, inv: Invocation) -> list[str]:
-    """The argv for `inv`; the prompt is always the last element, after `--`.
+    """The argv for `inv`; the prompt is the last element, after `--` (unless it is
+    too long for one argument: see stdin_prompt).
 
     Structured values are validated first (raising InvalidArgument), so none can
     be read as a flag. Variadic tool flags use the single-token `--flag=a,b` form,
@@ -82,7 +97,8 @@ def build_argv(executable: str, inv: Invocation) -> list[str]:
         argv += ["--max-budget-usd", budget]
     if instructions:
         argv.append("--append-system-prompt=" + instructions)
-    argv += ["--", prompt]
+    if len(prompt.encode("utf-8")) <= PROMPT_ARG_LIMIT:
+        argv += ["--", prompt]
     return argv
 
 

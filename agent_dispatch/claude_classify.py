@@ -433,3 +433,21 @@ def _fmt_seconds(seconds: float | None) -> str:
     if seconds is None or not math.isfinite(seconds):
         return ""
     return f"{seconds:g}"
+
+
+def command_too_long(agent: str, argv: list[str]) -> DispatchResult:
+    """The OS refused the command line (E2BIG): say which part is too long."""
+    longest = max(argv, key=len)
+    return DispatchResult(
+        agent=agent,
+        success=False,
+        error=(
+            f"the command line is too long for the OS: one argument is {len(longest.encode())}"
+            f" bytes ({longest[:40]!r}...); Linux allows 131072"
+        ),
+        error_type="cli_error",
+        hint=(
+            f"Shorten the agent's instructions (update_agent(name={agent!r}, instructions=...))"
+            " or its other settings; a long task or context is passed on stdin and is fine."
+        ),
+    )

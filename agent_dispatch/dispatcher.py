@@ -7,6 +7,7 @@ of the single `trio.CapacityLimiter` for the child's whole life.
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -325,8 +326,11 @@ class Dispatcher:
                             is_complete=claude_output.has_result,
                             on_stdout_line=on_line,
                             on_spawn=on_spawn,
+                            stdin_data=claude.stdin_prompt(invocation),
                         )
                     except OSError as exc:
+                        if exc.errno == errno.E2BIG:
+                            return claude_classify.command_too_long(eff.name, argv)
                         return _not_found(
                             eff.name,
                             f"could not start claude: {exc}",

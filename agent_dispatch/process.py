@@ -2,12 +2,16 @@
 
 The child is a session leader (``start_new_session=True``), so its process
 group id is its pid, and every descendant that does not leave the group dies
-with it. stdin is /dev/null; stdout and stderr are drained concurrently, each
-capped, so a chatty child never blocks on a full pipe.
+with it. stdin is /dev/null, or a pipe that is fed ``stdin_data`` and closed
+(a prompt too long for one argument). stdout and stderr are drained
+concurrently, each capped, so a chatty child never blocks on a full pipe; past
+the cap, stdout's last lines are still kept, since that is where a result is.
 
 A run ends when the leader has exited and stdout is at EOF (or holds a
 complete result, by ``is_complete``). A grandchild that keeps a pipe open gets
-a short grace after the leader exits, then the whole group is killed. On the
+a short grace after the leader exits, then the whole group is killed. A
+leader that printed a complete result but does not exit gets ``result_grace``
+to do so, then is stopped like at a deadline (the result stands). On the
 deadline the group gets SIGTERM, then SIGKILL after ``grace``; on cancellation
 the same happens in a shielded, time-bounded cleanup before Cancelled
 propagates. A final ``killpg(SIGKILL)`` sweeps up grandchildren in every case.
@@ -15,6 +19,7 @@ propagates. A final ``killpg(SIGKILL)`` sweeps up grandchildren in every case.
 
 from __future__ import annotations
 
+import collections
 import math
 import os
 import signal
@@ -34,10 +39,14 @@ _CHUNK = 65536
 _EOF_WAIT = 0.25
 # Extra time the shielded cleanup allows for reaping after SIGKILL.
 _REAP_WAIT = 1.0
+# A leader that printed its result gets this long to exit before it is stopped.
+_RESULT_GRACE = 3.0
+_TAIL_LINES = 2  # kept past the stdout cap: the result line, and one stray line after it
 
 
 class ChildOutcome(msgspec.Struct, kw_only=True):
-    """What one child run produced. Bytes are the first ``*_cap`` bytes of each pipe."""
+    """What one child run produced: the first ``*_cap`` bytes of each pipe, and for a
+    truncated stdout its last lines after a newline."""
 
     pid: int
     returncode: int | None  # None only if the leader could not be reaped in time
@@ -58,24 +67,28 @@ async def run_child(
     is_complete: Callable[[bytes], bool] | None = None,
     on_stdout_line: Callable[[bytes], None] | None = None,
     on_spawn: Callable[[int], None] | None = None,
+    stdin_data: bytes | None = None,
     stdout_cap: int = 16 * 2**20,
     stderr_cap: int = 2**20,
     grace: float = 1.5,
     eof_wait: float = _EOF_WAIT,
+    result_grace: float = _RESULT_GRACE,
 ) -> ChildOutcome:
-    """Run ``argv`` in ``cwd`` with exactly ``env``, in a new session, stdin from /dev/null.
+    """Run ``argv`` in ``cwd`` with exactly ``env``, in a new session.
 
     Args:
       timeout: seconds from now; ``deadline``: an absolute ``trio.current_time()``.
         The earlier one wins. When it passes, the group is terminated and the
         outcome has ``timed_out=True`` with whatever output was read.
-      is_complete: given the stdout captured so far, whether it already holds
-        a complete result. Only consulted after the leader exited, to stop
-        waiting for an EOF that a lingering grandchild holds back.
+      is_complete: given stdout (or its last lines), whether it already holds
+        a complete result: then a lingering grandchild's EOF is not waited
+        for, and a leader still running gets ``result_grace`` to exit.
       on_stdout_line: called with each stdout line (without the newline), in
         order, from the reading task; it must not block. A line longer than
         ``stdout_cap`` is dropped. A final unterminated line is passed at EOF.
       on_spawn: called with the pid (= process group id) right after spawn.
+      stdin_data: written to a stdin pipe, which is then closed; without it
+        stdin is /dev/null (a pipe left open costs the real CLI a 3 s wait).
       grace: seconds between SIGTERM and SIGKILL (deadline and cancellation).
       eof_wait: seconds to wait for pipes to close after the leader exited.
 
@@ -90,20 +103,22 @@ async def run_child(
         list(argv),
         cwd=cwd,
         env=dict(env),
-        stdin=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL if stdin_data is None else subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         start_new_session=True,
     )
     child = _Child(proc, grace)
-    out = _Sink(stdout_cap, on_stdout_line)
+    out = _Sink(stdout_cap, on_stdout_line, tail=_TAIL_LINES)
     err = _Sink(stderr_cap, None)
     timed_out = False
     try:
         if on_spawn is not None:
             on_spawn(child.pid)
         try:
-            timed_out = await _supervise(child, out, err, limit, is_complete, eof_wait)
+            timed_out = await _supervise(
+                child, out, err, limit, is_complete, eof_wait, stdin_data, result_grace
+            )
         except BaseExceptionGroup as group:
             _raise_bare_cancelled(group)
             raise
@@ -115,7 +130,7 @@ async def run_child(
     return ChildOutcome(
         pid=child.pid,
         returncode=child.returncode,
-        stdout=bytes(out.data),
+        stdout=out.captured(),
         stderr=bytes(err.data),
         stdout_truncated=out.truncated,
         stderr_truncated=err.truncated,
@@ -130,12 +145,18 @@ async def _supervise(
     limit: float,
     is_complete: Callable[[bytes], bool] | None,
     eof_wait: float,
+    stdin_data: bytes | None,
+    result_grace: float,
 ) -> bool:
     """Drain both pipes until the run is over; return whether the deadline ended it."""
     timed_out = False
     async with trio.open_nursery() as nursery:
         nursery.start_soon(out.drain, child.stream("stdout"))
         nursery.start_soon(err.drain, child.stream("stderr"))
+        if stdin_data is not None:
+            nursery.start_soon(_feed, child.proc.stdin, stdin_data)
+        if is_complete is not None:
+            nursery.start_soon(_end_after_result, child, out, is_complete, result_grace)
         with trio.move_on_at(limit) as deadline_scope:
             await child.wait()
             with trio.move_on_after(eof_wait):
@@ -198,7 +219,7 @@ class _Child:
         _killpg(self.pid, signal.SIGKILL)
 
     def close_pipes(self) -> None:
-        for stream in (self.proc.stdout, self.proc.stderr):
+        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
             if isinstance(stream, trio.lowlevel.FdStream):
                 stream.close()
 
@@ -206,15 +227,18 @@ class _Child:
 class _Sink:
     """One pipe's capture: the first ``cap`` bytes, line callbacks, EOF and change events."""
 
-    def __init__(self, cap: int, on_line: Callable[[bytes], None] | None) -> None:
+    def __init__(self, cap: int, on_line: Callable[[bytes], None] | None, *, tail: int = 0) -> None:
         self.cap = cap
         self.data = bytearray()
         self.truncated = False
         self.eof = trio.Event()
         self._changed = trio.Event()
         self._on_line = on_line
+        self._split = on_line is not None or tail > 0
+        self._tail: collections.deque[bytes] = collections.deque(maxlen=tail or None)
         self._line = bytearray()
         self._line_dropped = False
+        self._lines = 0  # completed so far
 
     async def drain(self, stream: trio.abc.ReceiveStream) -> None:
         while chunk := await stream.receive_some(_CHUNK):
@@ -223,30 +247,60 @@ class _Sink:
                 self.truncated = True
             if room > 0:
                 self.data += chunk[:room]
-            if self._on_line is not None:
-                self._feed_lines(chunk, self._on_line)
+            if self._split:
+                self._feed_lines(chunk)
             self._changed.set()
             self._changed = trio.Event()
-        if self._on_line is not None and self._line and not self._line_dropped:
-            line = bytes(self._line)
+        if self._line and not self._line_dropped:
+            self._complete_line(bytes(self._line))
             self._line.clear()
-            self._on_line(line)
         self.eof.set()
         self._changed.set()
+
+    def captured(self) -> bytes:
+        """The first ``cap`` bytes; when cut, then a newline and the last lines."""
+        if not self.truncated or not self._tail:
+            return bytes(self.data)
+        return bytes(self.data) + b"\n" + b"\n".join(self._tail)
+
+    def _recent(self) -> bytes:
+        """What ``is_complete`` looks at: the whole capture while it is small, else the tail."""
+        if not self.truncated and len(self.data) <= _CHUNK:
+            return bytes(self.data)
+        return b"\n".join(self._tail)
 
     async def wait_done(self, is_complete: Callable[[bytes], bool] | None) -> None:
         """Return at EOF, or as soon as ``is_complete`` accepts the captured bytes."""
         while not self.eof.is_set():
-            if is_complete is not None and is_complete(bytes(self.data)):
+            if is_complete is not None and is_complete(self._recent()):
                 return
             await self._changed.wait()
 
-    def _feed_lines(self, chunk: bytes | bytearray, on_line: Callable[[bytes], None]) -> None:
+    async def wait_complete(self, is_complete: Callable[[bytes], bool]) -> bool:
+        """Wait until ``is_complete`` accepts the output (True), or EOF without it (False).
+        Checked once per completed line, so a long run costs one check per line."""
+        seen = -1
+        while True:
+            if seen != self._lines and is_complete(self._recent()):
+                return True
+            if self.eof.is_set():
+                return False
+            seen = self._lines
+            await self._changed.wait()
+
+    def _complete_line(self, line: bytes) -> None:
+        self._lines += 1
+        if line.strip():
+            self._tail.append(line)
+        if self._on_line is not None:
+            self._on_line(line)
+
+    def _feed_lines(self, chunk: bytes | bytearray) -> None:
         start = 0
         while (end := chunk.find(b"\n", start)) >= 0:
             if not self._line_dropped:
                 self._line += chunk[start:end]
-                on_line(bytes(self._line))
+                self._complete_line(bytes(self._line))
             self._line.clear()
             self._line_dropped = False
             start = end + 1
@@ -258,6 +312,30 @@ class _Sink:
             self._line_dropped = True  # skip to the next newline
         else:
             self._line += rest
+
+
+async def _feed(stream: trio.abc.SendStream | None, data: bytes) -> None:
+    """Write the child's stdin and close it (EOF); a child that stopped reading is fine."""
+    if stream is None:
+        return
+    try:
+        await stream.send_all(data)
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        pass
+    finally:
+        with trio.CancelScope(shield=True):
+            await stream.aclose()
+
+
+async def _end_after_result(
+    child: _Child, out: _Sink, is_complete: Callable[[bytes], bool], grace: float
+) -> None:
+    """A leader that printed a complete result gets ``grace`` to exit, then is stopped."""
+    if not await out.wait_complete(is_complete):
+        return
+    with trio.move_on_after(grace):
+        await child.wait()
+    await child.stop()  # a no-op when it exited
 
 
 def _killpg(pgid: int, sig: signal.Signals) -> None:

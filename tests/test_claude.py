@@ -52,6 +52,18 @@ def test_argv_fresh_json():
     ]  # fmt: skip
 
 
+def test_a_prompt_too_long_for_one_argument_leaves_argv_for_stdin():
+    limit = claude.PROMPT_ARG_LIMIT
+    fits = "é" * (limit // 2)  # bytes count, not characters: exactly at the limit
+    assert build_argv("claude", _inv(prompt=fits))[-2:] == ["--", fits]
+    assert claude.stdin_prompt(_inv(prompt=fits)) is None
+    long = fits + "x"
+    assert build_argv("claude", _inv(prompt=long)) == [
+        "claude", "-p", "--output-format", "json", "--session-id", SID,
+    ]  # fmt: skip
+    assert claude.stdin_prompt(_inv(prompt=long)) == long.encode()
+
+
 def test_argv_fresh_stream_adds_verbose():
     assert build_argv("/bin/claude", _inv(stream=True)) == [
         "/bin/claude", "-p", "--output-format", "stream-json", "--verbose",

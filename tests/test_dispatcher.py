@@ -91,6 +91,39 @@ async def test_dispatch_returns_the_answer_and_runs_in_the_agent_directory(
     assert result.session_id == run["argv"][run["argv"].index("--session-id") + 1]
 
 
+async def test_a_task_too_long_for_one_argument_goes_to_the_child_on_stdin(
+    dispatcher: Dispatcher, log_dir: Path
+) -> None:
+    task = "@fake reply=got it all\n" + "y" * 200_000 + "\nTHE END"  # Linux: 128 KiB per arg
+    result = await dispatcher.dispatch(req(task))
+    assert result.success and result.result == "got it all", result
+    (run,) = read_runs(log_dir)
+    assert run["stdin"] == "pipe" and run["stdin_bytes"] > 200_000
+    assert "--" not in run["argv"] and run["prompt"].endswith("THE END")
+    streamed = await dispatcher.dispatch_stream(req(task + " again"), _ignore)
+    assert streamed.success and streamed.result == "got it all"
+
+
+async def _ignore(event: ProgressEvent) -> None:
+    pass
+
+
+async def test_a_command_line_the_os_refuses_is_named_not_blamed_on_claude(
+    tmp_path: Path, log_dir: Path
+) -> None:
+    long_instructions = "i" * 200_000  # these stay an argument (--append-system-prompt)
+    cfg = make_config(
+        tmp_path,
+        agents=f"  big: {{directory: {tmp_path / 'web'}, instructions: {long_instructions}}}",
+    )
+    async with Dispatcher.open(cfg, env=fake_env(log_dir), jobs=JobStore(tmp_path / "j")) as d:
+        result = await d.dispatch(req("hello", agent="big"))
+    assert result.success is False and result.error_type == "cli_error"
+    assert "too long for the OS: one argument is 200023 bytes" in (result.error or "")
+    assert result.hint is not None and "instructions" in result.hint
+    assert read_runs(log_dir) == []
+
+
 async def test_two_slots_bound_every_path_at_once(dispatcher: Dispatcher, log_dir: Path) -> None:
     events: list[ProgressEvent] = []
 

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import trio
 
+from agent_dispatch.claude_output import has_result as result_complete
+from agent_dispatch.claude_output import parse_output
 from agent_dispatch.process import ChildOutcome, run_child
 from tests.fake_claude import CLAUDE_BIN, fake_env, pid_alive, read_run, wait_dead, wait_started
 
@@ -125,16 +127,53 @@ async def test_megabyte_of_stderr_before_the_answer_does_not_deadlock(
     assert json.loads(capped.stdout.splitlines()[-1])["result"] == "fake reply to: hello"
 
 
-async def test_stdout_beyond_the_cap_is_drained_and_dropped(
+async def test_stdout_beyond_the_cap_is_drained_and_dropped_but_the_answer_is_kept(
     tmp_path: Path, env: dict[str, str]
 ) -> None:
     with trio.fail_after(WAIT):
         outcome = await run_child(
-            claude("stdout_flood=3000000"), cwd=tmp_path, env=env, stdout_cap=4096
+            claude("stdout_flood=3000000\n@fake reply=THE ANSWER"),
+            cwd=tmp_path,
+            env=env,
+            stdout_cap=4096,
         )
     assert outcome.returncode == 0
-    assert outcome.stdout == b"x" * 4096
     assert outcome.stdout_truncated
+    head, _, tail = outcome.stdout.partition(b"\n")
+    assert head == b"x" * 4096  # the 3 MB line itself is dropped, not kept as a last line
+    parsed = parse_output(outcome.stdout)
+    assert parsed is not None and parsed.result == "THE ANSWER"
+    assert len(tail) < 4096
+
+
+async def test_a_leader_that_hangs_after_its_result_is_stopped_and_the_result_stands(
+    tmp_path: Path, env: dict[str, str], log_dir: Path
+) -> None:
+    start = trio.current_time()
+    with trio.fail_after(WAIT):
+        outcome = await run_child(
+            claude("hang_after_result"),
+            cwd=tmp_path,
+            env=env,
+            timeout=60,
+            is_complete=result_complete,  # what the dispatcher passes
+            result_grace=0.2,
+        )
+    assert trio.current_time() - start < 5  # not the 60 s deadline
+    assert not outcome.timed_out
+    assert has_result(outcome.stdout)
+    assert not pid_alive(outcome.pid)
+
+
+async def test_stdin_data_is_written_and_closed(tmp_path: Path, env: dict[str, str]) -> None:
+    prompt = "@fake reply=read it\n" + "y" * 300_000  # over the 128 KiB one-argument limit
+    argv = [CLAUDE_BIN, "-p", "--output-format", "json"]  # no prompt argument
+    start = trio.current_time()
+    with trio.fail_after(WAIT):
+        outcome = await run_child(argv, cwd=tmp_path, env=env, stdin_data=prompt.encode())
+    assert trio.current_time() - start < 2.5  # EOF at once: no 3 s wait for more input
+    parsed = parse_output(outcome.stdout)
+    assert parsed is not None and parsed.result == "read it"
 
 
 async def test_grandchild_holding_stdout_does_not_hold_the_call(

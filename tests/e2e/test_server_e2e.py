@@ -115,6 +115,24 @@ async def test_the_cli_sees_no_stdin_pipe_and_starts_without_the_stdin_wait(
     assert result["result"] == "Quick."
 
 
+async def test_a_context_too_long_for_one_argument_reaches_the_api_whole_and_fast(
+    server: ServerUnderTest, fake_api: FakeAnthropic
+) -> None:
+    # Linux caps one argument at 128 KiB: such a prompt goes to the CLI's stdin.
+    fake_api.script([text("Read all of it.")])
+    context = "".join(f"line {i}: {'z' * 60}\n" for i in range(4000))  # ~280 KB
+    start = trio.current_time()
+    result = await server.call("dispatch", agent="worker", task="Count the lines.", context=context)
+    wall = trio.current_time() - start
+
+    assert result["success"] is True, result
+    assert result["result"] == "Read all of it."
+    [request] = fake_api.main_requests
+    assert "line 0: " in request.user_text and "line 3999: " in request.user_text
+    assert request.user_text.rstrip().endswith("## Task\nCount the lines.")
+    assert wall < 3.0  # stdin was closed after the prompt: no 3 s wait for more
+
+
 @pytest.mark.parametrize(
     ("reply", "parsed"),
     [
