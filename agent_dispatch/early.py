@@ -27,6 +27,7 @@ import importlib.util
 import itertools
 import logging
 import os
+import re
 import secrets
 from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
@@ -170,15 +171,26 @@ class Front:
         self._handshake = None
 
     async def pump(self) -> None:
-        """Read the wire until EOF; the SDK sees EOF once it has read everything before it."""
+        """Read the wire until EOF; the SDK sees EOF once it has read everything before it.
+
+        A line that is not JSON-RPC is answered here with the JSON-RPC error (the
+        SDK would drop it, and a client waiting on its id would wait forever).
+        """
         async with self._queue_in:
             async for line in _lines(self._rx):
+                if not line.strip():
+                    continue
+                message, problem = _vet(line)
+                if problem is not None:
+                    await self._write(_encode({"jsonrpc": "2.0", **problem}))
+                    continue
                 if self._handshake is not None:
-                    line = await self._maybe_answer(self._handshake, line)
+                    line = await self._maybe_answer(self._handshake, line, message)
                 await self._queue_in.send(line)
 
-    async def _maybe_answer(self, handshake: Handshake, line: str) -> str:
-        message = _decode(line)
+    async def _maybe_answer(self, handshake: Handshake, line: str, message: Any) -> str:
+        if not isinstance(message, dict):
+            message = None
         method = message.get("method") if message is not None else None
         opening, self._opened = not self._opened, True
         if opening and method != "initialize":  # not the handshake era: the SDK decides
@@ -256,6 +268,42 @@ async def _lines(stream: trio.abc.ReceiveStream) -> AsyncIterator[str]:
             yield line.decode("utf-8", "replace")
     if buffer:
         yield buffer.decode("utf-8", "replace")
+
+
+_ID_RE = re.compile(r'"id"\s*:\s*("(?:[^"\\]|\\.)*"|-?\d+)')
+
+
+def _vet(line: str) -> tuple[Any, dict[str, Any] | None]:
+    """(the decoded message, None), or (None, the error reply) for a line that is not
+    JSON-RPC. Batches and anything with a method or a result pass: the SDK's to judge."""
+    try:
+        message = msgspec.json.decode(line)
+    except msgspec.DecodeError as exc:
+        return None, _error(_guess_id(line), -32700, f"Parse error: {exc}")
+    if not isinstance(message, dict):
+        return message, None
+    rid = message.get("id") if _is_id(message.get("id")) else None
+    if isinstance(message.get("method"), str):
+        params = message.get("params")
+        if params is None or isinstance(params, dict | list) or "id" not in message:
+            return message, None  # (a notification gets no answer, not even an error)
+        return None, _error(rid, -32602, "Invalid params: params must be an object or array")
+    if "id" in message and ("result" in message or "error" in message):
+        return message, None  # the client answering a request of ours
+    return None, _error(rid, -32600, "Invalid Request: not a JSON-RPC request or response")
+
+
+def _guess_id(line: str) -> object:
+    """The id of a request that does not decode, when it shows plainly; else None."""
+    found = _ID_RE.search(line)
+    try:
+        return msgspec.json.decode(found.group(1)) if found else None
+    except msgspec.DecodeError:
+        return None
+
+
+def _error(rid: object, code: int, message: str) -> dict[str, Any]:
+    return {"id": rid, "error": {"code": code, "message": message}}
 
 
 def _decode(text: str) -> dict[str, Any] | None:

@@ -66,8 +66,16 @@ class _Server(MCPServer):
     async def call_tool(
         self, name: str, arguments: dict[str, Any], context: Context[Any, Any] | None = None
     ) -> CallToolResult | InputRequiredResult:
-        known = (await self._known_parameters()).get(name)
-        unknown = sorted(set(arguments) - known) if known is not None else []
+        tools = await self._known_parameters()
+        known = tools.get(name)
+        if known is None:
+            return error_result(
+                InvalidArgument(
+                    f"unknown tool {name[:100]!r}",
+                    f"This server's tools: {', '.join(sorted(tools))}.",
+                )
+            )
+        unknown = sorted(set(arguments) - known)
         if unknown:  # the SDK would drop them silently: `timeout=60` must not mean "default"
             return error_result(
                 InvalidArgument(

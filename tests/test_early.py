@@ -51,6 +51,9 @@ class Wire:
     async def send(self, *messages: dict[str, Any]) -> None:
         await self._send.send_all(b"".join(json.dumps(m).encode() + b"\n" for m in messages))
 
+    async def send_raw(self, data: bytes) -> None:
+        await self._send.send_all(data)
+
     async def close(self) -> None:
         await self._send.aclose()
 
@@ -359,3 +362,36 @@ def test_a_record_that_cannot_be_saved_costs_only_speed(tmp_path: Path) -> None:
     blocker.write_text("")
     early.save_record(blocker / "agent-dispatch" / "handshake.json", b"{}")  # no raise
     assert blocker.read_text() == ""
+
+
+@pytest.mark.parametrize("sdk_ready", [False, True], ids=["during-startup", "serving"])
+async def test_lines_that_are_not_json_rpc_are_answered_not_dropped(
+    ws: Workspace, sdk_ready: bool
+) -> None:
+    async with harness(ws, recorded()) as h:
+        if sdk_ready:
+            h.start_sdk()
+        await h.wire.send(initialize(), INITIALIZED)
+        assert (await h.wire.recv() or {}).get("id") == 1
+        raw = [  # in order: answered with these ids and codes
+            b"garbage\n",
+            b'{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"dispatch",'
+            # a lone surrogate, which Node's JSON.stringify sends
+            b'"arguments":{"agent":"alpha","task":"\\udc80"}}}\n',
+            b'{"jsonrpc":"2.0","id":8,"method":"tools/call","params":"x"}\n',
+            b"{}\n",
+            b"\n",  # blank: nothing to answer
+            b'{"jsonrpc":"2.0","method":"notifications/cancelled","params":"x"}\n',
+        ]
+        await h.wire.send_raw(b"".join(raw))
+        replies = [await h.wire.recv() for _ in range(4)]
+        assert [(r or {}).get("id") for r in replies] == [None, 7, 8, None]
+        codes = [(r or {})["error"]["code"] for r in replies]
+        assert codes == [-32700, -32700, -32602, -32600]
+        assert "surrogate" in (replies[1] or {})["error"]["message"]
+        h.start_sdk()
+        await h.wire.send(request(9, "tools/call", name="list_agents", arguments={}))
+        answer = await h.wire.recv()  # nothing else came first: the notification got no reply
+        assert answer is not None and answer["id"] == 9 and "result" in answer
+        await h.wire.close()
+        assert await h.wire.recv() is None

@@ -532,3 +532,9 @@ async def test_a_bug_in_a_tool_is_an_envelope_that_says_so(
     )
     assert "bug in agent-dispatch" in envelope["hint"]
     assert (await tools("list_agents")).ok["agents"]  # the server serves on
+
+
+async def test_an_unknown_tool_is_an_envelope_naming_the_real_ones(tools: Tools) -> None:
+    envelope = (await tools("dispatch_everything", agent="alpha")).envelope
+    assert envelope["error"] == "unknown tool 'dispatch_everything'"
+    assert "dispatch_parallel" in envelope["hint"] and "list_agents" in envelope["hint"]
