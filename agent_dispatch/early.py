@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import importlib.util
 import itertools
+import json
 import logging
 import os
 import re
@@ -279,7 +280,9 @@ def _vet(line: str) -> tuple[Any, dict[str, Any] | None]:
     try:
         message = msgspec.json.decode(line)
     except msgspec.DecodeError as exc:
-        return None, _error(_guess_id(line), -32700, f"Parse error: {exc}")
+        message = _lenient(line)  # the SDK takes what Python's json takes: NaN, Infinity
+        if message is _MISSING:
+            return None, _error(_guess_id(line), -32700, f"Parse error: {exc}")
     if not isinstance(message, dict):
         return message, None
     rid = message.get("id") if _is_id(message.get("id")) else None
@@ -291,6 +294,17 @@ def _vet(line: str) -> tuple[Any, dict[str, Any] | None]:
     if "id" in message and ("result" in message or "error" in message):
         return message, None  # the client answering a request of ours
     return None, _error(rid, -32600, "Invalid Request: not a JSON-RPC request or response")
+
+
+def _lenient(line: str) -> Any:
+    """The line as Python's json reads it, unless it holds text that is not Unicode
+    (a lone surrogate), which the SDK would choke on; else _MISSING."""
+    try:
+        message = json.loads(line)
+        json.dumps(message, ensure_ascii=False).encode("utf-8")
+    except (ValueError, UnicodeError, RecursionError):
+        return _MISSING
+    return message
 
 
 def _guess_id(line: str) -> object:
