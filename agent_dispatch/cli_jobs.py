@@ -167,7 +167,10 @@ def gc(
         Only list what would be deleted.
     """
     if all_ and days is not None:
-        raise InvalidArgument("gc: give --days or --all, not both")
+        raise InvalidArgument(
+            "gc: give --days or --all, not both",
+            "--days N purges finished jobs older than N days; --all purges them at any age.",
+        )
     if days is not None and (not math.isfinite(days) or days <= 0):
         raise InvalidArgument(
             f"--days: expected a number > 0, got {days:g}",

@@ -6,6 +6,8 @@ these into the `{"error", "hint"}` envelope; the CLI into one line and exit 1.
 
 from __future__ import annotations
 
+MAX_MESSAGE = 2000  # an error quotes what it got: a 100 kB name must not come back whole
+
 
 class DispatchError(Exception):
     """Base class: a problem the user can act on."""
@@ -13,9 +15,10 @@ class DispatchError(Exception):
     default_hint = ""
 
     def __init__(self, message: str, hint: str | None = None) -> None:
+        message = _bounded(message)
         super().__init__(message)
         self.message = message
-        self.hint = self.default_hint if hint is None else hint
+        self.hint = _bounded(self.default_hint if hint is None else hint)
 
     def envelope(self) -> dict[str, str]:
         return {"error": self.message, "hint": self.hint}
@@ -45,3 +48,9 @@ class JobNotFound(DispatchError):
 
 class StorageError(DispatchError):
     """Job or config storage cannot be used (permissions, disk, ...)."""
+
+
+def _bounded(text: str) -> str:
+    if len(text) <= MAX_MESSAGE:
+        return text
+    return f"{text[: MAX_MESSAGE - 40]}... [{len(text) - MAX_MESSAGE + 40} more characters]"

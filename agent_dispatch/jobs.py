@@ -272,7 +272,10 @@ class JobStore:
         file can rank: a record is written when created, so created_at <= mtime.
         """
         if status is not None and status not in _STATUSES:
-            raise InvalidArgument(f"status: expected one of {', '.join(_STATUSES)}, got {status!r}")
+            raise InvalidArgument(
+                f"status: expected one of {', '.join(_STATUSES)}, got {status!r}",
+                "Leave the status out to list jobs of every status.",
+            )
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise InvalidArgument(f"limit: expected an integer >= 1, got {limit!r}")
         files = sorted(self._scan(), key=lambda item: item[1], reverse=True)

@@ -63,6 +63,11 @@ def parse_tool_list(text: str | None, field: str) -> tuple[str, ...] | None:
     if text.strip() == EMPTY_LIST:
         return ()
     tools = split_list(text)
+    if not tools:  # ",,," is a typo, not a wish to allow nothing
+        raise InvalidArgument(
+            f"{field}: no tool names in {text!r}",
+            f'Use "{EMPTY_LIST}" for no tools, or leave it out to inherit the defaults.',
+        )
     for tool in tools:
         if tool.startswith("-"):
             raise InvalidArgument(f"{field}: tool name {tool!r} must not start with '-'")
@@ -114,7 +119,8 @@ def _check_mode(value: str | None) -> str | None:
         return None
     if value not in PERMISSION_MODES:
         raise InvalidArgument(
-            f"permission_mode: {value!r} is not one of {', '.join(PERMISSION_MODES)}"
+            f"permission_mode: {value!r} is not one of {', '.join(PERMISSION_MODES)}",
+            "Leave it empty (or 'none') for the claude CLI's default mode.",
         )
     return value
 
@@ -357,7 +363,10 @@ def save_group(
 
     def change(cfg: Config) -> Config:
         if create and name in cfg.groups:
-            raise InvalidArgument(f"group {name!r} already exists")
+            raise InvalidArgument(
+                f"group {name!r} already exists",
+                f"Change it with `agent-dispatch group update {name}` (or update it over MCP).",
+            )
         if not create and name not in cfg.groups:
             raise UnknownGroup(f"unknown group {name!r}")
         if parsed is not None:

@@ -93,7 +93,8 @@ def register_job_tools(server: MCPServer, dispatcher: Dispatcher) -> None:
         """Recent jobs, newest first (status: pending/running/done/failed/cancelled)."""
         if status and status not in JOB_STATUSES:
             raise InvalidArgument(
-                f"status: expected one of {', '.join(JOB_STATUSES)}, got {status!r}"
+                f"status: expected one of {', '.join(JOB_STATUSES)}, got {status!r}",
+                'Pass status="" to list jobs of every status.',
             )
         count = _bounded_int(limit, "limit", 1, MAX_LIST)
         jobs = await trio.to_thread.run_sync(

@@ -538,3 +538,13 @@ async def test_an_unknown_tool_is_an_envelope_naming_the_real_ones(tools: Tools)
     envelope = (await tools("dispatch_everything", agent="alpha")).envelope
     assert envelope["error"] == "unknown tool 'dispatch_everything'"
     assert "dispatch_parallel" in envelope["hint"] and "list_agents" in envelope["hint"]
+
+
+async def test_an_error_quoting_a_huge_argument_stays_small(tools: Tools) -> None:
+    envelope = (await tools("dispatch", agent="a" * 100_000, task="x")).envelope
+    assert len(envelope["error"]) <= 2000 and "more characters]" in envelope["error"]
+
+
+async def test_a_tool_list_of_only_commas_is_a_typo_not_none(tools: Tools) -> None:
+    envelope = (await tools("update_agent", name="alpha", allowed_tools=",,,")).envelope
+    assert envelope["error"] == "allowed_tools: no tool names in ',,,'"
