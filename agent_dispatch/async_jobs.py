@@ -28,6 +28,7 @@ from agent_dispatch.jobs import (
     validate_job_id,
 )
 from agent_dispatch.models import TERMINAL_STATUSES, DispatchRequest, DispatchResult, ProgressEvent
+from agent_dispatch.orphans import process_start
 
 log = logging.getLogger("agent_dispatch.jobs")
 
@@ -120,7 +121,7 @@ class AsyncJobs:
                 task_status.started(scope)
                 result = await self._run(
                     req,
-                    on_spawn=lambda pid: self._mark_running(live),
+                    on_spawn=lambda pid: self._mark_running(live, pid),
                     on_progress=lambda event: self._progress(live, event),
                 )
         except Exception as exc:
@@ -141,9 +142,15 @@ class AsyncJobs:
         except StorageError as exc:
             log.warning("could not write job %s: %s", job.id, exc)
 
-    def _mark_running(self, live: _Live) -> None:
+    def _mark_running(self, live: _Live, pid: int) -> None:
         live.spawned = True
-        live.job = msgspec.structs.replace(live.job, status="running", started_at=now_iso())
+        live.job = msgspec.structs.replace(
+            live.job,
+            status="running",
+            started_at=now_iso(),
+            child_pgid=pid,  # == its process group (a session leader)
+            child_started=process_start(pid),
+        )
         self._save(live.job)
         live.last_write = trio.current_time()
 

@@ -23,6 +23,7 @@ from agent_dispatch.cli_common import (
 from agent_dispatch.errors import InvalidArgument, JobNotFound
 from agent_dispatch.jobs import Job, job_summary, job_view, now_iso, pid_alive, validate_job_id
 from agent_dispatch.models import TERMINAL_STATUSES
+from agent_dispatch.orphans import stop_group
 
 MAX_LIST = 1000
 DEFAULT_GC_DAYS = 7.0
@@ -143,7 +144,15 @@ def cancel(job_id: str, /) -> int:
     if not store.save_if_not_terminal(cancelled):
         emit(f"job {job_id} finished before it could be cancelled")
         return 0
-    emit(f"cancelled job {job_id} (it was {record.status}; its server is gone)")
+    left = ""
+    if record.child_pgid is not None:
+        stopped = stop_group(record.child_pgid, record.child_started)
+        left = (
+            f"; stopped the claude process group {record.child_pgid} it left running"
+            if stopped
+            else "; no claude process of it was still running"
+        )
+    emit(f"cancelled job {job_id} (it was {record.status}; its server is gone{left})")
     return 0
 
 

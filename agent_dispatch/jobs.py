@@ -26,6 +26,7 @@ import msgspec
 from agent_dispatch import models
 from agent_dispatch.errors import InvalidArgument, JobNotFound, StorageError
 from agent_dispatch.files import atomic_write, env_path, state_home
+from agent_dispatch.orphans import stop_group
 
 ENV_VAR = "AGENT_DISPATCH_JOBS_DIR"
 JOB_ID_RE = re.compile(r"[0-9a-f]{32}")
@@ -59,6 +60,10 @@ class Job(msgspec.Struct, kw_only=True):
     progress: list[str] = []
     owner_pid: int
     request: models.DispatchRequest | None = None
+    # The running child's process group and its leader's start time (orphans.py):
+    # what a server killed outright leaves, for `cancel` and the next start to stop.
+    child_pgid: int | None = None
+    child_started: int | None = None
 
 
 # Built once: msgspec encoders/decoders are immutable and reusable.
@@ -345,6 +350,8 @@ class JobStore:
                 if pid_alive(job.owner_pid):
                     continue
                 error = f"server stopped (owner pid {job.owner_pid} is gone)"
+                if job.child_pgid is not None and stop_group(job.child_pgid, job.child_started):
+                    error += f"; stopped the claude process group {job.child_pgid} it left"
             elif job.status == "pending":
                 created = parse_iso(job.created_at)
                 if created is None or now - created <= STALE_PENDING_SECONDS:

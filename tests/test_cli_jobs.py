@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -11,6 +13,7 @@ import pytest
 
 from agent_dispatch.jobs import Job, JobStore, _iso, new_job_id
 from agent_dispatch.models import DispatchResult
+from agent_dispatch.orphans import process_start
 from tests.test_cli import Cli, assert_error
 
 DAY = 86400.0
@@ -133,6 +136,26 @@ def test_cancel_marks_a_job_whose_server_is_gone(cli, store):
     assert "cancelled" in res.out
     record = store.require(job.id)
     assert record.status == "cancelled" and record.completed_at
+
+
+def test_cancel_stops_the_claude_group_a_dead_server_left_running(cli, store):
+    orphan = subprocess.Popen(  # this test's PATH has no sleep(1)
+        [sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True
+    )
+    try:
+        job = make_job(
+            store, "running", child_pgid=orphan.pid, child_started=process_start(orphan.pid)
+        )
+        res = cli("cancel", job.id)
+        assert res.rc == 0, res
+        assert f"stopped the claude process group {orphan.pid} it left running" in res.out
+        assert orphan.wait(timeout=5) == -15  # SIGTERM
+    finally:
+        orphan.kill()
+        orphan.wait()
+    assert store.require(job.id).status == "cancelled"
+    again = make_job(store, "running", child_pgid=orphan.pid, child_started=1)
+    assert "no claude process of it was still running" in cli("cancel", again.id).out
 
 
 def test_cancel_refuses_a_job_a_live_server_runs(cli, store):

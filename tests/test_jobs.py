@@ -31,6 +31,7 @@ from agent_dispatch.jobs import (
     validate_job_id,
 )
 from agent_dispatch.models import DispatchRequest, DispatchResult
+from agent_dispatch.orphans import process_start
 
 NOW = 1_900_000_000.0  # a fixed "now" for age computations
 DAY = 86400.0
@@ -478,6 +479,25 @@ def test_recover_stale_fails_orphans_and_leaves_live_owners_alone(store: JobStor
     for untouched in (owned, fresh, finished):
         assert store.require(untouched.id) == untouched
     assert store.recover_stale(pid_alive=pid_alive, now=NOW) == []
+
+
+def test_recovery_stops_the_claude_group_a_killed_server_left(store: JobStore) -> None:
+    leftover = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        job = make_job(
+            status="running",
+            owner_pid=dead_pid(),
+            child_pgid=leftover.pid,
+            child_started=process_start(leftover.pid),
+        )
+        store.save(job)
+        assert store.recover_stale(pid_alive=pid_alive, now=NOW) == [job.id]
+        assert leftover.wait(timeout=5) == -15
+    finally:
+        leftover.kill()
+        leftover.wait()
+    error = store.require(job.id).error or ""
+    assert error.endswith(f"; stopped the claude process group {leftover.pid} it left")
 
 
 # -- progress -----------------------------------------------------------------------------------

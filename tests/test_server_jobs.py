@@ -13,6 +13,7 @@ import trio
 
 from agent_dispatch.jobs import Job, JobStore, new_job_id
 from agent_dispatch.models import DispatchRequest, DispatchResult
+from agent_dispatch.orphans import process_start
 from tests.fake_claude import pid_alive, wait_dead, wait_started
 from tests.server_support import (
     Tools,
@@ -122,6 +123,10 @@ async def test_wait_wakes_as_soon_as_the_job_finishes(tools: Tools, ws: Workspac
             running = await status(tools, job_id)
             assert running["status"] == "running" and running["started_at"]
             assert answer == {}
+            # For `cancel` and the next start, should this server be killed outright.
+            record = JobStore(ws.jobs).require(job_id)
+            assert record.child_pgid == run["pgid"] == run["pid"]
+            assert record.child_started == process_start(run["pid"])
             release.touch()
     end = only(ws.runs())["end"]
     assert end is not None and end["rc"] == 0

@@ -1,0 +1,64 @@
+"""Children left behind by a server that died without cleaning up (SIGKILL, OOM).
+
+A live server kills its children's process groups itself. One that was killed
+outright cannot, so an async job's record keeps its child's process group id
+and the leader's start time; `agent-dispatch cancel` and the next server start
+use them to stop what is still running. The start time makes sure a recycled
+pid is never signalled: while any member of a group lives, Linux does not
+hand its id out again, so a leader that is gone leaves nothing to confuse; a
+leader that is there must be the one recorded.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+__all__ = ["process_start", "stop_group"]
+
+_POLL = 0.05
+
+
+def process_start(pid: int) -> int | None:
+    """The process's start time (clock ticks after boot, from /proc), or None."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    fields = stat.rpartition(b")")[2].split()
+    try:
+        return int(fields[19])  # field 22 of stat; the split starts at field 3
+    except (IndexError, ValueError):
+        return None
+
+
+def stop_group(pgid: int, started: int | None, *, grace: float = 1.0) -> bool:
+    """SIGTERM the group `pgid` left by job, then SIGKILL after `grace` s.
+
+    Returns whether anything of it was running. Nothing is signalled when the
+    pid now belongs to another process than the recorded leader.
+    """
+    if isinstance(pgid, bool) or not isinstance(pgid, int) or pgid <= 1:
+        return False
+    now = process_start(pgid)
+    if now is not None and now != started:
+        return False  # the leader's pid was recycled: its group is long gone
+    if not _signal(pgid, signal.SIGTERM):
+        return False
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        time.sleep(_POLL)  # another process's group: nothing to wait on but the clock
+        if not _signal(pgid, 0):
+            return True
+    _signal(pgid, signal.SIGKILL)
+    return True
+
+
+def _signal(pgid: int, sig: int) -> bool:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
