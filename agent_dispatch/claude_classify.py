@@ -145,7 +145,7 @@ def _from_output(
             res.budget_exceeded = True
             _add_hint(
                 res,
-                f"This run cost ${out.total_cost_usd:.4f}, over the ${max_budget_usd:g} cap; "
+                f"This run cost ${out.total_cost_usd:.4f}, over the ${max_budget_usd:g} cap. "
                 + _raise_budget_hint(agent, max_budget_usd),
             )
         return res

@@ -71,7 +71,8 @@ async def test(
         else:
             async with _ticker(name):
                 result = await dispatcher.dispatch_session(req)
-    return _report(name, task, agent, cfg.settings, result, seconds)
+        executable = dispatcher.claude_executable() or "claude"
+    return _report(name, task, agent, cfg.settings, result, seconds, executable)
 
 
 async def _print_event(event: ProgressEvent) -> None:
@@ -112,6 +113,7 @@ def _report(
     settings: Settings,
     result: DispatchResult,
     seconds: float,
+    executable: str = "claude",
 ) -> int:
     facts = []
     if result.duration_ms is not None:
@@ -137,7 +139,7 @@ def _report(
             emit(fix_line(_budget_fix(name, agent, settings)))
         return 0
     emit(f"FAIL  {name}: {result.error_type or 'error'}: {result.error or 'no answer'}")
-    why, fixes = diagnose(name, task, agent, settings, result, seconds)
+    why, fixes = diagnose(name, task, agent, settings, result, seconds, executable=executable)
     emit(f"  {why}")
     for fix in fixes:
         emit(fix_line(fix))
@@ -155,6 +157,8 @@ def diagnose(
     settings: Settings,
     result: DispatchResult,
     seconds: float,
+    *,
+    executable: str = "claude",
 ) -> tuple[str, list[str]]:
     """(what happened, commands that fix it) for a failed dispatch."""
     kind = result.error_type
@@ -209,7 +213,7 @@ def diagnose(
     return (
         "claude reported an error; run it by hand in the agent's directory to see it.",
         [
-            f"cd {command(agent.directory)} && claude -p {command('Say hello')}",
+            f"cd {command(agent.directory)} && {command(executable)} -p {command('Say hello')}",
             command("agent-dispatch", "doctor"),
         ],
     )

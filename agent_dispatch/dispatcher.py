@@ -133,6 +133,22 @@ class Dispatcher:
             return candidate if runnable else None
         return shutil.which(candidate, path=self._env.get("PATH", os.defpath))
 
+    def _no_executable(self, cfg: Config, agent: str) -> DispatchResult:
+        """Say which setting named the missing claude, so the fix is the right one."""
+        if self._env.get("AGENT_DISPATCH_CLAUDE"):
+            where = f"AGENT_DISPATCH_CLAUDE={self._env['AGENT_DISPATCH_CLAUDE']!r}"
+            fix = "Point AGENT_DISPATCH_CLAUDE at the claude executable, or unset it."
+        elif cfg.settings.claude_path:
+            where = f"settings.claude_path {cfg.settings.claude_path!r}"
+            fix = "Fix settings.claude_path in agents.yaml, or remove it to use claude on PATH."
+        else:
+            where = "claude on PATH"
+            fix = (
+                "Install Claude Code (npm install -g @anthropic-ai/claude-code), or set "
+                "settings.claude_path in agents.yaml or AGENT_DISPATCH_CLAUDE."
+            )
+        return _not_found(agent, f"claude executable not found ({where})", fix)
+
     # -- validation ------------------------------------------------------------
 
     def _check_agent(self, cfg: Config, name: str, field: str = "agent") -> AgentConfig:
@@ -257,12 +273,7 @@ class Dispatcher:
             )
         executable = self.claude_executable(cfg)
         if executable is None:
-            return _not_found(
-                req.agent,
-                "claude executable not found",
-                "Install Claude Code (npm install -g @anthropic-ai/claude-code), or set "
-                "settings.claude_path in agents.yaml or AGENT_DISPATCH_CLAUDE.",
-            )
+            return self._no_executable(cfg, req.agent)
         session_id = req.session_id or claude.new_session_id()
         invocation = claude.Invocation(
             prompt=claude.build_prompt(

@@ -340,3 +340,16 @@ async def test_config_change_resizes_the_limiter_and_drops_the_agents_cache(
         d.config()
         assert d.limiter.total_tokens == 4
         assert d.cache.stats()["size"] == 0
+
+
+async def test_a_missing_claude_names_the_setting_that_named_it(
+    tmp_path: Path, log_dir: Path
+) -> None:
+    missing = str(tmp_path / "nowhere" / "claude")
+    env = fake_env(log_dir, AGENT_DISPATCH_CLAUDE=missing)
+    async with Dispatcher.open(make_config(tmp_path), env=env, jobs=JobStore(tmp_path / "j")) as d:
+        result = await d.dispatch(req("hello"))
+    assert result.error_type == "not_found"
+    assert result.error == f"claude executable not found (AGENT_DISPATCH_CLAUDE={missing!r})"
+    assert result.hint is not None and "AGENT_DISPATCH_CLAUDE" in result.hint
+    assert "npm install" not in result.hint
