@@ -451,3 +451,20 @@ def command_too_long(agent: str, argv: list[str]) -> DispatchResult:
             " or its other settings; a long task or context is passed on stdin and is fine."
         ),
     )
+
+
+def claude_missing(agent: str, env_value: str | None, claude_path: str | None) -> DispatchResult:
+    """No runnable claude: name the setting that pointed at it, so the fix is the right one."""
+    if env_value:
+        where = f"AGENT_DISPATCH_CLAUDE={env_value!r}"
+        fix = "Point AGENT_DISPATCH_CLAUDE at the claude executable, or unset it."
+    elif claude_path:
+        where = f"settings.claude_path {claude_path!r}"
+        fix = "Fix settings.claude_path in agents.yaml, or remove it to use claude on PATH."
+    else:
+        where = "claude on PATH"
+        fix = (
+            "Install Claude Code (npm install -g @anthropic-ai/claude-code), or set "
+            "settings.claude_path in agents.yaml or AGENT_DISPATCH_CLAUDE."
+        )
+    return not_found_result(agent, f"claude executable not found ({where})", fix)

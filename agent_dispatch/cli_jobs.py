@@ -20,7 +20,7 @@ from agent_dispatch.cli_common import (
     plural,
     table,
 )
-from agent_dispatch.errors import InvalidArgument, JobNotFound
+from agent_dispatch.errors import InvalidArgument
 from agent_dispatch.jobs import Job, job_summary, job_view, now_iso, pid_alive, validate_job_id
 from agent_dispatch.models import TERMINAL_STATUSES
 from agent_dispatch.orphans import stop_group
@@ -126,9 +126,7 @@ def cancel(job_id: str, /) -> int:
         The 32-character job id.
     """
     store = job_store()
-    record = store.load(validate_job_id(job_id))
-    if record is None:
-        raise JobNotFound(f"no job {job_id}")
+    record = store.require(validate_job_id(job_id))
     if record.status in TERMINAL_STATUSES:
         emit(f"job {job_id} already finished: {record.status}")
         return 0

@@ -133,22 +133,6 @@ class Dispatcher:
             return candidate if runnable else None
         return shutil.which(candidate, path=self._env.get("PATH", os.defpath))
 
-    def _no_executable(self, cfg: Config, agent: str) -> DispatchResult:
-        """Say which setting named the missing claude, so the fix is the right one."""
-        if self._env.get("AGENT_DISPATCH_CLAUDE"):
-            where = f"AGENT_DISPATCH_CLAUDE={self._env['AGENT_DISPATCH_CLAUDE']!r}"
-            fix = "Point AGENT_DISPATCH_CLAUDE at the claude executable, or unset it."
-        elif cfg.settings.claude_path:
-            where = f"settings.claude_path {cfg.settings.claude_path!r}"
-            fix = "Fix settings.claude_path in agents.yaml, or remove it to use claude on PATH."
-        else:
-            where = "claude on PATH"
-            fix = (
-                "Install Claude Code (npm install -g @anthropic-ai/claude-code), or set "
-                "settings.claude_path in agents.yaml or AGENT_DISPATCH_CLAUDE."
-            )
-        return _not_found(agent, f"claude executable not found ({where})", fix)
-
     # -- validation ------------------------------------------------------------
 
     def _check_agent(self, cfg: Config, name: str, field: str = "agent") -> AgentConfig:
@@ -273,7 +257,9 @@ class Dispatcher:
             )
         executable = self.claude_executable(cfg)
         if executable is None:
-            return self._no_executable(cfg, req.agent)
+            return claude_classify.claude_missing(
+                req.agent, self._env.get("AGENT_DISPATCH_CLAUDE"), cfg.settings.claude_path
+            )
         session_id = req.session_id or claude.new_session_id()
         invocation = claude.Invocation(
             prompt=claude.build_prompt(
@@ -462,6 +448,11 @@ class Dispatcher:
         cfg = self.config()
         self._check_agent(cfg, requester, "requester")
         self._check_agent(cfg, responder, "responder")
+        if requester == responder:
+            raise InvalidArgument(
+                f"responder: {responder!r} is also the requester",
+                "A dialogue needs two different agents; to ask one agent, use dispatch.",
+            )
         if not topic.strip():
             raise InvalidArgument("topic: must not be empty", "Say what the agents should settle.")
         rounds = clamp_rounds(max_rounds)

@@ -216,6 +216,12 @@ class JobStore:
     def require(self, job_id: str) -> Job:
         job = self.load(job_id)
         if job is None:
+            path = self.directory / f"{job_id}.json"
+            if path.is_file():  # there, but not a record of this job: say so, not "no job"
+                raise JobNotFound(
+                    f"job {job_id}: its record {path} is unreadable (not a valid job record)",
+                    f"Nothing can be recovered from it; remove it with: rm {path}",
+                )
             raise JobNotFound(f"no job {job_id}")
         return job
 

@@ -340,12 +340,16 @@ def inspect_group(cfg: Config, name: str) -> dict[str, Any]:
 
 def parse_members(text: str) -> tuple[GroupMember, ...]:
     """`agent` or `agent:use for text`, comma separated."""
-    members = []
+    members: list[GroupMember] = []
     for item in split_list(text):
         agent, _, use_for = item.partition(":")
-        members.append(
-            GroupMember(agent=check_name(agent.strip(), "members"), use_for=use_for.strip())
-        )
+        name = check_name(agent.strip(), "members")
+        if any(m.agent == name for m in members):
+            raise InvalidArgument(
+                f"members: {name!r} is listed twice",
+                "Name each agent once; `agent:what it is for` says what to use it for.",
+            )
+        members.append(GroupMember(agent=name, use_for=use_for.strip()))
     return tuple(members)
 
 

@@ -371,7 +371,8 @@ def test_group_lifecycle(cli):
     ("argv", "words"),
     [
         (["group", "add", "g", "--members", "ghost"], ["unknown agent", "ghost"]),
-        (["group", "add", "dup"], ["already exists"]),
+        (["group", "add", "dup"], ["already exists", "group update dup"]),
+        (["group", "add", "g", "--members", "a,a:twice"], ["'a' is listed twice"]),
         (["group", "update", "nope", "--description", "x"], ["unknown group 'nope'"]),
         (["group", "update", "dup"], ["nothing to change"]),
         (["group", "inspect", "nope"], ["unknown group", "group list"]),

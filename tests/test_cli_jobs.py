@@ -120,10 +120,13 @@ def test_bad_and_unknown_job_ids(cli, job_id, words, command):
     assert_error(cli(command, job_id), *words)
 
 
-def test_a_corrupt_record_is_not_found(cli, store):
+def test_a_corrupt_record_is_named_not_hidden(cli, store):
     job = make_job(store)
-    (cli.jobs / f"{job.id}.json").write_bytes(b"\xff{not json")
-    assert_error(cli("job", job.id), "no job")
+    path = cli.jobs / f"{job.id}.json"
+    path.write_bytes(b"\xff{not json")
+    for command in ("job", "cancel"):
+        assert_error(cli(command, job.id), f"its record {path} is unreadable", f"rm {path}")
+    assert_error(cli("job", "0" * 32), "no job")  # absent is still absent
 
 
 # -- cancel ----------------------------------------------------------------------------------

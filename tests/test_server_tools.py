@@ -453,6 +453,7 @@ async def test_dispatch_dialogue_rejects_bad_input(tools: Tools, ws: Workspace) 
         {"responder": "bad name"},
         {"topic": "  "},
         {"max_rounds": "many"},
+        {"responder": "alpha"},  # itself
     ):
         call = {"requester": "alpha", "responder": "beta", "topic": "t", **args}
         assert (await tools("dispatch_dialogue", **call)).envelope, args
