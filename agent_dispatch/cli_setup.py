@@ -178,7 +178,7 @@ def _config_checks() -> tuple[list[Check], Config | None]:
                 name="config",
                 status="fail",
                 message=exc.message,
-                fix=f"edit {command(path)}" + (f" ({exc.hint})" if exc.hint else ""),
+                fix=f"edit {command(path)}" + _config_hint(exc),
             )
         ], None
     checks = [
@@ -411,3 +411,10 @@ def doctor(
     summary = f"{plural(problems, 'problem')}, {plural(warnings, 'warning')}"
     emit(summary if not healthy else f"all good ({summary})")
     return 0 if healthy else 1
+
+
+def _config_hint(exc: ConfigError) -> str:
+    """The error's hint, unless it is the generic one that sends you to doctor: we are it."""
+    if not exc.hint or exc.hint == ConfigError.default_hint:
+        return " (see agents.example.yaml)"
+    return f" ({exc.hint})"

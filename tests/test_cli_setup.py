@@ -264,6 +264,15 @@ def test_doctor_on_a_non_utf8_config(cli, claude):
     assert "Traceback" not in res.err
 
 
+def test_doctor_does_not_send_you_to_doctor(cli, claude):
+    claude.registered(str(cli.bin / "claude"))
+    cli.config.mkdir(parents=True)  # a directory where the file should be
+    res = cli("doctor")
+    assert res.rc == 1 and "FAIL  config" in res.out
+    assert "fix: edit" in res.out and "agents.example.yaml" in res.out
+    assert "agent-dispatch doctor" not in res.out
+
+
 def test_doctor_strict_fails_on_warnings_only(cli, claude):
     claude.registered(str(cli.bin / "claude"))
     directory = cli.project("bare", claude_md=None)
