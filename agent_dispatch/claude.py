@@ -26,7 +26,7 @@ JSON_FOOTER = (
     "null) and nothing else: no prose before or after it and no Markdown code fences."
 )
 _UUID_RE = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
-_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")  # never valid in one argv value
 
 
 # -- invocation ------------------------------------------------------------------
@@ -107,7 +107,7 @@ def _check_value(field: str, value: object, hint: str) -> str:
         raise InvalidArgument(f"{field}: must not be empty", hint)
     if value.lstrip().startswith("-"):
         raise InvalidArgument(f"{field}: must not start with '-' (got {value!r})", hint)
-    if _CONTROL_RE.search(value):
+    if CONTROL_RE.search(value):
         raise InvalidArgument(f"{field}: must not contain control characters", hint)
     return value
 

@@ -7,13 +7,13 @@ Every mutation is one `ConfigStore.update` (a locked read-modify-write).
 from __future__ import annotations
 
 import math
-import re
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
 from agent_dispatch import describe
+from agent_dispatch.claude import CONTROL_RE
 from agent_dispatch.config import ConfigStore, agent_directory
 from agent_dispatch.errors import InvalidArgument, UnknownAgent, UnknownGroup
 from agent_dispatch.models import (
@@ -28,7 +28,6 @@ from agent_dispatch.models import (
 )
 
 CLEAR = "none"  # update: this value clears a field
-_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 EMPTY_LIST = "[]"  # a tool list that allows/denies nothing (vs. inheriting defaults)
 MAX_PREVIEW_LINES = 200
 
@@ -106,7 +105,7 @@ def _check_timeout(value: float | None, field: str = "timeout") -> int | None:
 def _check_model(value: str) -> str | None:
     """A model name as `--model` takes it: one token, no leading '-', no control characters."""
     model = value.strip()
-    if model.startswith("-") or _CONTROL_RE.search(model):
+    if model.startswith("-") or CONTROL_RE.search(model):
         raise InvalidArgument(
             f"model: {value!r} is not a model name (no leading '-', no control characters)",
             "Pass a name such as sonnet or opus, or 'none' to use the CLI's default.",

@@ -65,7 +65,7 @@ def _internal_error(tool: str, exc: Exception) -> DispatchError:
     while isinstance(leaf, BaseExceptionGroup) and len(leaf.exceptions) == 1:
         leaf = leaf.exceptions[0]
     return DispatchError(
-        f"{tool}: internal error: {type(leaf).__name__}: {leaf}"[:1000],
+        f"{tool}: internal error: {type(leaf).__name__}: {leaf}",  # DispatchError bounds it
         "This is a bug in agent-dispatch, not in your arguments: the server's log (stderr)"
         " has the traceback. Nothing else was affected; other calls still work.",
     )

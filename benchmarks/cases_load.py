@@ -19,7 +19,7 @@ from benchmarks.common import (
     alternate,
     by_name,
     call_in,
-    median,
+    medians,
     open_servers,
     parallel_items,
     require_success,
@@ -72,8 +72,8 @@ async def case_queue(ctx: Ctx) -> list[Row]:
             growth[system.name] = [session.rss_mb() - before]
             submit[system.name] = times
             ctx.log(f"    {system.name}: rss {before:.1f} -> {session.rss_mb():.1f} MiB")
-    g_ours, g_orig = median(growth.get("ours", [])), median(growth.get("original", []))
-    s_ours, s_orig = median(submit.get("ours", [])), median(submit.get("original", []))
+    g_ours, g_orig = medians(growth)
+    s_ours, s_orig = medians(submit)
     return [
         Row(
             "queue_rss",
@@ -163,8 +163,8 @@ async def case_jobs(ctx: Ctx) -> list[Row]:
         full_scan = await alternate(
             list(named), ctx.rounds(3, 1), lambda n: listing(n, {"status": "failed"})
         )
-    ours, orig = median(samples.get("ours", [])), median(samples.get("original", []))
-    f_ours, f_orig = median(full_scan.get("ours", [])), median(full_scan.get("original", []))
+    ours, orig = medians(samples)
+    f_ours, f_orig = medians(full_scan)
     return [
         Row(
             "jobs",
@@ -233,8 +233,8 @@ async def case_cancel(ctx: Ctx) -> list[Row]:
         rounds = ctx.rounds(3, 2)
         request = await alternate(list(named), rounds, lambda n: after_cancel(n, "request"))
         job = await alternate(list(named), rounds, lambda n: after_cancel(n, "job"))
-    ours, orig = median(request.get("ours", [])), median(request.get("original", []))
-    j_ours, j_orig = median(job.get("ours", [])), median(job.get("original", []))
+    ours, orig = medians(request)
+    j_ours, j_orig = medians(job)
     return [
         Row(
             "cancel",
@@ -275,7 +275,7 @@ async def case_stdin(ctx: Ctx) -> list[Row]:
             return 1000 * seconds
 
         samples = await alternate(list(named), ctx.rounds(3, 2), measure)
-    ours, orig = median(samples.get("ours", [])), median(samples.get("original", []))
+    ours, orig = medians(samples)
     return [
         Row(
             "stdin",

@@ -16,6 +16,7 @@ from benchmarks.common import (
     by_name,
     floor_sandbox,
     median,
+    medians,
     open_servers,
     parallel_items,
     require_success,
@@ -65,7 +66,7 @@ async def case_parallel(ctx: Ctx) -> list[Row]:
             return 1000 * await run_parallel(ctx, named[name], items)
 
         samples = await alternate([*named, "floor"], ctx.rounds(5, 3), measure)
-    ours, orig = median(samples.get("ours", [])), median(samples.get("original", []))
+    ours, orig = medians(samples)
     passed = None
     if ours is not None:
         passed = ours <= 1.10 * ideal and (orig is None or ours <= 0.80 * orig)
@@ -99,7 +100,7 @@ async def case_fanout(ctx: Ctx) -> list[Row]:
             for items in item_counts:
                 measure = functools.partial(_fanout_once, ctx, named, bare, items, conc, latency)
                 samples = await alternate([*named, "floor"], ctx.rounds(3, 3), measure)
-                ours, orig = median(samples.get("ours", [])), median(samples.get("original", []))
+                ours, orig = medians(samples)
                 low = median(samples["floor"])
                 rows.append(
                     Row(
@@ -163,7 +164,7 @@ async def case_overhead(ctx: Ctx) -> list[Row]:
             for _ in range(3):
                 await measure(name)
         samples = await alternate([*named, "floor"], ctx.rounds(30, 15), measure)
-    ours, orig = median(samples.get("ours", [])), median(samples.get("original", []))
+    ours, orig = medians(samples)
     return [
         Row(
             "overhead",
@@ -210,7 +211,7 @@ async def case_async_wait(ctx: Ctx) -> list[Row]:
         for name in named:
             await measure(name)
         samples = await alternate([*named, "floor"], ctx.rounds(9, 5), measure)
-    ours, orig = median(samples.get("ours", [])), median(samples.get("original", []))
+    ours, orig = medians(samples)
     return [
         Row(
             "async_wait",
@@ -256,7 +257,7 @@ async def case_async_many(ctx: Ctx) -> list[Row]:
         for name in named:
             await _wait(named[name], await _submit(named[name], ctx.task("warm")))
         samples = await alternate([*named, "floor"], ctx.rounds(5, 3), measure)
-    ours, orig = median(samples.get("ours", [])), median(samples.get("original", []))
+    ours, orig = medians(samples)
     return [
         Row(
             "async_many",
@@ -293,7 +294,7 @@ async def case_startup(ctx: Ctx) -> list[Row]:
         await measure(name)
     first_call.clear()
     samples = await alternate(list(sandboxes), ctx.rounds(7, 3), measure)
-    ours, orig = median(samples.get("ours", [])), median(samples.get("original", []))
+    ours, orig = medians(samples)
     return [
         Row(
             "startup",
@@ -309,8 +310,7 @@ async def case_startup(ctx: Ctx) -> list[Row]:
             "startup-call",
             "... until a first tools/call (list_agents) answers",
             "ms",
-            median(first_call.get("ours", [])),
-            median(first_call.get("original", [])),
+            *medians(first_call),
             note="informational: ours answers the handshake before the SDK has loaded",
             samples=first_call,
         ),

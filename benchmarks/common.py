@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import statistics
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,6 +71,11 @@ class Ctx:
 
 def median(values: Sequence[float]) -> float | None:
     return statistics.median(values) if values else None
+
+
+def medians(samples: Mapping[str, Sequence[float]]) -> tuple[float | None, float | None]:
+    """(ours, original): the median of each system's samples, None when it has none."""
+    return median(samples.get("ours", [])), median(samples.get("original", []))
 
 
 @asynccontextmanager
