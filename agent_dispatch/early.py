@@ -25,19 +25,17 @@ from __future__ import annotations
 
 import importlib.util
 import itertools
-import json
 import logging
 import os
-import re
 import secrets
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeGuard
 
 import msgspec
 import trio
 
-from agent_dispatch import __version__
+from agent_dispatch import __version__, wire
 from agent_dispatch.files import atomic_write
 
 log = logging.getLogger("agent_dispatch.early")
@@ -45,7 +43,10 @@ log = logging.getLogger("agent_dispatch.early")
 HANDSHAKE_FILE = Path(__file__).with_name("handshake.json")
 # The parameterless lists a client fetches on connecting; answered early when recorded.
 EARLY_LISTS = ("tools/list", "prompts/list", "resources/list", "resources/templates/list")
-_QUEUE = 256  # lines read ahead of the SDK; the reader blocks beyond that
+_QUEUE = 8  # lines read ahead of the SDK; the reader blocks beyond that
+# Requests the SDK is working on; the reader stops reading beyond that, so a client that
+# writes without reading gets a full pipe, not a server that grows without bound.
+MAX_IN_FLIGHT = 64
 _MISSING = object()
 
 
@@ -142,7 +143,7 @@ class Front:
 
     `pump()` reads the wire into a queue the SDK iterates (`source`); the SDK
     writes through `sink`. Call `sdk_ready()` before the SDK starts reading:
-    from then on lines pass through untouched.
+    from then on lines pass through untouched, once vetted (`wire.vet`).
     """
 
     def __init__(
@@ -152,10 +153,14 @@ class Front:
         handshake: Handshake | None,
         *,
         on_broken: Callable[[], None],
+        max_line: int = wire.DEFAULT_MAX_LINE,
+        max_in_flight: int = MAX_IN_FLIGHT,
     ) -> None:
         self._rx, self._tx = rx, tx
         self._handshake = handshake  # None once the SDK is ready
         self._on_broken = on_broken
+        self._max_line = max_line
+        self._in_flight = _InFlight(max_in_flight)
         self._opened = False
         self._version: str | None = None  # negotiated by an early initialize
         self._send_lock = trio.Lock()
@@ -171,34 +176,60 @@ class Front:
     def sdk_ready(self) -> None:
         self._handshake = None
 
+    @property
+    def in_flight(self) -> int:
+        """Requests the SDK has and has not answered yet."""
+        return self._in_flight.count
+
     async def pump(self) -> None:
         """Read the wire until EOF; the SDK sees EOF once it has read everything before it.
 
-        A line that is not JSON-RPC is answered here with the JSON-RPC error (the
-        SDK would drop it, and a client waiting on its id would wait forever).
+        Every line is vetted first: what the SDK would drop unanswered (not
+        JSON-RPC, too deep, too long) is answered here with the JSON-RPC error,
+        and nothing a line holds can end the session.
         """
+        splitter = wire.LineSplitter(self._max_line)
         async with self._queue_in:
-            async for line in _lines(self._rx):
-                if not line.strip():
-                    continue
-                message, problem = _vet(line)
-                if problem is not None:
-                    await self._write(_encode({"jsonrpc": "2.0", **problem}))
-                    continue
-                if self._handshake is not None:
-                    line = await self._maybe_answer(self._handshake, line, message)
-                await self._queue_in.send(line)
+            while data := await self._rx.receive_some(65536):
+                for frame in splitter.feed(data):
+                    await self._take(frame)
+            for frame in splitter.end():
+                await self._take(frame)
 
-    async def _maybe_answer(self, handshake: Handshake, line: str, message: Any) -> str:
-        if not isinstance(message, dict):
-            message = None
-        method = message.get("method") if message is not None else None
+    async def _take(self, frame: wire.Frame) -> None:
+        if isinstance(frame, wire.Oversized):
+            log.warning("a message of %d bytes exceeds the limit", frame.size)
+            verdict: wire.Verdict = wire.oversized_reply(frame, self._max_line)
+        else:
+            verdict = wire.vet(frame.data)
+        if isinstance(verdict, wire.Drop):
+            log.debug("dropped %s", verdict.reason)
+        elif isinstance(verdict, wire.Reply):
+            await self._write(_encode(verdict.message))
+        else:
+            await self._forward(verdict)
+
+    async def _forward(self, verdict: wire.Forward) -> None:
+        line, request = verdict.text, verdict.request
+        if self._handshake is not None:
+            line, request = await self._maybe_answer(self._handshake, verdict)
+        if request is not None:
+            await self._in_flight.admit(request)  # blocks the reader while the SDK is full
+        if verdict.cancels is not None:
+            self._in_flight.settle(verdict.cancels)  # the SDK never answers a cancelled request
+        await self._queue_in.send(line)
+
+    async def _maybe_answer(
+        self, handshake: Handshake, verdict: wire.Forward
+    ) -> tuple[str, wire.RequestId | None]:
+        message, method = verdict.message, verdict.message.get("method")
+        line, request = verdict.text, verdict.request
         opening, self._opened = not self._opened, True
         if opening and method != "initialize":  # not the handshake era: the SDK decides
             self._handshake = None
-            return line
-        if message is None or not _is_id(message.get("id")) or not isinstance(method, str):
-            return line
+            return line, request
+        if request is None or not isinstance(method, str):
+            return line, request
         params = message.get("params")
         if method == "initialize" and opening and _initialize_params(params):
             self._version, result = handshake.initialize(params["protocolVersion"])
@@ -207,21 +238,23 @@ class Front:
         else:
             result = _MISSING
         if result is _MISSING:
-            return line
+            return line, request
         private = next(self._ids)
         self._replays[private] = (method, result)
         self.answered_early.append(method)
         log.debug("answered %s before the SDK was ready", method)
-        await self._write(_encode({"jsonrpc": "2.0", "id": message["id"], "result": result}))
-        return _encode({**message, "id": private})
+        await self._write(_encode({"jsonrpc": "2.0", "id": request, "result": result}))
+        return _encode({**message, "id": private}), private
 
     async def _from_sdk(self, text: str) -> None:
-        if self._replays:
-            message = _decode(text)
-            rid = message.get("id") if message is not None else None
-            replay = self._replays.pop(rid, None) if isinstance(rid, str) else None
+        head = _head(text)
+        if head is not None and head.method is None and head.id is not None:
+            self._in_flight.settle(head.id)
+            replay = self._replays.pop(head.id, None) if isinstance(head.id, str) else None
             if replay is not None:
-                await self._compare(replay, message)
+                message = _decode(text)
+                if message is not None:
+                    await self._compare(replay, message)
                 return
         await self._write(text)
 
@@ -246,6 +279,39 @@ class Front:
                 self._on_broken()
 
 
+class _InFlight:
+    """Requests handed to the SDK and not answered yet, bounded: `admit` waits for room.
+
+    Keyed as the SDK correlates ids ("7" is 7); a duplicate id counts twice.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._ids: dict[wire.RequestId, int] = {}
+        self.count = 0
+        self._room = trio.Event()
+
+    async def admit(self, rid: wire.RequestId) -> None:
+        while self.count >= self._limit:
+            self._room = trio.Event()
+            await self._room.wait()
+        key = wire.request_key(rid)
+        self._ids[key] = self._ids.get(key, 0) + 1
+        self.count += 1
+
+    def settle(self, rid: wire.RequestId) -> None:
+        key = wire.request_key(rid)
+        held = self._ids.get(key, 0)
+        if held == 0:
+            return
+        if held == 1:
+            del self._ids[key]
+        else:
+            self._ids[key] = held - 1
+        self.count -= 1
+        self._room.set()
+
+
 class _Sink:
     """The SDK's stdout: its writer task calls write() then flush() per message."""
 
@@ -259,81 +325,33 @@ class _Sink:
         await trio.lowlevel.checkpoint()
 
 
-async def _lines(stream: trio.abc.ReceiveStream) -> AsyncIterator[str]:
-    buffer = bytearray()
-    while data := await stream.receive_some(65536):
-        buffer += data
-        while (nl := buffer.find(b"\n")) >= 0:
-            line = bytes(buffer[: nl + 1])
-            del buffer[: nl + 1]
-            yield line.decode("utf-8", "replace")
-    if buffer:
-        yield buffer.decode("utf-8", "replace")
+class _Head(msgspec.Struct):
+    """What the Front needs of the SDK's own messages: is it an answer, to which id."""
+
+    id: str | int | None = None
+    method: str | None = None
 
 
-_ID_RE = re.compile(r'"id"\s*:\s*("(?:[^"\\]|\\.)*"|-?\d+)')
+_HEAD = msgspec.json.Decoder(_Head)
 
 
-def _vet(line: str) -> tuple[Any, dict[str, Any] | None]:
-    """(the decoded message, None), or (None, the error reply) for a line that is not
-    JSON-RPC. Batches and anything with a method or a result pass: the SDK's to judge."""
+def _head(text: str) -> _Head | None:
     try:
-        message = msgspec.json.decode(line)
-    except msgspec.DecodeError as exc:
-        message = _lenient(line)  # the SDK takes what Python's json takes: NaN, Infinity
-        if message is _MISSING:
-            return None, _error(_guess_id(line), -32700, f"Parse error: {exc}")
-    if not isinstance(message, dict):
-        return message, None
-    rid = message.get("id") if _is_id(message.get("id")) else None
-    if isinstance(message.get("method"), str):
-        params = message.get("params")
-        if params is None or isinstance(params, dict | list) or "id" not in message:
-            return message, None  # (a notification gets no answer, not even an error)
-        return None, _error(rid, -32602, "Invalid params: params must be an object or array")
-    if "id" in message and ("result" in message or "error" in message):
-        return message, None  # the client answering a request of ours
-    return None, _error(rid, -32600, "Invalid Request: not a JSON-RPC request or response")
-
-
-def _lenient(line: str) -> Any:
-    """The line as Python's json reads it, unless it holds text that is not Unicode
-    (a lone surrogate), which the SDK would choke on; else _MISSING."""
-    try:
-        message = json.loads(line)
-        json.dumps(message, ensure_ascii=False).encode("utf-8")
-    except (ValueError, UnicodeError, RecursionError):
-        return _MISSING
-    return message
-
-
-def _guess_id(line: str) -> object:
-    """The id of a request that does not decode, when it shows plainly; else None."""
-    found = _ID_RE.search(line)
-    try:
-        return msgspec.json.decode(found.group(1)) if found else None
-    except msgspec.DecodeError:
+        return _HEAD.decode(text)  # skips the rest without building it
+    except (msgspec.DecodeError, msgspec.ValidationError):
         return None
-
-
-def _error(rid: object, code: int, message: str) -> dict[str, Any]:
-    return {"id": rid, "error": {"code": code, "message": message}}
 
 
 def _decode(text: str) -> dict[str, Any] | None:
     try:
         message = msgspec.json.decode(text)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         return None
     return message if isinstance(message, dict) else None
 
 
-def _encode(message: dict[str, Any]) -> str:
+def _encode(message: dict[str, Any] | list[dict[str, Any]]) -> str:
     return msgspec.json.encode(message).decode("utf-8") + "\n"
-
-
-def _is_id(value: object) -> bool:
-    return isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))
 
 
 def _initialize_params(params: object) -> TypeGuard[dict[str, Any]]:

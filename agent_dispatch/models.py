@@ -110,6 +110,8 @@ class Settings(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=True):
     cache: CacheSettings = msgspec.field(default_factory=CacheSettings)
     job_retention_days: NonNegFloat = 0
     claude_path: str | None = None
+    # The longest JSON-RPC line `serve` takes; a longer one is answered with an error, unread.
+    max_message_mib: Annotated[int, msgspec.Meta(ge=1, le=1024)] = 32
 
     def __post_init__(self) -> None:
         _require_finite(self.default_max_budget_usd, "default_max_budget_usd")

@@ -27,6 +27,7 @@ from agent_dispatch.config import ConfigStore, config_path
 from agent_dispatch.dispatcher import Dispatcher
 from agent_dispatch.early import Front, choose_handshake, save_record
 from agent_dispatch.errors import DispatchError
+from agent_dispatch.models import Settings
 
 log = logging.getLogger("agent_dispatch.serve")
 
@@ -49,8 +50,17 @@ def configure_logging() -> None:
 
 
 async def serve_stdio(store: ConfigStore, *, env: Mapping[str, str] | None = None) -> None:
-    """Serve MCP on stdin/stdout until EOF, SIGINT or SIGTERM; children die with us."""
-    # The receiver spans the Dispatcher's exit too: its jobs' children die in there.
+    """Serve MCP on stdin/stdout until EOF, SIGINT or SIGTERM; children die with us.
+
+    It is the process's main function: it owns SIGINT and SIGTERM, and leaves them
+    ignored on return, when the children are dead and the process is exiting.
+    """
+    # The receiver spans the Dispatcher's exit too: its jobs' children die in there. It
+    # restores on exit what it found, and it finds "ignore": a signal that comes once
+    # the cleanup is over (a second Ctrl-C, a late SIGTERM) cannot turn a clean exit
+    # into a traceback or a kill. Nothing awaits between the two calls.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_IGN)
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as guard:
             serving = trio.CancelScope()
@@ -69,7 +79,9 @@ async def _serve(store: ConfigStore, env: Mapping[str, str] | None) -> None:
         with trio.CancelScope() as session:
             async with _claim_stdio() as (rx, tx), trio.open_nursery() as wire:
                 handshake, user_record = choose_handshake()
-                front = Front(rx, tx, handshake, on_broken=session.cancel)
+                front = Front(
+                    rx, tx, handshake, on_broken=session.cancel, max_line=_max_line(store)
+                )
                 wire.start_soon(front.pump)
                 with _startup_heap():
                     sdk = await _import_sdk()
@@ -80,6 +92,15 @@ async def _serve(store: ConfigStore, env: Mapping[str, str] | None) -> None:
                     wire.start_soon(_record_for_next_start, sdk, server, user_record, stale)
                 await sdk.run_session(server, front.source, front.sink)
                 wire.cancel_scope.cancel()
+
+
+def _max_line(store: ConfigStore) -> int:
+    """The line cap from the config; a broken config is reported per call, not here."""
+    try:
+        mib = store.load().settings.max_message_mib
+    except DispatchError:
+        mib = Settings().max_message_mib
+    return mib * 1024 * 1024
 
 
 async def _record_for_next_start(

@@ -231,6 +231,7 @@ class StdioServer:
         self.proc = proc
         self.stderr_path = stderr_path
         self.notifications: list[dict[str, Any]] = []
+        self.replies: list[dict[str, Any]] = []  # every answer, in arrival order
         self._responses: dict[int, dict[str, Any]] = {}
         self._answered: dict[int, trio.Event] = {}
         self._changed = trio.Event()
@@ -255,14 +256,29 @@ class StdioServer:
         self.eof.set()
         self._changed.set()
 
-    def _dispatch(self, msg: dict[str, Any]) -> None:
+    def _dispatch(self, msg: dict[str, Any] | list[dict[str, Any]]) -> None:
+        if isinstance(msg, list):  # a batch answer
+            for item in msg:
+                self._dispatch(item)
+            return
         if "id" in msg and ("result" in msg or "error" in msg):
+            self.replies.append(msg)
             self._responses[msg["id"]] = msg
             self._answered.setdefault(msg["id"], trio.Event()).set()
         else:
             self.notifications.append(msg)
         self._changed.set()
         self._changed = trio.Event()
+
+    async def changed(self) -> None:
+        """Until the next message arrives (or EOF)."""
+        if self.eof.is_set():
+            raise RpcError(f"server closed stdout:\n{self.stderr()}")
+        await self._changed.wait()
+
+    async def send_raw(self, data: bytes) -> None:
+        assert self.proc.stdin is not None
+        await self.proc.stdin.send_all(data)
 
     async def send(self, msg: dict[str, Any]) -> None:
         assert self.proc.stdin is not None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import time
@@ -14,6 +15,7 @@ import trio
 from tests.fake_claude import pid_alive, wait_dead, wait_started
 from tests.server_support import (
     ProgressLog,
+    RpcError,
     Workspace,
     only,
     pids_of,
@@ -234,3 +236,79 @@ async def test_the_handshake_at_spawn_is_answered_before_the_sdk_loads(ws: Works
         "answered initialize before the SDK was ready",
         "answered tools/list before the SDK was ready",
     ]
+
+
+HOSTILE_LINES = [  # each needs exactly one error reply; none may end the server
+    b"[" * 1000,
+    b"[" * 100_000 + b"]",
+    b"[]",
+    b'"str"',
+    b"null",
+    b"42",
+    b'[{"jsonrpc":"2.0","id":"in-batch","method":"ping"}]',
+    b'{"jsonrpc":"1.0","id":"v1","method":"ping"}',
+    b'{"id":"unversioned","method":"ping"}',
+    b'{"jsonrpc":"2.0","id":null,"method":"ping"}',
+    b'{"jsonrpc":"2.0","id":1.5,"method":"ping"}',
+    b'{"jsonrpc":"2.0","id":true,"method":"ping"}',
+    b'{"jsonrpc":"2.0","id":{"a":1},"method":"ping"}',
+    b'{"jsonrpc":"2.0","id":"deep","method":"tools/call","params":{"name":"dispatch","arguments":'
+    b'{"agent":"alpha","task":' + b"[" * 500 + b"]" * 500 + b"}}}",
+]
+
+
+async def test_no_line_takes_the_server_down_or_goes_unanswered(ws: Workspace) -> None:
+    with trio.fail_after(20):
+        async with stdio_server(ws) as server:
+            job = structured(await server.call("dispatch_async", agent="alpha", task="survive"))
+            before = len(server.replies)
+            await server.send_raw(b"".join(line + b"\n" for line in HOSTILE_LINES))
+            while len(server.replies) < before + len(HOSTILE_LINES):
+                await server.changed()
+            answers = server.replies[before:]
+            waited = structured(await server.call("dispatch_wait", job_id=job["job_id"]))
+            listed = structured(await server.call("list_agents"))
+    assert all("error" in a for a in answers), answers
+    assert [a["id"] for a in answers if a["id"] is not None] == [
+        "in-batch",
+        "v1",
+        "unversioned",
+        "deep",
+    ]
+    assert waited["status"] == "done" and waited["result"]["success"] is True
+    assert [a["name"] for a in listed["agents"]] == ["alpha", "beta"]
+
+
+async def test_a_line_over_the_limit_is_answered_and_dropped_unread(ws: Workspace) -> None:
+    ws.write_config(max_message_mib=1)
+    task = "x" * (3 * 1024 * 1024)
+    with trio.fail_after(20):
+        async with stdio_server(ws) as server:
+            rid = await server.start_call("dispatch", {"agent": "alpha", "task": task})
+            with pytest.raises(RpcError, match="exceeds the limit of 1048576 bytes"):
+                await server.response(rid)
+            out = structured(await server.call("dispatch", agent="alpha", task="small"))
+    assert out["success"] is True
+    assert len(ws.runs()) == 1  # the oversized call never ran
+
+
+async def test_signals_right_up_to_the_exit_never_turn_it_into_a_traceback(ws: Workspace) -> None:
+    """Under load a late Ctrl-C or SIGTERM can land after the cleanup is over."""
+    with trio.fail_after(20):
+        async with stdio_server(ws) as server:
+            await server.call("dispatch", agent="alpha", task="warm up")
+            await server.close_stdin()  # the server is on its way out: keep hitting it
+            async with trio.open_nursery() as nursery:
+
+                async def storm() -> None:
+                    while True:
+                        for signum in (signal.SIGINT, signal.SIGTERM):
+                            with contextlib.suppress(ProcessLookupError):
+                                server.signal(signum)
+                        await trio.sleep(0.0005)  # pacing the storm, not waiting on a state
+
+                nursery.start_soon(storm)
+                rc = await server.wait()
+                nursery.cancel_scope.cancel()
+    assert rc == 0, server.stderr()
+    assert "Traceback" not in server.stderr()
