@@ -19,7 +19,9 @@ from agent_dispatch.errors import InvalidArgument
 from agent_dispatch.models import PERMISSION_MODES
 
 DEPTH_VAR = "AGENT_DISPATCH_DEPTH"
-_PARENT_SESSION_VARS = ("CLAUDECODE", "CLAUDE_CODE_ENTRYPOINT")
+# What a parent Claude Code session sets for itself, never for a child: the nesting markers
+# (some CLI versions refuse to run under them) and the parent's IDE connection.
+_PARENT_SESSION_VARS = ("CLAUDECODE", "CLAUDE_CODE_ENTRYPOINT", "CLAUDE_CODE_SSE_PORT")
 JSON_FOOTER = (
     "## Response format\n"
     "Reply with exactly one JSON value (object, array, string, number, true, false or "
@@ -178,7 +180,7 @@ def build_prompt(
 
 
 def child_env(base: Mapping[str, str], depth: int) -> dict[str, str]:
-    """The child's environment: `base` minus the parent-session markers, depth + 1."""
+    """The child's environment: `base` minus the parent session's variables, depth + 1."""
     env = {k: v for k, v in base.items() if k not in _PARENT_SESSION_VARS}
     env[DEPTH_VAR] = str(max(depth, 0) + 1)
     return env

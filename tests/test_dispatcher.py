@@ -194,12 +194,13 @@ async def test_recursion_limit_spawns_nothing(tmp_path: Path, log_dir: Path) -> 
 
 
 async def test_child_gets_depth_plus_one(tmp_path: Path, log_dir: Path) -> None:
-    env = fake_env(log_dir, AGENT_DISPATCH_DEPTH="1", CLAUDECODE="1")
+    parent = {"CLAUDECODE": "1", "CLAUDE_CODE_ENTRYPOINT": "cli", "CLAUDE_CODE_SSE_PORT": "41234"}
+    env = fake_env(log_dir, AGENT_DISPATCH_DEPTH="1", **parent)
     async with Dispatcher.open(make_config(tmp_path), env=env, jobs=JobStore(tmp_path / "j")) as d:
         assert (await d.dispatch(req("nested"))).success
     (run,) = read_runs(log_dir)
     assert run["depth"] == "2"
-    assert run["env"]["CLAUDECODE"] is None
+    assert {name: run["env"][name] for name in parent} == dict.fromkeys(parent)
 
 
 async def test_agent_timeout_kills_the_group_and_returns_a_resumable_session(
