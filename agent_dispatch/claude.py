@@ -73,7 +73,7 @@ def build_argv(executable: str, inv: Invocation) -> list[str]:
     """
     if not isinstance(executable, str) or not executable:
         raise InvalidArgument("claude executable: must not be empty")
-    _check_session_id(inv.session_id)
+    check_session_id(inv.session_id)
     if inv.model is not None:
         _check_value("model", inv.model, "Use a model name such as 'sonnet' or 'opus'.")
     if inv.permission_mode is not None:
@@ -114,7 +114,8 @@ def _check_value(field: str, value: object, hint: str) -> str:
     return value
 
 
-def _check_session_id(value: object) -> None:
+def check_session_id(value: object) -> None:
+    """Raise InvalidArgument unless `value` is a UUID usable as --session-id/--resume."""
     hint = "Pass the session_id a previous dispatch returned, or leave it empty for a new one."
     sid = _check_value("session_id", value, hint)
     if _UUID_RE.fullmatch(sid) is None:
