@@ -303,6 +303,7 @@ class Dispatcher:
             stdout=outcome.stdout,
             stderr=outcome.stderr,
             timed_out=outcome.timed_out,
+            stopped_after_result=outcome.stopped_after_result,
             session_id=invocation.session_id,
             timeout_seconds=seconds,
             agent_timeout=eff.timeout,

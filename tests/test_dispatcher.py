@@ -217,6 +217,22 @@ async def test_agent_timeout_kills_the_group_and_returns_a_resumable_session(
         await wait_dead(run["pid"], *run["grandchildren"])
 
 
+async def test_a_result_followed_by_a_hang_until_the_deadline_is_a_success_not_a_timeout(
+    dispatcher: Dispatcher, log_dir: Path
+) -> None:
+    # backend's own timeout is 2 s, shorter than the grace a finished leader gets to exit
+    with trio.fail_after(10):
+        result = await dispatcher.dispatch(req("@fake reply=all done\n@fake hang_after_result"))
+    assert result.success is True and result.result == "all done"
+    assert result.hint == (
+        "The result was complete before the deadline (2s); claude did not exit after "
+        "printing it, so the finished process was stopped."
+    )
+    (run,) = read_runs(log_dir)
+    with trio.fail_after(5):
+        await wait_dead(run["pid"])
+
+
 async def test_cancelling_the_caller_kills_the_child_and_frees_the_slot(
     dispatcher: Dispatcher, log_dir: Path
 ) -> None:
