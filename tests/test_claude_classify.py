@@ -42,8 +42,8 @@ def _on(stream: str, text: str) -> dict[str, Any]:
     if stream == "result":  # the JSON result object
         return {"stdout": _result_line(is_error=True, result=text), "returncode": 1}
     if stream == "errors":  # a result object without text, the reason in `errors`
-        line = _result_line(subtype="error_during_execution", is_error=True, errors=[text])
-        return {"stdout": line.replace(b'"result":"answer",', b""), "returncode": 1}
+        obj = {"type": "result", "subtype": "error_during_execution", "is_error": True}
+        return {"stdout": msgspec.json.encode({**obj, "errors": [text]}), "returncode": 1}
     if stream == "stdout":  # plain text, no JSON at all
         return {"stdout": text.encode() + b"\n", "returncode": 1}
     # stderr only, stdout empty: how early failures are reported
@@ -185,7 +185,9 @@ _fragments = st.one_of(
         result=st.one_of(st.none(), st.text(max_size=80), st.sampled_from(_TEXTS)),
         subtype=st.sampled_from(["success", "error_max_turns", "error_max_budget_usd", "x"]),
         api_error_status=st.one_of(st.none(), st.integers(-(2**70), 2**70)),
-        permission_denials=st.lists(st.dictionaries(st.text(max_size=5), st.integers())),
+        permission_denials=st.lists(
+            st.fixed_dictionaries({"tool_name": st.text(max_size=5)}), max_size=3
+        ),
     ),
 )
 _streams = st.lists(_fragments, max_size=4).map(b"\n".join)
