@@ -19,7 +19,9 @@ from agent_dispatch.errors import InvalidArgument
 from agent_dispatch.models import PERMISSION_MODES
 
 DEPTH_VAR = "AGENT_DISPATCH_DEPTH"
-_PARENT_SESSION_VARS = ("CLAUDECODE", "CLAUDE_CODE_ENTRYPOINT")
+# What a parent Claude Code session sets for itself, never for a child: the nesting markers
+# (some CLI versions refuse to run under them) and the parent's IDE connection.
+_PARENT_SESSION_VARS = ("CLAUDECODE", "CLAUDE_CODE_ENTRYPOINT", "CLAUDE_CODE_SSE_PORT")
 JSON_FOOTER = (
     "## Response format\n"
     "Reply with exactly one JSON value (object, array, string, number, true, false or "
@@ -71,7 +73,7 @@ def build_argv(executable: str, inv: Invocation) -> list[str]:
     """
     if not isinstance(executable, str) or not executable:
         raise InvalidArgument("claude executable: must not be empty")
-    _check_session_id(inv.session_id)
+    check_session_id(inv.session_id)
     if inv.model is not None:
         _check_value("model", inv.model, "Use a model name such as 'sonnet' or 'opus'.")
     if inv.permission_mode is not None:
@@ -112,7 +114,8 @@ def _check_value(field: str, value: object, hint: str) -> str:
     return value
 
 
-def _check_session_id(value: object) -> None:
+def check_session_id(value: object) -> None:
+    """Raise InvalidArgument unless `value` is a UUID usable as --session-id/--resume."""
     hint = "Pass the session_id a previous dispatch returned, or leave it empty for a new one."
     sid = _check_value("session_id", value, hint)
     if _UUID_RE.fullmatch(sid) is None:
@@ -178,7 +181,7 @@ def build_prompt(
 
 
 def child_env(base: Mapping[str, str], depth: int) -> dict[str, str]:
-    """The child's environment: `base` minus the parent-session markers, depth + 1."""
+    """The child's environment: `base` minus the parent session's variables, depth + 1."""
     env = {k: v for k, v in base.items() if k not in _PARENT_SESSION_VARS}
     env[DEPTH_VAR] = str(max(depth, 0) + 1)
     return env

@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 import re
 import shlex
-from datetime import UTC, datetime
 
 import msgspec
 
@@ -22,6 +21,7 @@ from agent_dispatch.claude_output import (
     parse_json_reply,
     parse_output,
 )
+from agent_dispatch.claude_wording import Reading, is_limit_notice, reading, reset_time
 from agent_dispatch.models import MAX_AGENT_TIMEOUT, MAX_TIMEOUT, DispatchResult, ErrorType
 
 _TEXT_CAP = 1_000_000  # plain-text stdout kept as a result
@@ -34,29 +34,6 @@ _NOT_JSON = object()
 
 
 # -- classification -------------------------------------------------------------
-
-_USAGE_LIMIT_RE = re.compile(
-    r"usage limit|rate[ _-]?limit|session limit|weekly limit|\b\d+[ -]hour limit"
-    r"|limit reached|limit will reset|hit your (?:\w+ )?limit|out of (?:extra )?usage"
-    r"|too many requests",
-    re.IGNORECASE,
-)
-_USAGE_LIMIT_RESULT_RE = re.compile(  # a "successful" result that is only the limit notice
-    r"(?:claude ai usage limit reached|you've hit your (?:\w+ )?limit|you have reached your"
-    r" (?:\w+ )?limit|\d+[ -]hour limit reached)",
-    re.IGNORECASE,
-)
-_EPOCH_RE = re.compile(r"\|\s*(\d{9,13})\b")
-_RESET_RE = re.compile(
-    r"\b(?:resets?|try again)\s+((?:at |on |in |after )?[^\n;|·∙]{1,80}?)"
-    r"\s*(?:\.(?:\s|$)|[\n;|·∙]|$)",
-    re.IGNORECASE,
-)
-_PERMISSION_RE = re.compile(
-    r"permission(?:s)? (?:denied|required|was denied)|requires? (?:approval|permission)"
-    r"|not (?:allowed|permitted) to use|was blocked|denied permission",
-    re.IGNORECASE,
-)
 
 
 def not_found_result(agent: str, message: str, hint: str) -> DispatchResult:
@@ -78,14 +55,20 @@ def classify(
     agent_timeout: float | None = None,
     max_budget_usd: float | None = None,
     response_format: str = "",
+    stopped_after_result: bool = False,
 ) -> DispatchResult:
     """Turn one finished (or timed-out) run into a DispatchResult.
 
     `timeout_seconds` is the deadline the run had; `agent_timeout` the agent's own,
-    which a hint never suggests lowering.
+    which a hint never suggests lowering. `stopped_after_result`: claude printed a
+    complete result but did not exit, so it was stopped (at the deadline when
+    `timed_out` too): the result stands, and more time would not have helped.
 
     `session_id` is the id the run was started with (pre-assigned or resumed);
     the CLI's own id wins when the output has one.
+
+    The CLI's wording (usage limits, permissions, unknown sessions) is read the
+    same on every stream: the JSON result, plain stdout, stderr.
     """
     out = parse_output(stdout)
     err_tail = _stderr_tail(stderr)
@@ -97,11 +80,18 @@ def classify(
     if result.success and response_format == "json":
         ok, value = parse_json_reply(result.result)
         result.parsed_result = value if ok else out.structured_output
-    if timed_out:
-        secs = _fmt_seconds(timeout_seconds)
+    secs = _fmt_seconds(timeout_seconds)
+    at = f" ({secs}s)" if secs else ""
+    if stopped_after_result:
         _add_hint(
             result,
-            f"The run finished right at the deadline{f' ({secs}s)' if secs else ''}; "
+            f"The result was complete{f' before the deadline{at}' if timed_out else ''}; claude "
+            "did not exit after printing it, so the finished process was stopped.",
+        )
+    elif timed_out:
+        _add_hint(
+            result,
+            f"The run finished right at the deadline{at}; "
             + _raise_timeout_hint(agent, timeout_seconds, agent_timeout),
         )
     return result
@@ -131,7 +121,7 @@ def _from_output(
         out.is_error
         or out.result is None
         or (out.subtype or "").startswith("error")
-        or _is_limit_notice(out.result)
+        or is_limit_notice(out.result)
     )
     if not failed:
         res.result = out.result or ""
@@ -153,17 +143,22 @@ def _from_output(
     res.success = False
     error = _error_text(out, err_tail, returncode)
     res.error = error
-    res.error_type = _error_type(out, error, denied)
+    said = reading([error, err_tail])
+    res.error_type = _error_type(said, out, denied)
     if res.error_type == "budget":
         res.budget_exceeded = True
         resume = _resume_hint(agent, sid, " Then resume: ")
         _add_hint(res, _raise_budget_hint(agent, max_budget_usd) + resume)
-    elif res.error_type == "permission":
-        _add_hint(res, _denied_hint(agent, denied))
-    elif res.error_type == "usage_limit":
-        _add_hint(res, _usage_limit_hint(error, agent, sid))
-    elif out.subtype == "error_max_turns":
-        _add_hint(res, "The agent hit its turn limit." + _resume_hint(agent, sid, " Continue: "))
+    elif not _explain(res, said, denied, sid):
+        _explain_stop(res, out, sid)
+    return res
+
+
+def _explain_stop(res: DispatchResult, out: CliOutput, session_id: str | None) -> None:
+    """Hint at a failure by how the result object says the run stopped."""
+    if out.subtype == "error_max_turns":
+        resume = _resume_hint(res.agent, session_id, " Continue: ")
+        _add_hint(res, "The agent hit its turn limit." + resume)
     elif out.api_error_status in (401, 403):
         _add_hint(
             res,
@@ -172,24 +167,43 @@ def _from_output(
         )
     elif out.api_error_status in (500, 502, 503, 529):
         _add_hint(res, "The API had a temporary problem; retrying the same call usually works.")
-    return res
 
 
-def _error_type(out: CliOutput, error: str, denied: list[str]) -> ErrorType:
-    if out.subtype == "error_max_budget_usd":
+def _error_type(
+    said: Reading | None, out: CliOutput | None = None, denied: list[str] | None = None
+) -> ErrorType:
+    """The failure's type: what the result object says first, then the wording."""
+    if out is not None and out.subtype == "error_max_budget_usd":
         return "budget"
     if denied:
         return "permission"
-    if out.api_error_status == 429 or _USAGE_LIMIT_RE.search(error):
+    if out is not None and out.api_error_status == 429:
         return "usage_limit"
-    if _PERMISSION_RE.search(error):
-        return "permission"
+    if said is not None and said.condition != "no_session":
+        return said.condition
     return "cli_error"
 
 
-def _is_limit_notice(text: str) -> bool:
-    head = text.strip()
-    return len(head) <= 300 and _USAGE_LIMIT_RESULT_RE.match(head) is not None
+def _explain(
+    res: DispatchResult, said: Reading | None, denied: list[str], session_id: str | None
+) -> bool:
+    """Hint at a failure by its type and wording (both output paths); False when
+    neither says anything this knows. `session_id`: a session to continue, if any."""
+    if res.error_type == "permission":
+        _add_hint(res, _denied_hint(res.agent, denied))
+    elif res.error_type == "usage_limit":
+        notice = said.text if said is not None and said.condition == "usage_limit" else ""
+        _add_hint(res, _usage_limit_hint(notice or res.error or "", res.agent, session_id))
+    elif said is not None and said.condition == "no_session":
+        res.session_id = None
+        _add_hint(
+            res,
+            "That session does not exist (or belongs to another directory). Start a new one: "
+            f"dispatch_session(agent={_q(res.agent)}, task=...) without session_id.",
+        )
+    else:
+        return False
+    return True
 
 
 def _error_text(out: CliOutput, err_tail: str, returncode: int | None) -> str:
@@ -219,7 +233,7 @@ def _no_result(
 ) -> DispatchResult:
     text = stdout[: _TEXT_CAP * 4].decode("utf-8", "replace").strip()
     is_text = bool(text) and not _looks_like_cli_json(text)
-    if returncode == 0 and is_text:
+    if returncode == 0 and is_text and not is_limit_notice(text):
         res = DispatchResult(
             agent=agent, success=True, result=bound_text(text, _TEXT_CAP), session_id=session_id
         )
@@ -228,19 +242,19 @@ def _no_result(
             res.parsed_result = value if ok else None
         return res
     error = f"no result from claude ({_describe_rc(returncode)})"
-    detail = err_tail or (bound_text(text[-_STDERR_CAP:], _STDERR_CAP) if is_text else "")
+    out_tail = bound_text(text[-_STDERR_CAP:], _STDERR_CAP) if is_text else ""
+    said = reading([err_tail, out_tail])
+    detail = said.text if said is not None else err_tail or out_tail  # the stream that explains
     if detail:
         error += f": {detail}"
     res = DispatchResult(
-        agent=agent, success=False, error=error, error_type="cli_error", session_id=session_id
+        agent=agent, success=False, error=error, error_type=_error_type(said), session_id=session_id
     )
-    if "no conversation found" in err_tail.lower():
-        res.session_id = None
-        res.hint = (
-            "That session does not exist (or belongs to another directory). Start a new one: "
-            f"dispatch_session(agent={_q(agent)}, task=...) without session_id."
-        )
-    elif returncode == 0 or (returncode is not None and returncode < 0) or returncode == 143:
+    # No result, so no session known to hold the task: a usage limit says "retry", not "continue".
+    interrupted = (
+        returncode == 0 or (returncode is not None and returncode < 0) or returncode == 143
+    )
+    if not _explain(res, said, [], None) and interrupted:
         res.hint = "The run was interrupted before it produced a result." + _resume_hint(
             agent, session_id, " Retry, or continue it: "
         )
@@ -371,33 +385,14 @@ def _denied_hint(agent: str, denied: list[str]) -> str:
     )
 
 
-def _usage_limit_hint(error: str, agent: str, session_id: str | None) -> str:
-    when = _reset_time(error)
+def _usage_limit_hint(notice: str, agent: str, session_id: str | None) -> str:
+    when = reset_time(notice)
     head = (
-        f"The Claude account hit its usage limit; it resets {when}. Retry after that"
+        f"The Claude account hit its usage limit; it resets {when}. Retry the same call after that"
         if when
         else "The Claude account hit its usage or rate limit. Wait for it to reset, then retry"
     )
     return head + (_resume_hint(agent, session_id, ", or continue: ") or ".")
-
-
-def _reset_time(text: str) -> str | None:
-    epoch = _EPOCH_RE.search(text)
-    if epoch:
-        seconds = int(epoch.group(1))
-        if seconds > 10**11:  # milliseconds
-            seconds //= 1000
-        try:
-            moment = datetime.fromtimestamp(seconds, UTC)
-        except (OverflowError, OSError, ValueError):
-            moment = None
-        if moment is not None:
-            return moment.strftime("at %Y-%m-%d %H:%M UTC")
-    found = _RESET_RE.search(text)
-    if found:
-        when = found.group(1).strip().rstrip(".")
-        return when or None
-    return None
 
 
 def _denied(names: list[str]) -> list[str]:

@@ -22,24 +22,19 @@ from agent_dispatch.async_jobs import AsyncJobs
 from agent_dispatch.cache import ResultCache, cache_key
 from agent_dispatch.config import ConfigStore
 from agent_dispatch.dialogue import DialogueResult, clamp_rounds, run_dialogue
-from agent_dispatch.errors import ConfigError, InvalidArgument, UnknownAgent, UnknownGroup
+from agent_dispatch.errors import ConfigError, InvalidArgument
 from agent_dispatch.jobs import Job, JobStore, jobs_dir, pid_alive
-from agent_dispatch.models import (
-    AgentConfig,
-    Config,
-    DispatchRequest,
-    DispatchResult,
-    ProgressEvent,
-    is_valid_name,
-)
+from agent_dispatch.models import Config, DispatchRequest, DispatchResult, ProgressEvent
 from agent_dispatch.process import run_child
 from agent_dispatch.resolve import (
     EffectiveAgent,
     aggregation_task,
+    check_agent,
     directory_exists,
     effective_agent,
     fold_group_context,
     resolve_timeout,
+    validate_request,
 )
 
 ProgressCallback = Callable[[ProgressEvent], Awaitable[None]]
@@ -135,45 +130,10 @@ class Dispatcher:
 
     # -- validation ------------------------------------------------------------
 
-    def _check_agent(self, cfg: Config, name: str, field: str = "agent") -> AgentConfig:
-        if not is_valid_name(name):
-            raise InvalidArgument(
-                f"{field}: invalid agent name {name!r}",
-                "Agent names match [A-Za-z0-9][A-Za-z0-9_-]*; call list_agents to see them.",
-            )
-        if name not in cfg.agents:
-            raise UnknownAgent(f"{field}: unknown agent {name!r}")
-        return cfg.agents[name]
-
     def validate(self, req: DispatchRequest, cfg: Config | None = None, field: str = "") -> None:
-        """Raise a DispatchError for a request that must not spawn anything."""
-        cfg = cfg or self.config()
-        prefix = f"{field}." if field else ""
-        self._check_agent(cfg, req.agent, f"{prefix}agent")
-        if not isinstance(req.task, str) or not req.task.strip():
-            raise InvalidArgument(
-                f"{prefix}task: must not be empty", "Say what the agent should do."
-            )
-        if req.response_format not in ("", "json"):
-            raise InvalidArgument(
-                f"{prefix}response_format: expected '' or 'json', got {req.response_format!r}"
-            )
-        resolve_timeout(req.timeout_seconds, 300)
-        if req.group is not None and req.group != "":
-            if req.group not in cfg.groups:
-                raise UnknownGroup(f"{prefix}group: unknown group {req.group!r}")
-            if all(m.agent != req.agent for m in cfg.groups[req.group].members):
-                raise InvalidArgument(
-                    f"{prefix}group: agent {req.agent!r} is not a member of group {req.group!r}",
-                    f"Call inspect_group(name={req.group!r}) to see its members.",
-                )
-        if req.session_id:
-            try:
-                claude.build_argv(
-                    "claude", claude.Invocation(prompt="", session_id=req.session_id, resume=True)
-                )
-            except InvalidArgument as exc:
-                raise InvalidArgument(f"{prefix}session_id: {exc.message}", exc.hint) from None
+        """Raise a DispatchError for a request that must not spawn anything; `field`
+        (an item such as `dispatches[2]`) is put in front of the field it names."""
+        validate_request(cfg or self.config(), req, field)
 
     # -- single dispatch -------------------------------------------------------
 
@@ -343,6 +303,7 @@ class Dispatcher:
             stdout=outcome.stdout,
             stderr=outcome.stderr,
             timed_out=outcome.timed_out,
+            stopped_after_result=outcome.stopped_after_result,
             session_id=invocation.session_id,
             timeout_seconds=seconds,
             agent_timeout=eff.timeout,
@@ -379,7 +340,7 @@ class Dispatcher:
         for i, req in enumerate(requests):
             self.validate(req, cfg, field=f"dispatches[{i}]")
         if aggregate:
-            self._check_agent(cfg, aggregate, "aggregate")
+            check_agent(cfg, aggregate, "aggregate")
         results: list[DispatchResult | None] = [None] * len(requests)
 
         async def one(i: int, req: DispatchRequest) -> None:
@@ -446,8 +407,8 @@ class Dispatcher:
     ) -> DialogueResult:
         """Let two agents talk until one ends a message with [RESOLVED] (1..10 rounds)."""
         cfg = self.config()
-        self._check_agent(cfg, requester, "requester")
-        self._check_agent(cfg, responder, "responder")
+        check_agent(cfg, requester, "requester")
+        check_agent(cfg, responder, "responder")
         if requester == responder:
             raise InvalidArgument(
                 f"responder: {responder!r} is also the requester",

@@ -6,6 +6,8 @@ these into the `{"error", "hint"}` envelope; the CLI into one line and exit 1.
 
 from __future__ import annotations
 
+from typing import Self
+
 MAX_MESSAGE = 2000  # an error quotes what it got: a 100 kB name must not come back whole
 
 
@@ -22,6 +24,14 @@ class DispatchError(Exception):
 
     def envelope(self) -> dict[str, str]:
         return {"error": self.message, "hint": self.hint}
+
+    def under(self, path: str) -> Self:
+        """This error, raised for a field inside `path` (e.g. `dispatches[2]`).
+
+        Messages start with the field they are about (`session_id: ...`); the
+        container's path is put in front once, here, never a field name again.
+        """
+        return type(self)(f"{path}.{self.message}", self.hint)
 
 
 class ConfigError(DispatchError):

@@ -11,7 +11,9 @@ A run ends when the leader has exited and stdout is at EOF (or holds a
 complete result, by ``is_complete``). A grandchild that keeps a pipe open gets
 a short grace after the leader exits, then the whole group is killed. A
 leader that printed a complete result but does not exit gets ``result_grace``
-to do so, then is stopped like at a deadline (the result stands). On the
+to do so, then is stopped like at a deadline (the result stands, and the
+outcome says the finished process was stopped, whether the grace or the
+deadline ran out first). On the
 deadline the group gets SIGTERM, then SIGKILL after ``grace``; on cancellation
 the same happens in a shielded, time-bounded cleanup before Cancelled
 propagates. A final ``killpg(SIGKILL)`` sweeps up grandchildren in every case.
@@ -55,6 +57,9 @@ class ChildOutcome(msgspec.Struct, kw_only=True):
     stdout_truncated: bool
     stderr_truncated: bool
     timed_out: bool
+    # The leader had printed a complete result (by ``is_complete``) and was stopped
+    # because it did not exit: by ``result_grace``, or by the deadline (then timed_out).
+    stopped_after_result: bool
 
 
 async def run_child(
@@ -135,6 +140,7 @@ async def run_child(
         stdout_truncated=out.truncated,
         stderr_truncated=err.truncated,
         timed_out=timed_out,
+        stopped_after_result=child.stopped_after_result,
     )
 
 
@@ -180,6 +186,8 @@ class _Child:
         self.proc = proc
         self.pid = proc.pid  # == the process group id (new session)
         self.exited = False
+        self.result_done = False  # stdout holds a complete result (set by _end_after_result)
+        self.stopped_after_result = False
         self._grace = grace
         self._kill_at: float | None = None
 
@@ -207,6 +215,7 @@ class _Child:
             return
         if self._kill_at is None:
             self._kill_at = trio.current_time() + self._grace
+            self.stopped_after_result = self.result_done
             _killpg(self.pid, signal.SIGTERM)
         with trio.move_on_at(self._kill_at):
             await self.wait()
@@ -333,6 +342,7 @@ async def _end_after_result(
     """A leader that printed a complete result gets ``grace`` to exit, then is stopped."""
     if not await out.wait_complete(is_complete):
         return
+    child.result_done = True
     with trio.move_on_after(grace):
         await child.wait()
     await child.stop()  # a no-op when it exited

@@ -1,6 +1,7 @@
 """Resolving a request against the config: effective agent settings, timeouts, prompts.
 
-Pure functions; the Dispatcher calls them before it spawns anything.
+Pure functions; the Dispatcher calls them before it spawns anything. Errors name
+the field they are about (`session_id: ...`).
 """
 
 from __future__ import annotations
@@ -11,9 +12,18 @@ from collections.abc import Sequence
 
 import msgspec
 
+from agent_dispatch import claude
 from agent_dispatch.config import agent_directory
-from agent_dispatch.errors import InvalidArgument
-from agent_dispatch.models import MAX_TIMEOUT, MIN_TIMEOUT, Config, DispatchRequest, DispatchResult
+from agent_dispatch.errors import DispatchError, InvalidArgument, UnknownAgent, UnknownGroup
+from agent_dispatch.models import (
+    MAX_TIMEOUT,
+    MIN_TIMEOUT,
+    AgentConfig,
+    Config,
+    DispatchRequest,
+    DispatchResult,
+    is_valid_name,
+)
 
 
 class EffectiveAgent(msgspec.Struct, frozen=True, kw_only=True):
@@ -28,6 +38,53 @@ class EffectiveAgent(msgspec.Struct, frozen=True, kw_only=True):
     allowed_tools: tuple[str, ...]
     disallowed_tools: tuple[str, ...]
     instructions: str
+
+
+def check_agent(cfg: Config, name: str, field: str = "agent") -> AgentConfig:
+    """The configured agent `name`; InvalidArgument or UnknownAgent naming `field`."""
+    if not is_valid_name(name):
+        raise InvalidArgument(
+            f"{field}: invalid agent name {name!r}",
+            "Agent names match [A-Za-z0-9][A-Za-z0-9_-]*; call list_agents to see them.",
+        )
+    if name not in cfg.agents:
+        raise UnknownAgent(f"{field}: unknown agent {name!r}")
+    return cfg.agents[name]
+
+
+def validate_request(cfg: Config, req: DispatchRequest, item: str = "") -> None:
+    """Raise a DispatchError for a request that must not spawn anything.
+
+    Each check's error names the request's field; for an `item` of a batch
+    (`dispatches[2]`) the item is put in front, here and only here.
+    """
+    try:
+        _validate(cfg, req)
+    except DispatchError as exc:
+        if not item:
+            raise
+        raise exc.under(item) from None
+
+
+def _validate(cfg: Config, req: DispatchRequest) -> None:
+    check_agent(cfg, req.agent)
+    if not isinstance(req.task, str) or not req.task.strip():
+        raise InvalidArgument("task: must not be empty", "Say what the agent should do.")
+    if req.response_format not in ("", "json"):
+        raise InvalidArgument(
+            f"response_format: expected '' or 'json', got {req.response_format!r}"
+        )
+    resolve_timeout(req.timeout_seconds, 300)
+    if req.group is not None and req.group != "":
+        if req.group not in cfg.groups:
+            raise UnknownGroup(f"group: unknown group {req.group!r}")
+        if all(m.agent != req.agent for m in cfg.groups[req.group].members):
+            raise InvalidArgument(
+                f"group: agent {req.agent!r} is not a member of group {req.group!r}",
+                f"Call inspect_group(name={req.group!r}) to see its members.",
+            )
+    if req.session_id:
+        claude.check_session_id(req.session_id)
 
 
 def effective_agent(cfg: Config, name: str) -> EffectiveAgent:

@@ -628,7 +628,12 @@ def main(args: list[str]) -> int:
         "depth": os.environ.get("AGENT_DISPATCH_DEPTH"),
         "env": {
             k: os.environ.get(k)
-            for k in ("AGENT_DISPATCH_DEPTH", "CLAUDECODE", "CLAUDE_CODE_ENTRYPOINT")
+            for k in (
+                "AGENT_DISPATCH_DEPTH",
+                "CLAUDECODE",
+                "CLAUDE_CODE_ENTRYPOINT",
+                "CLAUDE_CODE_SSE_PORT",
+            )
         },
         "start": time.time(),
         "prompt": None,

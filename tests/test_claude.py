@@ -225,7 +225,13 @@ def test_prompt_json_footer():
 
 
 def test_child_env_drops_parent_session_markers_and_bumps_depth():
-    base = {"PATH": "/bin", "CLAUDECODE": "1", "CLAUDE_CODE_ENTRYPOINT": "cli", "X": "y"}
+    base = {
+        "PATH": "/bin",
+        "CLAUDECODE": "1",
+        "CLAUDE_CODE_ENTRYPOINT": "cli",
+        "CLAUDE_CODE_SSE_PORT": "41234",  # the parent's IDE connection
+        "X": "y",
+    }
     env = claude.child_env(base, 2)
     assert env == {"PATH": "/bin", "X": "y", "AGENT_DISPATCH_DEPTH": "3"}
     assert "CLAUDECODE" in base  # the input is not mutated

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -194,12 +195,13 @@ async def test_recursion_limit_spawns_nothing(tmp_path: Path, log_dir: Path) -> 
 
 
 async def test_child_gets_depth_plus_one(tmp_path: Path, log_dir: Path) -> None:
-    env = fake_env(log_dir, AGENT_DISPATCH_DEPTH="1", CLAUDECODE="1")
+    parent = {"CLAUDECODE": "1", "CLAUDE_CODE_ENTRYPOINT": "cli", "CLAUDE_CODE_SSE_PORT": "41234"}
+    env = fake_env(log_dir, base={**os.environ, **parent}, AGENT_DISPATCH_DEPTH="1")
     async with Dispatcher.open(make_config(tmp_path), env=env, jobs=JobStore(tmp_path / "j")) as d:
         assert (await d.dispatch(req("nested"))).success
     (run,) = read_runs(log_dir)
     assert run["depth"] == "2"
-    assert run["env"]["CLAUDECODE"] is None
+    assert {name: run["env"][name] for name in parent} == dict.fromkeys(parent)
 
 
 async def test_agent_timeout_kills_the_group_and_returns_a_resumable_session(
@@ -213,6 +215,22 @@ async def test_agent_timeout_kills_the_group_and_returns_a_resumable_session(
     assert "dispatch_session" in (result.hint or "")
     with trio.fail_after(5):
         await wait_dead(run["pid"], *run["grandchildren"])
+
+
+async def test_a_result_followed_by_a_hang_until_the_deadline_is_a_success_not_a_timeout(
+    dispatcher: Dispatcher, log_dir: Path
+) -> None:
+    # backend's own timeout is 2 s, shorter than the grace a finished leader gets to exit
+    with trio.fail_after(10):
+        result = await dispatcher.dispatch(req("@fake reply=all done\n@fake hang_after_result"))
+    assert result.success is True and result.result == "all done"
+    assert result.hint == (
+        "The result was complete before the deadline (2s); claude did not exit after "
+        "printing it, so the finished process was stopped."
+    )
+    (run,) = read_runs(log_dir)
+    with trio.fail_after(5):
+        await wait_dead(run["pid"])
 
 
 async def test_cancelling_the_caller_kills_the_child_and_frees_the_slot(
@@ -280,6 +298,21 @@ async def test_parallel_validates_everything_before_spawning(
     batch = [req("fine"), req("t", agent="ghost")]
     with pytest.raises(UnknownAgent, match=r"dispatches\[1\]"):
         await dispatcher.dispatch_parallel(batch)
+    assert read_runs(log_dir) == []
+
+
+async def test_a_refused_field_is_named_once_and_an_item_by_its_place(
+    dispatcher: Dispatcher, log_dir: Path
+) -> None:
+    with pytest.raises(InvalidArgument) as single:
+        await dispatcher.dispatch_session(req("t", session_id="-x"))
+    assert single.value.message == "session_id: must not start with '-' (got '-x')"
+    with pytest.raises(InvalidArgument) as item:
+        await dispatcher.dispatch_parallel([req("fine"), req("t", session_id="-x")])
+    assert item.value.message == "dispatches[1].session_id: must not start with '-' (got '-x')"
+    with pytest.raises(InvalidArgument) as timeout:
+        await dispatcher.dispatch_parallel([req("t", timeout_seconds=-5)])
+    assert timeout.value.message == "dispatches[0].timeout_seconds: must not be negative, got -5"
     assert read_runs(log_dir) == []
 
 

@@ -56,6 +56,7 @@ async def test_normal_run_returns_the_answer_and_runs_in_its_own_group(
         outcome = await run_child(claude(), cwd=tmp_path, env=env, on_spawn=spawned.append)
     assert outcome.returncode == 0
     assert not outcome.timed_out
+    assert not outcome.stopped_after_result
     assert not outcome.stdout_truncated
     assert not outcome.stderr_truncated
     assert outcome.stderr == b""
@@ -161,6 +162,7 @@ async def test_a_leader_that_hangs_after_its_result_is_stopped_and_the_result_st
         )
     assert trio.current_time() - start < 5  # not the 60 s deadline
     assert not outcome.timed_out
+    assert outcome.stopped_after_result
     assert has_result(outcome.stdout)
     assert not pid_alive(outcome.pid)
 
@@ -237,12 +239,30 @@ async def test_a_result_without_exit_is_not_completion(tmp_path: Path, env: dict
             cwd=tmp_path,
             env=env,
             is_complete=has_result,
-            timeout=0.5,
+            timeout=2,  # the fake prints its result in ~0.1 s: ample margin under load
+            grace=0.5,
+            result_grace=60,  # the deadline, not the result grace, stops it
+        )
+    assert outcome.timed_out
+    assert outcome.stopped_after_result  # the result was complete before the deadline
+    assert outcome.returncode in (143, -signal.SIGTERM)
+    assert has_result(outcome.stdout)
+
+
+async def test_a_deadline_before_any_result_is_not_a_stop_after_the_result(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    with trio.fail_after(WAIT):
+        outcome = await run_child(
+            claude("sleep=30", fmt="stream-json"),
+            cwd=tmp_path,
+            env=env,
+            is_complete=result_complete,
+            timeout=0.3,
             grace=0.5,
         )
     assert outcome.timed_out
-    assert outcome.returncode in (143, -signal.SIGTERM)
-    assert has_result(outcome.stdout)
+    assert not outcome.stopped_after_result
 
 
 async def test_a_process_that_leaves_the_group_cannot_hold_the_call(

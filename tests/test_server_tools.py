@@ -313,7 +313,8 @@ async def test_dispatch_session_starts_and_resumes_a_session(tools: Tools, ws: W
     assert runs[2]["resume"] == sid
     assert "--session-id" not in runs[2]["argv"]
     bad = await tools("dispatch_session", agent="alpha", task="x", session_id="--oops")
-    assert "session_id" in bad.envelope["error"]
+    assert bad.envelope["error"] == "session_id: must not start with '-' (got '--oops')"
+    assert "leave it empty for a new one" in bad.envelope["hint"]
     assert (await tools("dispatch_session", agent="nobody", task="x")).envelope
 
 
