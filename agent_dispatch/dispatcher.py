@@ -25,12 +25,13 @@ from agent_dispatch.dialogue import DialogueResult, clamp_rounds, run_dialogue
 from agent_dispatch.errors import ConfigError, InvalidArgument, UnknownAgent, UnknownGroup
 from agent_dispatch.jobs import Job, JobStore, jobs_dir, pid_alive
 from agent_dispatch.models import (
+    NAME_HINT,
     AgentConfig,
     Config,
     DispatchRequest,
     DispatchResult,
     ProgressEvent,
-    is_valid_name,
+    check_name,
 )
 from agent_dispatch.process import run_child
 from agent_dispatch.resolve import (
@@ -136,11 +137,7 @@ class Dispatcher:
     # -- validation ------------------------------------------------------------
 
     def _check_agent(self, cfg: Config, name: str, field: str = "agent") -> AgentConfig:
-        if not is_valid_name(name):
-            raise InvalidArgument(
-                f"{field}: invalid agent name {name!r}",
-                "Agent names match [A-Za-z0-9][A-Za-z0-9_-]*; call list_agents to see them.",
-            )
+        check_name(name, field, "agent name", f"{NAME_HINT} Call list_agents to see them.")
         if name not in cfg.agents:
             raise UnknownAgent(f"{field}: unknown agent {name!r}")
         return cfg.agents[name]

@@ -18,26 +18,17 @@ from agent_dispatch.config import ConfigStore, agent_directory
 from agent_dispatch.errors import InvalidArgument, UnknownAgent, UnknownGroup
 from agent_dispatch.models import (
     MAX_AGENT_TIMEOUT,
-    NAME_PATTERN,
     PERMISSION_MODES,
     AgentConfig,
     Config,
     Group,
     GroupMember,
-    is_valid_name,
+    check_name,
 )
 
 CLEAR = "none"  # update: this value clears a field
 EMPTY_LIST = "[]"  # a tool list that allows/denies nothing (vs. inheriting defaults)
 MAX_PREVIEW_LINES = 200
-
-_NAME_HINT = f"Names match {NAME_PATTERN} in full."
-
-
-def check_name(name: str, field: str = "name") -> str:
-    if not is_valid_name(name):
-        raise InvalidArgument(f"{field}: invalid name {name!r}", _NAME_HINT)
-    return name
 
 
 def split_list(text: str) -> tuple[str, ...]:

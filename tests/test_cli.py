@@ -386,6 +386,31 @@ def test_group_errors(cli, argv, words):
     assert_error(cli(*argv), *words)
 
 
+LONG_NAME = "n" * 65
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["add", LONG_NAME, "{dir}"],
+        ["update", LONG_NAME, "--timeout", "60"],
+        ["describe", LONG_NAME],
+        ["remove", LONG_NAME],
+        ["test", LONG_NAME],
+        ["group", "add", LONG_NAME, "--members", "a"],
+        ["group", "add", "g", "--members", f"a,{LONG_NAME}"],
+        ["group", "inspect", LONG_NAME],
+    ],
+)
+def test_a_name_over_64_characters_is_refused_with_the_limit(cli, argv):
+    directory = cli.agent("a")
+    before = cli.config.read_bytes()
+    res = cli(*[arg.format(dir=directory) for arg in argv])
+    assert_error(res, "65 characters long, at most 64", "at most 64 characters")
+    assert LONG_NAME not in res.err  # quoted cut to the limit
+    assert cli.config.read_bytes() == before
+
+
 # -- errors at the edges ---------------------------------------------------------------------
 
 

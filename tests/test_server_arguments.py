@@ -104,3 +104,28 @@ def test_json_argument_decodes_or_refuses_as_an_invalid_argument(text: str) -> N
         assert exc.hint == "a hint"
     else:
         assert value == json.loads(text)
+
+
+LONG_NAME = "n" * 65
+
+
+async def test_a_name_over_64_characters_is_refused_by_every_tool_that_takes_one(
+    tools: Tools, ws: Workspace
+) -> None:
+    before = ws.config.read_bytes()
+    calls: list[tuple[str, dict[str, Any]]] = [
+        ("add_agent", {"name": LONG_NAME, "directory": str(ws.alpha)}),
+        ("update_agent", {"name": LONG_NAME, "description": "x"}),
+        ("inspect_agent", {"name": LONG_NAME}),
+        ("remove_agent", {"name": LONG_NAME}),
+        ("inspect_group", {"name": LONG_NAME}),
+        ("dispatch", {"agent": LONG_NAME, "task": "t"}),
+        ("dispatch_parallel", {"dispatches": [{"agent": LONG_NAME, "task": "t"}]}),
+        ("dispatch_dialogue", {"requester": "alpha", "responder": LONG_NAME, "topic": "t"}),
+    ]
+    for tool, args in calls:
+        envelope = (await tools(tool, **args)).envelope
+        assert "65 characters long, at most 64" in envelope["error"], (tool, envelope)
+        assert LONG_NAME not in envelope["error"]
+    assert ws.config.read_bytes() == before
+    assert ws.runs() == []
