@@ -147,10 +147,17 @@ class Settings(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=True):
     cache: CacheSettings = msgspec.field(default_factory=CacheSettings)
     job_retention_days: NonNegFloat = 0
     claude_path: str | None = None
+    # False: add_agent / update_agent / remove_agent refuse over MCP (the CLI still edits).
+    mcp_agent_edits: bool = True
 
     def __post_init__(self) -> None:
         _require_finite(self.default_max_budget_usd, "default_max_budget_usd")
         _require_finite(self.job_retention_days, "job_retention_days")
+
+
+def permission_mode_of(agent: AgentConfig, settings: Settings) -> str | None:
+    """The mode an agent's runs get: its own, else the settings default (None: the CLI's)."""
+    return agent.permission_mode or settings.default_permission_mode
 
 
 class Config(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -13,7 +13,14 @@ import msgspec
 
 from agent_dispatch.config import agent_directory
 from agent_dispatch.errors import InvalidArgument
-from agent_dispatch.models import MAX_TIMEOUT, MIN_TIMEOUT, Config, DispatchRequest, DispatchResult
+from agent_dispatch.models import (
+    MAX_TIMEOUT,
+    MIN_TIMEOUT,
+    Config,
+    DispatchRequest,
+    DispatchResult,
+    permission_mode_of,
+)
 
 
 class EffectiveAgent(msgspec.Struct, frozen=True, kw_only=True):
@@ -41,7 +48,7 @@ def effective_agent(cfg: Config, name: str) -> EffectiveAgent:
         max_budget_usd=(
             agent.max_budget_usd if agent.max_budget_usd is not None else s.default_max_budget_usd
         ),
-        permission_mode=agent.permission_mode or s.default_permission_mode,
+        permission_mode=permission_mode_of(agent, s),
         allowed_tools=(
             agent.allowed_tools if agent.allowed_tools is not None else s.default_allowed_tools
         ),

@@ -386,6 +386,17 @@ def test_group_errors(cli, argv, words):
     assert_error(cli(*argv), *words)
 
 
+def test_the_cli_grants_bypass_even_when_mcp_edits_are_off(cli):
+    cli.config.parent.mkdir(parents=True)
+    cli.config.write_text("settings:\n  mcp_agent_edits: false\n")
+    directory = cli.project("a")
+    assert cli("add", "a", str(directory), "--permission-mode", "bypassPermissions").rc == 0
+    assert cli("update", "a", "--instructions", "Be brief.").rc == 0
+    agent = cli.load().agents["a"]
+    assert agent.permission_mode == "bypassPermissions" and agent.instructions == "Be brief."
+    assert cli.load().settings.mcp_agent_edits is False
+
+
 LONG_NAME = "n" * 65
 
 
