@@ -118,4 +118,3 @@ async def test_mcp_agent_edits_false_makes_agents_read_only_over_mcp(
     assert (await tools("inspect_agent", name="alpha")).ok["name"] == "alpha"
     registry.update_agent(ConfigStore(ws.config), "alpha", permission_mode=BYPASS)
     assert ConfigStore(ws.config).load().agents["alpha"].permission_mode == BYPASS
-
