@@ -4,11 +4,13 @@
 cli_groups, cli_setup, cli_test, cli_jobs, demo) and are registered on one cyclopts `App` here.
 Errors never reach the user as tracebacks: `run()` prints a `DispatchError`
 (and cyclopts' own parse errors) as `error: ...` / `hint: ...` on stderr and
-returns exit status 1.
+returns exit status 1. A command run with `--json` also prints the error as
+`{"error": ..., "hint": ...}` on stdout, so a program reading stdout gets JSON.
 """
 
 from __future__ import annotations
 
+import inspect
 import os
 import sys
 from collections.abc import Sequence
@@ -17,7 +19,7 @@ from cyclopts import App, CycloptsError
 from cyclopts.exceptions import UnusedCliTokensError
 
 from agent_dispatch import __version__, cli_agents, cli_groups, cli_jobs, cli_setup, cli_test, demo
-from agent_dispatch.cli_common import warn
+from agent_dispatch.cli_common import emit_json, warn
 from agent_dispatch.errors import DispatchError
 
 app = App(
@@ -68,10 +70,25 @@ def _leaves(exc: BaseException) -> list[BaseException]:
     return [exc]
 
 
-def _print_error(message: str, hint: str = "") -> None:
+def _wants_json(tokens: list[str]) -> bool:
+    """True when the command line gives `--json` to a command that has that flag."""
+    words = tokens[: tokens.index("--")] if "--" in tokens else tokens
+    if "--json" not in words:
+        return False
+    try:
+        _, apps, _ = app.parse_commands(words)
+    except CycloptsError:
+        return False
+    command = apps[-1].default_command if apps else None
+    return command is not None and "json" in inspect.signature(command).parameters
+
+
+def _print_error(message: str, hint: str = "", *, as_json: bool = False) -> None:
     warn(f"error: {message}")
     if hint:
         warn(f"hint: {hint}")
+    if as_json:
+        emit_json({"error": message, "hint": hint})
 
 
 def _cyclopts_message(exc: CycloptsError) -> str:
@@ -84,10 +101,11 @@ def _cyclopts_message(exc: CycloptsError) -> str:
 def run(argv: Sequence[str] | None = None) -> int:
     """Run one command line; returns the exit status instead of raising."""
     tokens = list(sys.argv[1:] if argv is None else argv)
+    as_json = _wants_json(tokens)
     try:
         result = app(tokens)
     except CycloptsError as exc:
-        _print_error(_cyclopts_message(exc), "See `agent-dispatch --help`.")
+        _print_error(_cyclopts_message(exc), "See `agent-dispatch --help`.", as_json=as_json)
         return 1
     except BrokenPipeError:
         # stdout went away (`| head`): stop quietly, and keep the exit flush from failing.
@@ -98,21 +116,24 @@ def run(argv: Sequence[str] | None = None) -> int:
         leaves = _leaves(exc)
         if all(isinstance(leaf, KeyboardInterrupt) for leaf in leaves):
             warn("interrupted")
+            if as_json:
+                emit_json({"error": "interrupted", "hint": ""})
             return 130
         errors = [leaf for leaf in leaves if isinstance(leaf, DispatchError)]
         if errors:
-            _print_error(errors[0].message, errors[0].hint)
+            _print_error(errors[0].message, errors[0].hint, as_json=as_json)
             return 1
         if isinstance(exc, SystemExit) or os.environ.get("AGENT_DISPATCH_DEBUG"):
             raise
         if len(leaves) == 1 and isinstance(leaves[0], OSError):
-            _print_error(str(leaves[0]))
+            _print_error(str(leaves[0]), as_json=as_json)
             return 1
         if not isinstance(exc, Exception):
             raise
         _print_error(
             f"unexpected {type(leaves[0]).__name__}: {leaves[0]}",
             "Run again with AGENT_DISPATCH_DEBUG=1 for the traceback, and please report it.",
+            as_json=as_json,
         )
         return 1
     if isinstance(result, bool):

@@ -2,7 +2,9 @@
 
 Commands print human-readable text to stdout and raise `DispatchError` for
 anything the user can act on; `cli.run` turns those into `error:` / `hint:`
-lines on stderr and exit status 1.
+lines on stderr and exit status 1. Everything printed goes through `emit`,
+`emit_json` or `warn`, which pass it through the one terminal sanitizer
+(terminal.py): much of it is untrusted (agent results, job tasks, previews).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from agent_dispatch.errors import StorageError
 from agent_dispatch.jobs import ENV_VAR as JOBS_ENV_VAR
 from agent_dispatch.jobs import JobStore, jobs_dir
 from agent_dispatch.models import Config
+from agent_dispatch.terminal import json_text, terminal_text
 
 CLAUDE_ENV_VAR = "AGENT_DISPATCH_CLAUDE"
 INSTALL_CLAUDE = "npm install -g @anthropic-ai/claude-code"
@@ -44,15 +47,15 @@ def job_store() -> JobStore:
 
 
 def emit(line: str = "") -> None:
-    print(line, flush=True)
+    print(terminal_text(line), flush=True)
 
 
 def emit_json(value: Any) -> None:
-    print(json.dumps(value, indent=2, ensure_ascii=False, default=str), flush=True)
+    print(json_text(value), flush=True)
 
 
 def warn(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
+    print(terminal_text(line), file=sys.stderr, flush=True)
 
 
 def command(*argv: str) -> str:
@@ -65,13 +68,13 @@ def fix_line(cmd: str, indent: str = "  ") -> str:
 
 
 def cut(text: str, width: int) -> str:
-    text = " ".join(text.split())
+    text = " ".join(terminal_text(text).split())
     return text if len(text) <= width else text[: max(width - 3, 0)] + "..."
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
     """Left-aligned columns separated by two spaces; the last column is not padded."""
-    body = [[str(cell) for cell in row] for row in rows]
+    body = [[terminal_text(str(cell)) for cell in row] for row in rows]
     widths = [len(h) for h in headers]
     for row in body:
         for i, cell in enumerate(row):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import stat
 import subprocess
 import sys
@@ -31,11 +30,10 @@ from agent_dispatch.errors import ConfigError, DispatchError
 from agent_dispatch.jobs import ENV_VAR as JOBS_ENV_VAR
 from agent_dispatch.jobs import jobs_dir
 from agent_dispatch.models import Config
+from agent_dispatch.terminal import terminal_text
 
 VERSION_TIMEOUT = 15.0
 MCP_TIMEOUT = 60.0  # `claude mcp list` starts every registered server to check it
-_ANSI_RE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07\x1b]*(\x07|\x1b\\)?")
-_CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
 Status = Literal["ok", "warn", "fail", "skip"]
 
@@ -49,8 +47,7 @@ class Check(msgspec.Struct, kw_only=True):
 
 def _clean(data: bytes) -> str:
     """Whatever a child printed, as safe printable text (odd bytes and escapes dropped)."""
-    text = data.decode("utf-8", "replace")
-    return _CONTROL_RE.sub("", _ANSI_RE.sub("", text)).replace("\r", "")
+    return terminal_text(data.decode("utf-8", "replace"))
 
 
 def _run(argv: list[str], timeout: float) -> tuple[int | None, str]:

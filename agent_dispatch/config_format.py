@@ -14,13 +14,15 @@ import yaml
 
 from agent_dispatch.errors import ConfigError
 from agent_dispatch.models import (
-    NAME_PATTERN,
+    MAX_NAME_LENGTH,
+    NAME_HINT,
     PERMISSION_MODES,
     AgentConfig,
     Config,
     Group,
     Settings,
-    is_valid_name,
+    name_problem,
+    shown_name,
 )
 
 _TOP_LEVEL = ("agents", "groups", "settings")
@@ -104,10 +106,10 @@ def parse_config(data: bytes, source: str = "agents.yaml") -> Config:
     }
     for name, group in groups.items():
         for i, member in enumerate(group.members):
-            if not is_valid_name(member.agent):
+            if (why := name_problem(member.agent)) is not None:
                 raise ConfigError(
-                    f"groups.{name}.members[{i}].agent: invalid agent name {member.agent!r}"
-                    f" (must match {NAME_PATTERN})"
+                    f"groups.{name}.members[{i}].agent: invalid agent name"
+                    f" {shown_name(member.agent)} ({why})"
                 )
     settings_raw = raw.get("settings")
     settings = Settings() if settings_raw is None else _convert(settings_raw, Settings, "settings")
@@ -134,10 +136,10 @@ def _named_section(raw: dict[Any, Any], section: str, kind: str) -> dict[str, An
                 f"{section}: {kind} name {name!r} must be a string, not {_type_name(name)}",
                 'Quote names that YAML reads as numbers or booleans, e.g. "123" or "on".',
             )
-        if not is_valid_name(name):
+        if (problem := name_problem(name)) is not None:
             raise ConfigError(
-                f"{section}.{_show_name(name)}: invalid {kind} name (must match {NAME_PATTERN})",
-                "Rename it: letters, digits, '_' and '-', starting with a letter or digit.",
+                f"{section}.{_show_name(name)}: invalid {kind} name ({problem})",
+                f"Rename it. {NAME_HINT}",
             )
     return value
 
@@ -191,6 +193,8 @@ def _char(char: object) -> str:
 
 
 def _show_name(name: str) -> str:
+    if len(name) > MAX_NAME_LENGTH:
+        return shown_name(name)
     return name if name.isprintable() else repr(name)
 
 

@@ -1,4 +1,4 @@
-"""Two agents talk until one side says `[RESOLVED]` or the rounds run out.
+"""Two agents talk until one side ends a message with `[RESOLVED]` or the rounds run out.
 
 Each side keeps its own Claude session (the first turn starts it, later turns
 resume it), so neither has to be re-told the conversation.
@@ -16,6 +16,9 @@ from agent_dispatch.models import DispatchRequest, DispatchResult
 
 RESOLVED = "[RESOLVED]"
 MAX_ROUNDS = 10
+# What may follow the marker and still "end" a message: whitespace, markdown emphasis
+# (`**[RESOLVED]**`) and a full stop. A marker anywhere else is quoted, not meant.
+_AFTER_MARKER = " \t\r\n*_`."
 
 RunTurn = Callable[[DispatchRequest], Awaitable[DispatchResult]]
 
@@ -75,8 +78,17 @@ def _reply(other: str, message: str) -> str:
     )
 
 
+def resolves(message: str) -> bool:
+    """True when `message` ends with the marker (a reply quoting the rule does not)."""
+    return message.rstrip(_AFTER_MARKER).endswith(RESOLVED)
+
+
 def _strip_marker(text: str) -> str:
-    return text.replace(RESOLVED, "").strip()
+    """The message without its closing marker (a quoted one stays: it is their words)."""
+    body = text.rstrip(_AFTER_MARKER)
+    if not body.endswith(RESOLVED):
+        return text.strip()
+    return body[: -len(RESOLVED)].rstrip(_AFTER_MARKER.replace(".", "")).strip()
 
 
 async def run_dialogue(
@@ -127,7 +139,7 @@ async def run_dialogue(
             error = f"round {rnd}: requester {requester} failed: {asked.error}"
             break
         last["requester"] = _strip_marker(asked.message)
-        if RESOLVED in asked.message and rnd > 1:
+        if rnd > 1 and resolves(asked.message):
             resolved = True
             break
         if rnd == 1:
@@ -139,7 +151,7 @@ async def run_dialogue(
             error = f"round {rnd}: responder {responder} failed: {answered.error}"
             break
         last["responder"] = _strip_marker(answered.message)
-        if RESOLVED in answered.message:
+        if resolves(answered.message):
             resolved = True
             break
 

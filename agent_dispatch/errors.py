@@ -44,6 +44,10 @@ class InvalidArgument(DispatchError):
     """A tool or command argument is out of range or malformed."""
 
 
+class NotAllowed(DispatchError):
+    """The caller may not do this here: an MCP edit the config reserves for the CLI."""
+
+
 class UnknownAgent(DispatchError):
     default_hint = "Call list_agents (or `agent-dispatch list`) to see the configured agents."
 

@@ -12,7 +12,14 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from agent_dispatch.errors import InvalidArgument
+
 NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_-]*"
+MAX_NAME_LENGTH = 64  # names are table cells, argv words and file-name-like keys
+NAME_HINT = (
+    f"Names match {NAME_PATTERN} in full (letters, digits, '_' and '-', starting with a"
+    f" letter or digit), at most {MAX_NAME_LENGTH} characters."
+)
 _NAME_RE = re.compile(NAME_PATTERN)
 
 PERMISSION_MODES = (
@@ -43,9 +50,39 @@ PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
 NonNegFloat = Annotated[float, msgspec.Meta(ge=0)]
 
 
+def name_problem(name: object) -> str | None:
+    """None for an agent/group name, else what is wrong with it (for an error message).
+
+    The one rule for agent and group names, wherever they come from: the config
+    file, an MCP argument or a command line.
+    """
+    if not isinstance(name, str):
+        return f"must be a string, not {type(name).__name__}"
+    if len(name) > MAX_NAME_LENGTH:
+        return f"{len(name)} characters long, at most {MAX_NAME_LENGTH}"
+    if _NAME_RE.fullmatch(name) is None:  # fullmatch: no trailing newline either
+        return f"must match {NAME_PATTERN}"
+    return None
+
+
 def is_valid_name(name: object) -> bool:
-    """True when `name` is an agent/group name (full match, no trailing newline)."""
-    return isinstance(name, str) and _NAME_RE.fullmatch(name) is not None
+    """True when `name` is an agent/group name (see `name_problem`)."""
+    return name_problem(name) is None
+
+
+def check_name(name: str, field: str = "name", kind: str = "name", hint: str = NAME_HINT) -> str:
+    """`name` when it is an agent/group name, else InvalidArgument saying what is wrong."""
+    problem = name_problem(name)
+    if problem is not None:
+        raise InvalidArgument(f"{field}: invalid {kind} {shown_name(name)} ({problem})", hint)
+    return name
+
+
+def shown_name(name: object) -> str:
+    """A name as an error quotes it: repr, and cut when over-long."""
+    if not isinstance(name, str) or len(name) <= MAX_NAME_LENGTH:
+        return repr(name)
+    return f"{name[:MAX_NAME_LENGTH]!r}..."
 
 
 def _require_finite(value: float | None, field: str) -> None:
@@ -112,10 +149,17 @@ class Settings(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=True):
     claude_path: str | None = None
     # The longest JSON-RPC line `serve` takes; a longer one is answered with an error, unread.
     max_message_mib: Annotated[int, msgspec.Meta(ge=1, le=1024)] = 32
+    # False: add_agent / update_agent / remove_agent refuse over MCP (the CLI still edits).
+    mcp_agent_edits: bool = True
 
     def __post_init__(self) -> None:
         _require_finite(self.default_max_budget_usd, "default_max_budget_usd")
         _require_finite(self.job_retention_days, "job_retention_days")
+
+
+def permission_mode_of(agent: AgentConfig, settings: Settings) -> str | None:
+    """The mode an agent's runs get: its own, else the settings default (None: the CLI's)."""
+    return agent.permission_mode or settings.default_permission_mode
 
 
 class Config(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=True):

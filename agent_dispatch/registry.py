@@ -7,6 +7,7 @@ Every mutation is one `ConfigStore.update` (a locked read-modify-write).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,26 +19,21 @@ from agent_dispatch.config import ConfigStore, agent_directory
 from agent_dispatch.errors import InvalidArgument, UnknownAgent, UnknownGroup
 from agent_dispatch.models import (
     MAX_AGENT_TIMEOUT,
-    NAME_PATTERN,
     PERMISSION_MODES,
     AgentConfig,
     Config,
     Group,
     GroupMember,
-    is_valid_name,
+    check_name,
 )
+
+EditGuard = Callable[[Config, str, AgentConfig | None, AgentConfig | None], None]
+"""Called inside the config lock with (config, name, agent before, agent after); raises
+to refuse the change. The MCP tools pass `mcp_policy.check_edit`; the CLI passes none."""
 
 CLEAR = "none"  # update: this value clears a field
 EMPTY_LIST = "[]"  # a tool list that allows/denies nothing (vs. inheriting defaults)
 MAX_PREVIEW_LINES = 200
-
-_NAME_HINT = f"Names match {NAME_PATTERN} in full."
-
-
-def check_name(name: str, field: str = "name") -> str:
-    if not is_valid_name(name):
-        raise InvalidArgument(f"{field}: invalid name {name!r}", _NAME_HINT)
-    return name
 
 
 def split_list(text: str) -> tuple[str, ...]:
@@ -210,6 +206,7 @@ def add_agent(
     capabilities: str = "",
     risky_capabilities: str = "",
     instructions: str = "",
+    guard: EditGuard | None = None,
 ) -> dict[str, Any]:
     check_name(name)
     path = _check_directory(directory)
@@ -233,6 +230,8 @@ def add_agent(
                 f"agent {name!r} already exists",
                 f"Use update_agent(name={name!r}, ...) or `agent-dispatch update {name}`.",
             )
+        if guard is not None:
+            guard(cfg, name, None, agent)
         return msgspec.structs.replace(cfg, agents={**cfg.agents, name: agent})
 
     store.update(change)
@@ -242,7 +241,9 @@ def add_agent(
 _TEXT_FIELDS = ("description", "instructions")
 
 
-def update_agent(store: ConfigStore, name: str, **fields: Any) -> dict[str, Any]:
+def update_agent(
+    store: ConfigStore, name: str, *, guard: EditGuard | None = None, **fields: Any
+) -> dict[str, Any]:
     """Apply the given fields; `None`/"" leave a field unchanged, "none" clears it."""
     check_name(name)
     changes: dict[str, Any] = {}
@@ -277,18 +278,22 @@ def update_agent(store: ConfigStore, name: str, **fields: Any) -> dict[str, Any]
         if name not in cfg.agents:
             raise UnknownAgent(f"unknown agent {name!r}")
         agent = msgspec.structs.replace(cfg.agents[name], **changes)
+        if guard is not None:
+            guard(cfg, name, cfg.agents[name], agent)
         return msgspec.structs.replace(cfg, agents={**cfg.agents, name: agent})
 
     store.update(change)
     return {"updated": name, "fields": sorted(changes)}
 
 
-def remove_agent(store: ConfigStore, name: str) -> dict[str, Any]:
+def remove_agent(store: ConfigStore, name: str, guard: EditGuard | None = None) -> dict[str, Any]:
     check_name(name)
 
     def change(cfg: Config) -> Config:
         if name not in cfg.agents:
             raise UnknownAgent(f"unknown agent {name!r}")
+        if guard is not None:
+            guard(cfg, name, cfg.agents[name], None)
         agents = {k: v for k, v in cfg.agents.items() if k != name}
         return msgspec.structs.replace(cfg, agents=agents)
 

@@ -18,11 +18,13 @@ from agent_dispatch.errors import DispatchError, InvalidArgument, UnknownAgent, 
 from agent_dispatch.models import (
     MAX_TIMEOUT,
     MIN_TIMEOUT,
+    NAME_HINT,
     AgentConfig,
     Config,
     DispatchRequest,
     DispatchResult,
-    is_valid_name,
+    check_name,
+    permission_mode_of,
 )
 
 
@@ -42,11 +44,7 @@ class EffectiveAgent(msgspec.Struct, frozen=True, kw_only=True):
 
 def check_agent(cfg: Config, name: str, field: str = "agent") -> AgentConfig:
     """The configured agent `name`; InvalidArgument or UnknownAgent naming `field`."""
-    if not is_valid_name(name):
-        raise InvalidArgument(
-            f"{field}: invalid agent name {name!r}",
-            "Agent names match [A-Za-z0-9][A-Za-z0-9_-]*; call list_agents to see them.",
-        )
+    check_name(name, field, "agent name", f"{NAME_HINT} Call list_agents to see them.")
     if name not in cfg.agents:
         raise UnknownAgent(f"{field}: unknown agent {name!r}")
     return cfg.agents[name]
@@ -98,7 +96,7 @@ def effective_agent(cfg: Config, name: str) -> EffectiveAgent:
         max_budget_usd=(
             agent.max_budget_usd if agent.max_budget_usd is not None else s.default_max_budget_usd
         ),
-        permission_mode=agent.permission_mode or s.default_permission_mode,
+        permission_mode=permission_mode_of(agent, s),
         allowed_tools=(
             agent.allowed_tools if agent.allowed_tools is not None else s.default_allowed_tools
         ),

@@ -12,7 +12,7 @@ import msgspec
 from mcp.server.mcpserver import Context
 from mcp_types import CallToolResult, TextContent
 
-from agent_dispatch.errors import DispatchError
+from agent_dispatch.errors import DispatchError, InvalidArgument
 from agent_dispatch.models import DispatchResult, ProgressEvent
 
 P = ParamSpec("P")
@@ -69,6 +69,25 @@ def _internal_error(tool: str, exc: Exception) -> DispatchError:
         "This is a bug in agent-dispatch, not in your arguments: the server's log (stderr)"
         " has the traceback. Nothing else was affected; other calls still work.",
     )
+
+
+def json_argument(field: str, text: str, hint: str) -> Any:
+    """Decode a tool argument the caller sent as a JSON string.
+
+    Anything the decoder refuses is the argument's problem, never ours: malformed
+    JSON, nesting too deep for the parser (RecursionError), an integer longer than
+    Python converts (ValueError). The SDK's own pre-parse of JSON strings already
+    leaves such strings alone; this is the same rule for the arguments we decode.
+    """
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        message = f"{field}: not valid JSON ({exc.msg} at position {exc.pos})"
+        raise InvalidArgument(message, hint) from None
+    except RecursionError:
+        raise InvalidArgument(f"{field}: JSON nested too deeply to decode", hint) from None
+    except ValueError as exc:  # e.g. "Exceeds the limit (4300 digits) for integer ..."
+        raise InvalidArgument(f"{field}: JSON not decodable: {exc}", hint) from None
 
 
 def result_dict(result: DispatchResult, response_format: str = "") -> dict[str, Any]:

@@ -8,7 +8,7 @@ from typing import Any
 import trio
 from mcp.server.mcpserver import MCPServer
 
-from agent_dispatch import registry
+from agent_dispatch import mcp_policy, registry
 from agent_dispatch.config import ConfigStore
 from agent_dispatch.dispatcher import Dispatcher
 from agent_dispatch.errors import InvalidArgument
@@ -64,8 +64,9 @@ def register_agent_tools(server: MCPServer, dispatcher: Dispatcher, store: Confi
         model: str = "",
     ) -> dict[str, Any]:
         """Register a project directory as an agent. Lists are comma separated;
-        timeout 0 = 300 s; max_budget_usd 0 = no cap; a tool list of "[]" means none."""
-        await config()
+        timeout 0 = 300 s; max_budget_usd 0 = no cap; a tool list of "[]" means none.
+        permission_mode bypassPermissions is set only from the CLI."""
+        mcp_policy.check_edits_allowed(await config(), name, "add")
         return await trio.to_thread.run_sync(
             functools.partial(
                 registry.add_agent,
@@ -82,6 +83,7 @@ def register_agent_tools(server: MCPServer, dispatcher: Dispatcher, store: Confi
                 capabilities=capabilities,
                 risky_capabilities=risky_capabilities,
                 instructions=instructions,
+                guard=mcp_policy.check_edit,
             )
         )
 
@@ -102,8 +104,9 @@ def register_agent_tools(server: MCPServer, dispatcher: Dispatcher, store: Confi
         instructions: str = "",
     ) -> dict[str, Any]:
         """Change fields of an agent. Empty (or 0) = unchanged; "none" clears a field
-        (timeout back to 300 s, max_budget_usd to no cap)."""
-        await config()
+        (timeout back to 300 s, max_budget_usd to no cap). permission_mode
+        bypassPermissions, and agents that run with it, are changed only from the CLI."""
+        mcp_policy.check_edits_allowed(await config(), name, "update")
         fields = {
             "directory": directory,
             "description": description,
@@ -118,15 +121,19 @@ def register_agent_tools(server: MCPServer, dispatcher: Dispatcher, store: Confi
             "instructions": instructions,
         }
         return await trio.to_thread.run_sync(
-            functools.partial(registry.update_agent, store, name, **fields)
+            functools.partial(
+                registry.update_agent, store, name, guard=mcp_policy.check_edit, **fields
+            )
         )
 
     @server.tool()
     @tool_errors
     async def remove_agent(name: str) -> dict[str, Any]:
         """Remove an agent from the config (its directory is untouched)."""
-        await config()
-        return await trio.to_thread.run_sync(registry.remove_agent, store, name)
+        mcp_policy.check_edits_allowed(await config(), name, "remove")
+        return await trio.to_thread.run_sync(
+            registry.remove_agent, store, name, mcp_policy.check_edit
+        )
 
     @server.tool()
     @tool_errors

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -16,7 +15,7 @@ from agent_dispatch.dispatcher import Dispatcher
 from agent_dispatch.errors import InvalidArgument, StorageError
 from agent_dispatch.jobs import ref_payload
 from agent_dispatch.models import DispatchRequest, DispatchResult
-from agent_dispatch.toolkit import progress_reporter, result_dict, tool_errors
+from agent_dispatch.toolkit import json_argument, progress_reporter, result_dict, tool_errors
 
 HEARTBEAT_SECONDS = 15.0
 MAX_SUMMARY_CHARS = 100_000
@@ -64,21 +63,17 @@ class ParallelItem(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     summary_chars: float = 500
 
 
+_DISPATCHES_HINT = 'Pass a list like [{"agent": "backend", "task": "..."}].'
+
+
 def parse_dispatches(dispatches: list[dict[str, Any]] | str) -> list[ParallelItem]:
     """A list of objects, or a JSON string of one; errors name the item."""
     raw: Any = dispatches
     if isinstance(dispatches, str):
-        try:
-            raw = json.loads(dispatches)
-        except json.JSONDecodeError as exc:
-            raise InvalidArgument(
-                f"dispatches: not valid JSON ({exc.msg} at position {exc.pos})",
-                'Pass a list like [{"agent": "backend", "task": "..."}].',
-            ) from None
+        raw = json_argument("dispatches", dispatches, _DISPATCHES_HINT)
     if not isinstance(raw, list):
         raise InvalidArgument(
-            "dispatches: expected a list of {agent, task, ...} objects",
-            'Pass a list like [{"agent": "backend", "task": "..."}].',
+            "dispatches: expected a list of {agent, task, ...} objects", _DISPATCHES_HINT
         )
     items = []
     for i, entry in enumerate(raw):

@@ -386,6 +386,42 @@ def test_group_errors(cli, argv, words):
     assert_error(cli(*argv), *words)
 
 
+def test_the_cli_grants_bypass_even_when_mcp_edits_are_off(cli):
+    cli.config.parent.mkdir(parents=True)
+    cli.config.write_text("settings:\n  mcp_agent_edits: false\n")
+    directory = cli.project("a")
+    assert cli("add", "a", str(directory), "--permission-mode", "bypassPermissions").rc == 0
+    assert cli("update", "a", "--instructions", "Be brief.").rc == 0
+    agent = cli.load().agents["a"]
+    assert agent.permission_mode == "bypassPermissions" and agent.instructions == "Be brief."
+    assert cli.load().settings.mcp_agent_edits is False
+
+
+LONG_NAME = "n" * 65
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["add", LONG_NAME, "{dir}"],
+        ["update", LONG_NAME, "--timeout", "60"],
+        ["describe", LONG_NAME],
+        ["remove", LONG_NAME],
+        ["test", LONG_NAME],
+        ["group", "add", LONG_NAME, "--members", "a"],
+        ["group", "add", "g", "--members", f"a,{LONG_NAME}"],
+        ["group", "inspect", LONG_NAME],
+    ],
+)
+def test_a_name_over_64_characters_is_refused_with_the_limit(cli, argv):
+    directory = cli.agent("a")
+    before = cli.config.read_bytes()
+    res = cli(*[arg.format(dir=directory) for arg in argv])
+    assert_error(res, "65 characters long, at most 64", "at most 64 characters")
+    assert LONG_NAME not in res.err  # quoted cut to the limit
+    assert cli.config.read_bytes() == before
+
+
 # -- errors at the edges ---------------------------------------------------------------------
 
 

@@ -543,8 +543,11 @@ async def test_an_unknown_tool_is_an_envelope_naming_the_real_ones(tools: Tools)
 
 
 async def test_an_error_quoting_a_huge_argument_stays_small(tools: Tools) -> None:
-    envelope = (await tools("dispatch", agent="a" * 100_000, task="x")).envelope
+    huge = "j" * 100_000
+    envelope = (await tools("dispatch", agent="alpha", task="x", response_format=huge)).envelope
     assert len(envelope["error"]) <= 2000 and "more characters]" in envelope["error"]
+    envelope = (await tools("dispatch", agent="a" * 100_000, task="x")).envelope
+    assert len(envelope["error"]) < 200  # a name is quoted cut to the longest valid one
 
 
 async def test_a_tool_list_of_only_commas_is_a_typo_not_none(tools: Tools) -> None:
