@@ -21,7 +21,8 @@ from agent_dispatch.cli_common import (
     table,
 )
 from agent_dispatch.errors import InvalidArgument
-from agent_dispatch.jobs import Job, job_summary, job_view, now_iso, pid_alive, validate_job_id
+from agent_dispatch.job_payloads import job_summary, job_view
+from agent_dispatch.jobs import Job, now_iso, pid_alive, validate_job_id
 from agent_dispatch.models import TERMINAL_STATUSES
 from agent_dispatch.orphans import stop_group
 

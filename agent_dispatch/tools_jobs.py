@@ -10,7 +10,8 @@ from mcp.server.mcpserver import MCPServer
 
 from agent_dispatch.dispatcher import Dispatcher
 from agent_dispatch.errors import InvalidArgument
-from agent_dispatch.jobs import fetch_payload, job_summary, job_view, validate_job_id
+from agent_dispatch.job_payloads import fetch_payload, job_summary, job_view
+from agent_dispatch.jobs import validate_job_id
 from agent_dispatch.models import JobStatus
 from agent_dispatch.toolkit import tool_errors
 from agent_dispatch.tools_dispatch import request_from_args
