@@ -40,7 +40,7 @@ from agent_dispatch.job_payloads import fetch_payload as fetch_payload
 from agent_dispatch.job_payloads import job_summary as job_summary
 from agent_dispatch.job_payloads import job_view as job_view
 from agent_dispatch.job_payloads import ref_payload as ref_payload
-from agent_dispatch.orphans import stop_group
+from agent_dispatch.orphans import stop_groups
 
 log = logging.getLogger("agent_dispatch.jobs")
 
@@ -61,6 +61,14 @@ STALE_PENDING_SECONDS = 24 * 3600
 MAX_RECORD_BYTES = 128 * 2**20
 # mtime and created_at come from the same clock, but a file system may round mtime.
 _MTIME_SLACK_SECONDS = 2.0
+
+ORPHANED_PENDING = (
+    "never started: the server that queued it (pid {pid}) stopped before it started; nothing ran"
+)
+ORPHANED_PENDING_HINT = (
+    "Its caller went with that server, so it was not run now. If it is still wanted, "
+    "submit it again with dispatch_async."
+)
 
 _ID_HINT = "Job ids are 32 lowercase hex characters; call dispatch_jobs to list them."
 
@@ -115,6 +123,14 @@ def decode_record(data: bytes, job_id: str) -> Job | str:
     if job.id != job_id:
         return "not a valid job record (its id is not its file name)"
     return job
+
+
+def unreadable_error(job_id: str, bad: Unreadable) -> JobNotFound:
+    """What a caller asking for job `job_id` is told when its record is unreadable."""
+    return JobNotFound(
+        f"job {job_id}: its record {bad.path} is unreadable ({bad.reason})",
+        f"Nothing can be recovered from it; remove it with: rm {bad.path}",
+    )
 
 
 # -- ids, paths, time -------------------------------------------------------------
@@ -277,10 +293,7 @@ class JobStore:
         """The job; JobNotFound when there is none, naming the record when it is unreadable."""
         found = self.read(job_id)
         if isinstance(found, Unreadable):
-            raise JobNotFound(
-                f"job {job_id}: its record {found.path} is unreadable ({found.reason})",
-                f"Nothing can be recovered from it; remove it with: rm {found.path}",
-            )
+            raise unreadable_error(job_id, found)
         if found is None:
             raise JobNotFound(f"no job {job_id}")
         return found
@@ -425,26 +438,48 @@ class JobStore:
     def recover_stale(
         self, *, pid_alive: Callable[[int], bool], now: float | None = None
     ) -> builtins.list[str]:
-        """At server start: fail `running` records whose owner process is gone and
-        `pending` ones older than 24 h. Returns the ids changed."""
+        """At server start: settle what a dead server left. Returns the ids changed.
+
+        - `running` whose owner process is gone: failed; the claude process
+          groups they left are stopped all at once (orphans.stop_groups: one
+          grace period however many there are).
+        - `pending` whose owner process is gone: failed, never run. The caller
+          that queued it went with its server and may have moved on; running it
+          now would spend the user's money on work nobody waits for. The error
+          says so and to resubmit it with dispatch_async.
+        - `pending` for more than 24 h (a live owner that never started it): failed.
+        """
         now = time.time() if now is None else now
-        changed: builtins.list[str] = []
+        settle: builtins.list[tuple[Job, str, models.DispatchResult | None]] = []
         for job in self._records():
-            if job.status == "running":
-                if pid_alive(job.owner_pid):
-                    continue
-                error = f"server stopped (owner pid {job.owner_pid} is gone)"
-                if job.child_pgid is not None and stop_group(job.child_pgid, job.child_started):
-                    error += f"; stopped the claude process group {job.child_pgid} it left"
-            elif job.status == "pending":
-                created = parse_iso(job.created_at)
-                if created is None or now - created <= STALE_PENDING_SECONDS:
-                    continue
-                error = "never started: pending for more than 24 h"
-            else:
+            if job.status not in ("running", "pending"):
                 continue
+            if not pid_alive(job.owner_pid):
+                if job.status == "running":
+                    error = f"server stopped (owner pid {job.owner_pid} is gone)"
+                    settle.append((job, error, None))
+                else:
+                    error = ORPHANED_PENDING.format(pid=job.owner_pid)
+                    orphaned = models.DispatchResult(
+                        agent=job.agent, success=False, error=error, hint=ORPHANED_PENDING_HINT
+                    )
+                    settle.append((job, error, orphaned))
+                continue
+            created = parse_iso(job.created_at)
+            if job.status == "pending" and created is not None:
+                if now - created > STALE_PENDING_SECONDS:
+                    settle.append((job, "never started: pending for more than 24 h", None))
+        stopped = stop_groups(
+            (job.child_pgid, job.child_started)
+            for job, _, _ in settle
+            if job.status == "running" and job.child_pgid is not None
+        )
+        changed: builtins.list[str] = []
+        for job, error, result in settle:
+            if job.status == "running" and job.child_pgid in stopped:
+                error += f"; stopped the claude process group {job.child_pgid} it left"
             failed = msgspec.structs.replace(
-                job, status="failed", error=error, completed_at=_iso(now)
+                job, status="failed", error=error, result=result, completed_at=_iso(now)
             )
             if self.save_if_not_terminal(failed):
                 changed.append(job.id)
