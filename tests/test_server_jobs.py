@@ -496,6 +496,15 @@ async def test_a_fifo_record_through_the_tools_is_unreadable_and_answers_promptl
     job_id = new_job_id()
     fifo = ws.jobs / f"{job_id}.json"
     os.mkfifo(fifo, 0o600)
+
+    def unblock() -> None:  # frees a reader a regression left blocked in open()
+        with contextlib.suppress(OSError):
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+
+    # A read blocked on the event loop would stop trio.fail_after too: this thread
+    # frees it after a while, so a regression fails the test instead of hanging it.
+    watchdog = threading.Timer(10, unblock)
+    watchdog.start()
     try:
         with trio.fail_after(10):
             for tool, args in (
@@ -513,9 +522,9 @@ async def test_a_fifo_record_through_the_tools_is_unreadable_and_answers_promptl
                 {"path": str(fifo), "reason": "a FIFO, not a regular file"}
             ]
             assert "rm" in listed["hint"]
-    finally:  # frees a reader left blocked in open() by a regression
-        with contextlib.suppress(OSError):
-            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+    finally:
+        watchdog.cancel()
+        unblock()
 
 
 class GatedStore(JobStore):
