@@ -4,6 +4,12 @@ Each job runs under its own CancelScope (kept by id, which is how a cancel
 stops it) and sets a trio.Event when it reaches a terminal state (which is how
 a wait wakes up, without polling). Status transitions are monotonic: the store
 never lets a late writer overwrite a terminal record.
+
+Store IO runs in worker threads (trio.to_thread), never on the event loop. A
+job's writes hold its own trio.Lock and each writes the job's state as it is
+when the write starts, so writes of one job never overlap and the last one
+always carries the latest state; the terminal write is the last, and the
+job's Event is set only once it is on disk.
 """
 
 from __future__ import annotations
@@ -21,10 +27,12 @@ from agent_dispatch.errors import DispatchError, InvalidArgument, StorageError
 from agent_dispatch.jobs import (
     Job,
     JobStore,
+    Unreadable,
     add_progress,
     new_job_id,
     now_iso,
     pid_alive,
+    unreadable_error,
     validate_job_id,
 )
 from agent_dispatch.models import TERMINAL_STATUSES, DispatchRequest, DispatchResult, ProgressEvent
@@ -42,12 +50,13 @@ FOREIGN_POLL_SECONDS = 0.5  # only for jobs owned by another server process
 class _Live:
     """What this process knows about a job it runs."""
 
-    __slots__ = ("cancel_requested", "done", "job", "last_write", "scope", "spawned")
+    __slots__ = ("cancel_requested", "done", "job", "last_write", "scope", "spawned", "writing")
 
     def __init__(self, job: Job) -> None:
         self.job = job
         self.scope: trio.CancelScope | None = None
         self.done = trio.Event()
+        self.writing = trio.Lock()
         self.spawned = False
         self.cancel_requested = False
         self.last_write = -math.inf
@@ -61,11 +70,45 @@ class AsyncJobs:
         self._nursery = nursery
         self._run = run
         self._live: dict[str, _Live] = {}
+        self._recovered: trio.Event | None = None  # set: no recovery runs or it is done
+
+    # -- recovery ----------------------------------------------------------------
+
+    def start_recovery(self, retention_days: float) -> None:
+        """Run the start-up recovery in a worker thread beside the server (see
+        JobStore.recover_stale); until it is done, reads of other processes' jobs wait."""
+        self._recovered = trio.Event()
+        self._nursery.start_soon(self._recover, retention_days, self._recovered)
+
+    async def _recover(self, retention_days: float, done: trio.Event) -> None:
+        def recover() -> list[str]:
+            changed = self.store.recover_stale(pid_alive=pid_alive)
+            if retention_days > 0:
+                self.store.purge_older_than(retention_days)
+            return changed
+
+        try:
+            changed = await trio.to_thread.run_sync(recover)
+        except DispatchError as exc:  # a broken job dir: serve, and say so per call
+            log.warning("job recovery skipped: %s", exc.message)
+        else:
+            if changed:
+                log.info("settled %d job(s) left by a stopped server", len(changed))
+        finally:
+            done.set()
+
+    async def recovered(self) -> None:
+        """Return once the start-up recovery (if any) is done."""
+        if self._recovered is not None:
+            await self._recovered.wait()
 
     # -- records -----------------------------------------------------------------
 
     def record_finished(self, req: DispatchRequest, result: DispatchResult) -> Job:
-        """Store a finished dispatch as a `ref` job: any job id is a ref and vice versa."""
+        """Store a finished dispatch as a `ref` job: any job id is a ref and vice versa.
+
+        Synchronous for its synchronous caller: it only writes a new file (a unique
+        O_EXCL temp file renamed into place), which nothing in the directory can block."""
         stamp = now_iso()
         job = Job(
             id=new_job_id(),
@@ -84,10 +127,14 @@ class AsyncJobs:
         self.store.save(job)
         return job
 
-    def get(self, job_id: str) -> Job:
+    async def get(self, job_id: str) -> Job:
+        """The job as this process knows it, else its record; JobNotFound when neither."""
         job_id = validate_job_id(job_id)
         live = self._live.get(job_id)
-        return live.job if live is not None else self.store.require(job_id)
+        if live is not None:
+            return live.job
+        await self.recovered()
+        return await trio.to_thread.run_sync(self.store.require, job_id)
 
     def freshest(self, job: Job) -> Job:
         """`job` as this process knows it now: the file lags a running job's progress."""
@@ -106,7 +153,8 @@ class AsyncJobs:
             owner_pid=os.getpid(),
             request=req,
         )
-        self.store.save(job)
+        # No race: nothing else knows this id until submit returns it.
+        await trio.to_thread.run_sync(self.store.save, job)
         live = _Live(job)
         self._live[job.id] = live
         live.scope = await self._nursery.start(self._job_task, live)
@@ -133,14 +181,18 @@ class AsyncJobs:
                 agent=req.agent, success=False, error=message, error_type="cli_error"
             )
         finally:
-            self._finish(live, result)  # synchronous: a cancellation cannot interrupt it
+            # Shielded: a cancelled job (cancel, shutdown) is still recorded as such.
+            with trio.CancelScope(shield=True):
+                await self._finish(live, result)
 
-    def _save(self, job: Job) -> None:
-        """Persist a running job's state; a storage problem must not kill the run itself."""
-        try:
-            self.store.save_if_not_terminal(job)
-        except StorageError as exc:
-            log.warning("could not write job %s: %s", job.id, exc)
+    async def _write(self, live: _Live) -> None:
+        """Persist the job's current state; a storage problem must not kill the run itself."""
+        async with live.writing:
+            job = live.job  # taken under the lock: no older state is written after it
+            try:
+                await trio.to_thread.run_sync(self.store.save_if_not_terminal, job)
+            except StorageError as exc:
+                log.warning("could not write job %s: %s", job.id, exc)
 
     def _mark_running(self, live: _Live, pid: int) -> None:
         live.spawned = True
@@ -151,17 +203,21 @@ class AsyncJobs:
             child_pgid=pid,  # == its process group (a session leader)
             child_started=process_start(pid),
         )
-        self._save(live.job)
+        # A synchronous callback (process.py): the write runs beside the job.
+        self._nursery.start_soon(self._write, live)
         live.last_write = trio.current_time()
 
     async def _progress(self, live: _Live, event: ProgressEvent) -> None:
-        live.job.progress = add_progress(live.job.progress, event.message)
+        # A new Job, never a mutation: a thread may be encoding the previous one.
+        live.job = msgspec.structs.replace(
+            live.job, progress=add_progress(live.job.progress, event.message)
+        )
         now = trio.current_time()
         if now - live.last_write >= PROGRESS_WRITE_INTERVAL:
             live.last_write = now
-            self._save(live.job)
+            await self._write(live)
 
-    def _finish(self, live: _Live, result: DispatchResult | None) -> None:
+    async def _finish(self, live: _Live, result: DispatchResult | None) -> None:
         if result is not None:
             status = "done" if result.success else "failed"
             error = result.error
@@ -173,7 +229,7 @@ class AsyncJobs:
             live.job, status=status, result=result, error=error, completed_at=now_iso()
         )
         try:
-            self._save(live.job)
+            await self._write(live)
         finally:
             live.done.set()
             self._live.pop(live.job.id, None)
@@ -190,9 +246,13 @@ class AsyncJobs:
                 live.scope.cancel()
             await live.done.wait()  # the group is dead and the slot free once this returns
             return {"job_id": job_id, "outcome": outcome, "status": live.job.status}
-        job = self.store.load(job_id)
-        if job is None:
+        await self.recovered()
+        found = await trio.to_thread.run_sync(self.store.read, job_id)
+        if found is None:
             return {"job_id": job_id, "outcome": "not_found", "status": None}
+        if isinstance(found, Unreadable):
+            raise unreadable_error(job_id, found)
+        job = found
         if job.status in TERMINAL_STATUSES:
             return {"job_id": job_id, "outcome": "already_terminal", "status": job.status}
         if job.owner_pid != os.getpid() and pid_alive(job.owner_pid):
@@ -200,7 +260,7 @@ class AsyncJobs:
         job = msgspec.structs.replace(
             job, status="cancelled", error="cancelled (its server is gone)", completed_at=now_iso()
         )
-        self.store.save_if_not_terminal(job)
+        await trio.to_thread.run_sync(self.store.save_if_not_terminal, job)
         return {"job_id": job_id, "outcome": "cancelled", "status": job.status}
 
     async def wait(
@@ -218,7 +278,7 @@ class AsyncJobs:
         if not ids:
             raise InvalidArgument("job_ids: give at least one job id")
         for job_id in ids:
-            self.get(job_id)  # unknown ids fail before any waiting
+            await self.get(job_id)  # unknown ids fail before any waiting
         with trio.move_on_after(seconds) as scope:
             if mode == "all":
                 for job_id in ids:
@@ -227,7 +287,7 @@ class AsyncJobs:
                 async with trio.open_nursery() as nursery:
                     for job_id in ids:
                         nursery.start_soon(self._wait_then_cancel, job_id, nursery.cancel_scope)
-        return [self.get(j) for j in ids], scope.cancelled_caught
+        return [await self.get(j) for j in ids], scope.cancelled_caught
 
     async def _wait_then_cancel(self, job_id: str, scope: trio.CancelScope) -> None:
         await self._wait_one(job_id)
@@ -239,7 +299,7 @@ class AsyncJobs:
             await live.done.wait()
             return
         # Another server process owns it: there is no Event to wait on across processes.
-        while self.store.require(job_id).status not in TERMINAL_STATUSES:  # noqa: ASYNC110
+        while (await self.get(job_id)).status not in TERMINAL_STATUSES:  # noqa: ASYNC110
             await trio.sleep(FOREIGN_POLL_SECONDS)
 
     def running_count(self) -> int:

@@ -19,9 +19,11 @@ from agent_dispatch.cli_common import (
     money,
     plural,
     table,
+    warn,
 )
 from agent_dispatch.errors import InvalidArgument
-from agent_dispatch.jobs import Job, job_summary, job_view, now_iso, pid_alive, validate_job_id
+from agent_dispatch.job_payloads import job_summary, job_view
+from agent_dispatch.jobs import Job, now_iso, pid_alive, validate_job_id
 from agent_dispatch.models import TERMINAL_STATUSES
 from agent_dispatch.orphans import stop_group
 
@@ -48,9 +50,15 @@ def jobs(
         At most this many (1..1000).
     """
     count = min(max(limit, 1), MAX_LIST)
-    found = job_store().list(status=status or None, agent=agent or None, limit=count)
+    listing = job_store().listing(status=status or None, agent=agent or None, limit=count)
+    found = listing.jobs
+    for bad in listing.unreadable:
+        warn(f"skipped {bad.path}: unreadable ({bad.reason}); remove it with: rm {bad.path}")
     if json:
-        emit_json({"jobs": [job_summary(j) for j in found], "count": len(found)})
+        out: dict[str, object] = {"jobs": [job_summary(j) for j in found], "count": len(found)}
+        if listing.unreadable:
+            out["unreadable"] = [{"path": u.path, "reason": u.reason} for u in listing.unreadable]
+        emit_json(out)
         return 0
     if not found:
         emit("no jobs" + (" match" if status or agent else " yet"))

@@ -26,6 +26,7 @@ from agent_dispatch.cli_common import (
     warn,
 )
 from agent_dispatch.config import agent_directory, save_config
+from agent_dispatch.config_perms import InsecureConfig
 from agent_dispatch.errors import ConfigError, DispatchError
 from agent_dispatch.jobs import ENV_VAR as JOBS_ENV_VAR
 from agent_dispatch.jobs import jobs_dir
@@ -175,7 +176,9 @@ def _config_checks() -> tuple[list[Check], Config | None]:
                 name="config",
                 status="fail",
                 message=exc.message,
-                fix=f"edit {command(path)}" + _config_hint(exc),
+                fix=exc.fix
+                if isinstance(exc, InsecureConfig)
+                else f"edit {command(path)}" + _config_hint(exc),
             )
         ], None
     checks = [

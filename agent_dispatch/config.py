@@ -19,8 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent_dispatch.config_format import dump_config, parse_config
+from agent_dispatch.config_perms import check_private
 from agent_dispatch.errors import ConfigError, StorageError
-from agent_dispatch.files import atomic_write, env_path, state_home
+from agent_dispatch.files import FileTooLarge, atomic_write, env_path, read_regular, state_home
 from agent_dispatch.models import (
     AgentConfig,
     Config,
@@ -43,7 +44,7 @@ MAX_CONFIG_BYTES = 4 * 1024 * 1024
 # confirmed by comparing bytes on the next load instead of being trusted.
 _RACY_WINDOW_NS = 2_000_000_000
 
-_StatKey = tuple[int, int, int]
+_StatKey = tuple[int, int, int, int, int]
 
 
 def config_path(env: Mapping[str, str] | None = None) -> Path:
@@ -74,36 +75,24 @@ class _Snapshot:
 
 
 def _stat_key(st: os.stat_result) -> _StatKey:
-    return (st.st_mtime_ns, st.st_size, st.st_ino)
+    # mode and owner too: a chmod or chown must be seen (and checked) on the next load
+    return (st.st_mtime_ns, st.st_size, st.st_ino, st.st_mode, st.st_uid)
 
 
 def _read_file(path: Path, clock: Callable[[], int]) -> tuple[_StatKey, bytes, bool] | None:
-    """(stat key, bytes, verified) of the config file, or None when it does not exist."""
+    """(stat key, bytes, verified) of the config file, or None when it does not exist.
+    A symlinked config is followed; what it leads to must be a private regular file."""
     now = clock()
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+        data, st = read_regular(path, MAX_CONFIG_BYTES, follow_symlinks=True)
     except FileNotFoundError:
         return None
+    except FileTooLarge:
+        raise ConfigError(f"config {path} is larger than {MAX_CONFIG_BYTES} bytes") from None
     except OSError as exc:
         raise ConfigError(f"cannot read config {path}: {exc.strerror or exc}") from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise ConfigError(f"cannot read config {path}: not a regular file")
-        if st.st_size > MAX_CONFIG_BYTES:
-            raise ConfigError(f"config {path} is larger than {MAX_CONFIG_BYTES} bytes")
-        chunks: list[bytes] = []
-        size = 0
-        while size <= MAX_CONFIG_BYTES and (chunk := os.read(fd, 1 << 16)):
-            chunks.append(chunk)
-            size += len(chunk)
-        if size > MAX_CONFIG_BYTES:
-            raise ConfigError(f"config {path} is larger than {MAX_CONFIG_BYTES} bytes")
-    except OSError as exc:
-        raise ConfigError(f"cannot read config {path}: {exc.strerror or exc}") from None
-    finally:
-        os.close(fd)
-    return _stat_key(st), b"".join(chunks), now - st.st_mtime_ns >= _RACY_WINDOW_NS
+    check_private(path, st)
+    return _stat_key(st), data, now - st.st_mtime_ns >= _RACY_WINDOW_NS
 
 
 def load_config(path: Path | None = None) -> Config:
@@ -211,14 +200,18 @@ class ConfigStore:
             cached = self._cache
             if cached is not None and cached.verified:
                 try:
-                    key: _StatKey | None = _stat_key(os.stat(self._path))
+                    st = os.stat(self._path)
                 except FileNotFoundError:
-                    key = None
+                    key: _StatKey | None = None
                 except OSError as exc:
                     raise ConfigError(
                         f"cannot read config {self._path}: {exc.strerror or exc}"
                     ) from None
+                else:
+                    key = _stat_key(st)
                 if key == cached.key:
+                    if key is not None:
+                        check_private(self._path, st)  # its directories may have changed
                     return cached.config
             found = _read_file(self._path, self._clock)
             self._cache = self._snapshot(found, cached)

@@ -19,6 +19,8 @@ from typing import Any, Literal
 
 import msgspec
 
+from agent_dispatch.files import FileTooLarge, read_regular
+
 __all__ = ["ProjectFacts", "auto_description", "detect", "preview"]
 
 MAX_READ = 64 * 1024
@@ -205,40 +207,35 @@ def _read_text(directory: Path, filename: str) -> str | None:
     return None if data is None else data.decode("utf-8", errors="replace")
 
 
+def _confined(directory: Path, filename: str) -> str | None:
+    """The real path of `filename` in `directory`, None when it leads out of it."""
+    root = os.path.realpath(directory)
+    real = os.path.realpath(os.path.join(root, filename))
+    if os.path.commonpath([root, real]) != root or real == root:
+        return None  # a symlink (or `..`) leading out of the project
+    return real
+
+
 def _read_bytes(directory: Path, filename: str) -> bytes | None:
     """At most MAX_READ bytes of a regular file inside `directory`, else None."""
     try:
-        root = os.path.realpath(directory)
-        real = os.path.realpath(os.path.join(root, filename))
-        if os.path.commonpath([root, real]) != root or real == root:
-            return None  # a symlink (or `..`) leading out of the project
-        # O_NOFOLLOW: the checked path must still be the file we open;
-        # O_NONBLOCK: opening a FIFO must not wait for a writer.
-        flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
-        fd = os.open(real, flags)
+        real = _confined(directory, filename)
+        # read_regular opens O_NOFOLLOW: the checked path must still be the file we open.
+        return None if real is None else read_regular(real, MAX_READ, head=True)[0]
     except (OSError, ValueError):
         return None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return None
-        chunks: list[bytes] = []
-        size = 0
-        while size < MAX_READ and (chunk := os.read(fd, MAX_READ - size)):
-            chunks.append(chunk)
-            size += len(chunk)
-        return b"".join(chunks)
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
 
 
 def _mcp_servers(directory: Path) -> tuple[list[str], str | None]:
-    data = _read_bytes(directory, ".mcp.json")
-    if data is None:
-        return [], ".mcp.json: cannot be read"
-    if len(data) >= MAX_READ:
+    try:
+        real = _confined(directory, ".mcp.json")
+        if real is None:
+            return [], ".mcp.json: cannot be read"
+        data = read_regular(real, MAX_READ)[0]
+    except FileTooLarge:
         return [], f".mcp.json: larger than {MAX_READ} bytes, not read"
+    except (OSError, ValueError):
+        return [], ".mcp.json: cannot be read"
     try:
         doc = json.loads(data.decode("utf-8"))
     except UnicodeDecodeError:

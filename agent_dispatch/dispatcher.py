@@ -23,7 +23,7 @@ from agent_dispatch.cache import ResultCache, cache_key
 from agent_dispatch.config import ConfigStore
 from agent_dispatch.dialogue import DialogueResult, clamp_rounds, run_dialogue
 from agent_dispatch.errors import ConfigError, InvalidArgument
-from agent_dispatch.jobs import Job, JobStore, jobs_dir, pid_alive
+from agent_dispatch.jobs import Job, JobStore, jobs_dir
 from agent_dispatch.models import Config, DispatchRequest, DispatchResult, ProgressEvent
 from agent_dispatch.process import run_child
 from agent_dispatch.resolve import (
@@ -383,16 +383,15 @@ class Dispatcher:
         """Keep a finished result as a job record so it can be fetched by reference."""
         return self.jobs.record_finished(req, result)
 
-    def recover_jobs(self) -> list[str]:
-        """At server start: fail records stranded by a dead server; apply retention."""
-        changed = self.jobs.store.recover_stale(pid_alive=pid_alive)
+    def start_recovery(self) -> None:
+        """At server start, in the background: settle the records a dead server left
+        (JobStore.recover_stale) and apply job_retention_days. Returns at once, so the
+        handshake never waits for it; the job tools wait until it is done."""
         try:
             days = self.config().settings.job_retention_days
         except ConfigError:
-            return changed  # a broken config keeps every record; tools report the config
-        if days > 0:
-            self.jobs.store.purge_older_than(days)
-        return changed
+            days = 0  # a broken config keeps every record; tools report the config
+        self.jobs.start_recovery(days)
 
     # -- dialogue ----------------------------------------------------------------
 

@@ -1,16 +1,19 @@
 """Persistent job records: one JSON file per job, named by its 32-hex id.
 
 Ids are validated before any path is built, files are written atomically
-(0600, in a 0700 directory), and a record that does not parse or whose id does
-not match its file name is treated as absent, never trusted and never deleted.
-Everything here is synchronous and small; the Dispatcher owns the async side.
+(0600, in a 0700 directory), and a file named like a record that cannot be
+used as one (a FIFO, a symlink, a device, more than MAX_RECORD_BYTES, not a
+record of its id) is "unreadable": reported, never trusted, never deleted,
+never fatal. Reads never block: see files.read_regular. Everything here is
+synchronous; async callers run it with trio.to_thread.
 """
 
 from __future__ import annotations
 
 import builtins
-import contextlib
+import errno
 import heapq
+import logging
 import math
 import os
 import re
@@ -19,14 +22,27 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import msgspec
 
 from agent_dispatch import models
 from agent_dispatch.errors import InvalidArgument, JobNotFound, StorageError
-from agent_dispatch.files import atomic_write, env_path, state_home
-from agent_dispatch.orphans import stop_group
+from agent_dispatch.files import (
+    FileTooLarge,
+    NotRegularFile,
+    atomic_write,
+    env_path,
+    read_regular,
+    state_home,
+)
+from agent_dispatch.job_payloads import fetch_payload as fetch_payload
+from agent_dispatch.job_payloads import job_summary as job_summary
+from agent_dispatch.job_payloads import job_view as job_view
+from agent_dispatch.job_payloads import ref_payload as ref_payload
+from agent_dispatch.orphans import stop_groups
+
+log = logging.getLogger("agent_dispatch.jobs")
 
 ENV_VAR = "AGENT_DISPATCH_JOBS_DIR"
 JOB_ID_RE = re.compile(r"[0-9a-f]{32}")
@@ -36,10 +52,23 @@ _STATUSES = ("pending", "running", "done", "failed", "cancelled")
 PROGRESS_LINES = 20
 PROGRESS_LINE_CHARS = 300
 STALE_PENDING_SECONDS = 24 * 3600
-SUMMARY_MAX_CHARS = 100_000
-TASK_PREVIEW_CHARS = 120
+# The largest record read or written. A record holds its task twice (`task` and
+# `request.task`) plus the context, each bounded by one wire line (32 MiB by
+# default), and the result, bounded by the 16 MiB stdout cap, with its parsed
+# copy: ~96 MiB at the very worst. 128 MiB keeps every legitimate record and
+# still bounds what a planted file can cost; `save` refuses anything larger, so
+# the store never writes what it could not read back.
+MAX_RECORD_BYTES = 128 * 2**20
 # mtime and created_at come from the same clock, but a file system may round mtime.
 _MTIME_SLACK_SECONDS = 2.0
+
+ORPHANED_PENDING = (
+    "never started: the server that queued it (pid {pid}) stopped before it started; nothing ran"
+)
+ORPHANED_PENDING_HINT = (
+    "Its caller went with that server, so it was not run now. If it is still wanted, "
+    "submit it again with dispatch_async."
+)
 
 _ID_HINT = "Job ids are 32 lowercase hex characters; call dispatch_jobs to list them."
 
@@ -66,9 +95,42 @@ class Job(msgspec.Struct, kw_only=True):
     child_started: int | None = None
 
 
+class Unreadable(msgspec.Struct, frozen=True):
+    """A file named like a job record that cannot be used as one, and why."""
+
+    path: str
+    reason: str
+
+
+class Listing(msgspec.Struct, frozen=True):
+    """What `JobStore.listing` found: the jobs, and the record files it could not use."""
+
+    jobs: list[Job]
+    unreadable: list[Unreadable]
+
+
 # Built once: msgspec encoders/decoders are immutable and reusable.
 _ENCODER = msgspec.json.Encoder()
 _DECODER = msgspec.json.Decoder(Job)
+
+
+def decode_record(data: bytes, job_id: str) -> Job | str:
+    """The job in `data` when it is a valid record of `job_id`, else why not. Never raises."""
+    try:
+        job = _DECODER.decode(data)
+    except (msgspec.DecodeError, RecursionError, ValueError):
+        return "not a valid job record"
+    if job.id != job_id:
+        return "not a valid job record (its id is not its file name)"
+    return job
+
+
+def unreadable_error(job_id: str, bad: Unreadable) -> JobNotFound:
+    """What a caller asking for job `job_id` is told when its record is unreadable."""
+    return JobNotFound(
+        f"job {job_id}: its record {bad.path} is unreadable ({bad.reason})",
+        f"Nothing can be recovered from it; remove it with: rm {bad.path}",
+    )
 
 
 # -- ids, paths, time -------------------------------------------------------------
@@ -185,45 +247,56 @@ class JobStore:
         """Write `job` atomically: a unique temp file (0600) beside it, fsync, rename."""
         target = self._path(job.id)
         data = _ENCODER.encode(job)
+        if len(data) > MAX_RECORD_BYTES:
+            raise StorageError(
+                f"job {job.id}: its record would be {len(data)} bytes, more than the "
+                f"{MAX_RECORD_BYTES} a record may hold",
+                "Pass a shorter task or context.",
+            )
         self._ensure_dir()
         try:
             atomic_write(target, data)
         except OSError as exc:
             raise self._storage_error(exc, "write") from None
 
-    def _read(self, job_id: str) -> Job | None:
-        """The record for an already validated id; None when absent or not trustworthy.
-        Raises OSError other than FileNotFoundError."""
+    def _read(self, job_id: str) -> Job | Unreadable | None:
+        """The record for an already validated id; None when there is no file.
+        Raises OSError when the file is there but the OS would not read it."""
+        path = self.directory / f"{job_id}.json"
         try:
-            with open(self.directory / f"{job_id}.json", "rb") as f:
-                data = f.read()
+            data, _ = read_regular(path, MAX_RECORD_BYTES)
         except (FileNotFoundError, NotADirectoryError):
             return None
-        try:
-            job = _DECODER.decode(data)
-        except msgspec.DecodeError:
-            return None
-        return job if job.id == job_id else None
+        except (NotRegularFile, FileTooLarge) as exc:
+            return Unreadable(str(path), exc.strerror or str(exc))
+        except OSError as exc:
+            if exc.errno != errno.ELOOP:
+                raise
+            return Unreadable(str(path), "a symbolic link, not a regular file")
+        found = decode_record(data, job_id)
+        return Unreadable(str(path), found) if isinstance(found, str) else found
 
-    def load(self, job_id: str) -> Job | None:
-        """The job, or None when there is no such (valid, matching) record."""
+    def read(self, job_id: str) -> Job | Unreadable | None:
+        """The job, what is wrong with its record, or None when there is none."""
         job_id = validate_job_id(job_id)
         try:
             return self._read(job_id)
         except OSError as exc:
             raise self._storage_error(exc, "read") from None
 
+    def load(self, job_id: str) -> Job | None:
+        """The job, or None when there is no such (readable, matching) record."""
+        found = self.read(job_id)
+        return found if isinstance(found, Job) else None
+
     def require(self, job_id: str) -> Job:
-        job = self.load(job_id)
-        if job is None:
-            path = self.directory / f"{job_id}.json"
-            if path.is_file():  # there, but not a record of this job: say so, not "no job"
-                raise JobNotFound(
-                    f"job {job_id}: its record {path} is unreadable (not a valid job record)",
-                    f"Nothing can be recovered from it; remove it with: rm {path}",
-                )
+        """The job; JobNotFound when there is none, naming the record when it is unreadable."""
+        found = self.read(job_id)
+        if isinstance(found, Unreadable):
+            raise unreadable_error(job_id, found)
+        if found is None:
             raise JobNotFound(f"no job {job_id}")
-        return job
+        return found
 
     def save_if_not_terminal(self, job: Job) -> bool:
         """Save unless the stored record is already terminal (transitions are monotonic)."""
@@ -246,7 +319,8 @@ class JobStore:
     # -- many records --
 
     def _scan(self) -> Iterator[tuple[str, float]]:
-        """(id, mtime) of every record file; temp files and strangers are skipped."""
+        """(id, mtime) of every file named like a record; temp files and strangers are
+        skipped. Whether it is a usable record is for `_read` to say."""
         try:
             entries = list(os.scandir(self.directory))
         except FileNotFoundError:
@@ -260,24 +334,43 @@ class JobStore:
             if match is None:
                 continue
             try:
-                if not entry.is_file(follow_symlinks=False):
-                    continue
                 mtime = entry.stat(follow_symlinks=False).st_mtime
             except OSError:
                 continue  # removed while we looked
             yield match.group(1), mtime
 
+    def _read_listed(self, job_id: str, unreadable: builtins.list[Unreadable]) -> Job | None:
+        try:
+            found = self._read(job_id)
+        except OSError as exc:
+            path = self.directory / f"{job_id}.json"
+            found = Unreadable(str(path), f"cannot be read: {exc.strerror or exc}")
+        if isinstance(found, Unreadable):
+            unreadable.append(found)
+            return None
+        return found
+
     def _records(self) -> Iterator[Job]:
+        """Every readable record; the unreadable ones are logged and skipped."""
+        unreadable: builtins.list[Unreadable] = []
         for job_id, _ in self._scan():
-            with contextlib.suppress(OSError):
-                job = self._read(job_id)
-                if job is not None:
-                    yield job
+            job = self._read_listed(job_id, unreadable)
+            if job is not None:
+                yield job
+        for bad in unreadable:
+            log.warning("skipped job record %s: %s", bad.path, bad.reason)
 
     def list(
         self, *, status: str | None = None, agent: str | None = None, limit: int = 50
     ) -> builtins.list[Job]:
-        """Newest first (created_at, then mtime), at most `limit`, optionally filtered.
+        """`listing(...).jobs`."""
+        return self.listing(status=status, agent=agent, limit=limit).jobs
+
+    def listing(
+        self, *, status: str | None = None, agent: str | None = None, limit: int = 50
+    ) -> Listing:
+        """Newest first (created_at, then mtime), at most `limit`, optionally filtered,
+        with the record files met on the way that could not be read.
 
         Files are visited newest mtime first and decoding stops once no older
         file can rank: a record is written when created, so created_at <= mtime.
@@ -291,13 +384,11 @@ class JobStore:
             raise InvalidArgument(f"limit: expected an integer >= 1, got {limit!r}")
         files = sorted(self._scan(), key=lambda item: item[1], reverse=True)
         top: list[tuple[float, float, str, Job]] = []  # min-heap of the best `limit`
+        unreadable: builtins.list[Unreadable] = []
         for job_id, mtime in files:
             if len(top) >= limit and mtime + _MTIME_SLACK_SECONDS < top[0][0]:
                 break
-            try:
-                job = self._read(job_id)
-            except OSError:
-                continue
+            job = self._read_listed(job_id, unreadable)
             if job is None or (status is not None and job.status != status):
                 continue
             if agent is not None and job.agent != agent:
@@ -309,7 +400,7 @@ class JobStore:
             elif item[:3] > top[0][:3]:
                 heapq.heapreplace(top, item)
         top.sort(key=lambda item: item[:3], reverse=True)
-        return [item[3] for item in top]
+        return Listing(jobs=[item[3] for item in top], unreadable=unreadable)
 
     def gc(
         self, *, max_age_days: float | None, dry_run: bool = False, now: float | None = None
@@ -347,148 +438,49 @@ class JobStore:
     def recover_stale(
         self, *, pid_alive: Callable[[int], bool], now: float | None = None
     ) -> builtins.list[str]:
-        """At server start: fail `running` records whose owner process is gone and
-        `pending` ones older than 24 h. Returns the ids changed."""
+        """At server start: settle what a dead server left. Returns the ids changed.
+
+        - `running` whose owner process is gone: failed; the claude process
+          groups they left are stopped all at once (orphans.stop_groups: one
+          grace period however many there are).
+        - `pending` whose owner process is gone: failed, never run. The caller
+          that queued it went with its server and may have moved on; running it
+          now would spend the user's money on work nobody waits for. The error
+          says so and to resubmit it with dispatch_async.
+        - `pending` for more than 24 h (a live owner that never started it): failed.
+        """
         now = time.time() if now is None else now
-        changed: builtins.list[str] = []
+        settle: builtins.list[tuple[Job, str, models.DispatchResult | None]] = []
         for job in self._records():
-            if job.status == "running":
-                if pid_alive(job.owner_pid):
-                    continue
-                error = f"server stopped (owner pid {job.owner_pid} is gone)"
-                if job.child_pgid is not None and stop_group(job.child_pgid, job.child_started):
-                    error += f"; stopped the claude process group {job.child_pgid} it left"
-            elif job.status == "pending":
-                created = parse_iso(job.created_at)
-                if created is None or now - created <= STALE_PENDING_SECONDS:
-                    continue
-                error = "never started: pending for more than 24 h"
-            else:
+            if job.status not in ("running", "pending"):
                 continue
+            if not pid_alive(job.owner_pid):
+                if job.status == "running":
+                    error = f"server stopped (owner pid {job.owner_pid} is gone)"
+                    settle.append((job, error, None))
+                else:
+                    error = ORPHANED_PENDING.format(pid=job.owner_pid)
+                    orphaned = models.DispatchResult(
+                        agent=job.agent, success=False, error=error, hint=ORPHANED_PENDING_HINT
+                    )
+                    settle.append((job, error, orphaned))
+                continue
+            created = parse_iso(job.created_at)
+            if job.status == "pending" and created is not None:
+                if now - created > STALE_PENDING_SECONDS:
+                    settle.append((job, "never started: pending for more than 24 h", None))
+        stopped = stop_groups(
+            (job.child_pgid, job.child_started)
+            for job, _, _ in settle
+            if job.status == "running" and job.child_pgid is not None
+        )
+        changed: builtins.list[str] = []
+        for job, error, result in settle:
+            if job.status == "running" and job.child_pgid in stopped:
+                error += f"; stopped the claude process group {job.child_pgid} it left"
             failed = msgspec.structs.replace(
-                job, status="failed", error=error, completed_at=_iso(now)
+                job, status="failed", error=error, result=result, completed_at=_iso(now)
             )
             if self.save_if_not_terminal(failed):
                 changed.append(job.id)
         return sorted(changed)
-
-
-# -- payloads for the tools (pure) -----------------------------------------------------
-
-
-def _cut(text: str, limit: int) -> str:
-    """At most `limit` characters, on a word boundary when one is near, plus "…" when cut."""
-    if len(text) <= limit:
-        return text
-    if limit <= 0:
-        return ""
-    head = text[:limit]
-    space = max(head.rfind(" "), head.rfind("\n"), head.rfind("\t"))
-    if space >= limit * 0.8:
-        head = head[:space]
-    return head.rstrip() + "…"
-
-
-def _result_of(job: Job) -> models.DispatchResult | None:
-    """The job's result; a terminal job without one gets a failed result naming why."""
-    if job.result is not None:
-        return job.result
-    if job.status in models.TERMINAL_STATUSES:
-        return models.DispatchResult(
-            agent=job.agent, success=False, error=job.error or f"job {job.status}"
-        )
-    return None
-
-
-def ref_payload(job: Job, summary_chars: int) -> dict[str, Any]:
-    """The compact answer for `return_ref`: a summary plus the ref to fetch the rest."""
-    limit = max(0, min(int(summary_chars), SUMMARY_MAX_CHARS))
-    res = _result_of(job) or models.DispatchResult(agent=job.agent, success=False)
-    out: dict[str, Any] = {
-        "ref": job.id,
-        "agent": job.agent,
-        "success": res.success,
-        "size": len(res.result),
-        "summary": _cut(res.result, limit),
-        "summary_chars": limit,
-        "session_id": res.session_id,
-        "cost_usd": res.cost_usd,
-        "duration_ms": res.duration_ms,
-    }
-    if res.parsed_result is not None:
-        out["parsed_result"] = res.parsed_result
-    for key in ("error", "error_type", "hint", "denied_tools", "budget_exceeded", "cached"):
-        value = getattr(res, key)
-        if value is not None:
-            out[key] = value
-    return out
-
-
-def fetch_payload(job: Job, max_chars: float) -> dict[str, Any]:
-    """The full result behind a ref or job id; `max_chars > 0` cuts the text and says
-    `truncated` and `full_size`. An unfinished job gives its status and progress."""
-    if (
-        isinstance(max_chars, bool)
-        or not isinstance(max_chars, int | float)
-        or not math.isfinite(max_chars)
-        or max_chars < 0
-    ):
-        raise InvalidArgument(
-            f"max_chars: expected a finite number >= 0 (0 = all), got {max_chars!r}"
-        )
-    res = _result_of(job)
-    if res is None:
-        return {
-            "ref": job.id,
-            "job_id": job.id,
-            "agent": job.agent,
-            "status": job.status,
-            "progress": list(job.progress),
-            "hint": "The job has not finished; call dispatch_wait with this job_id.",
-        }
-    out: dict[str, Any] = msgspec.to_builtins(res)
-    out.setdefault("result", "")
-    out.update(ref=job.id, job_id=job.id, status=job.status)
-    limit = int(max_chars)
-    if limit > 0 and len(res.result) > limit:
-        out["result"] = res.result[:limit]
-        out["truncated"] = True
-        out["full_size"] = len(res.result)
-    return out
-
-
-def job_view(job: Job) -> dict[str, Any]:
-    """The dispatch_status record."""
-    return {
-        "id": job.id,
-        "agent": job.agent,
-        "task": job.task,
-        "status": job.status,
-        "kind": job.kind,
-        "created_at": job.created_at,
-        "started_at": job.started_at,
-        "completed_at": job.completed_at,
-        "result": None if job.result is None else msgspec.to_builtins(job.result),
-        "error": job.error,
-        "progress": list(job.progress),
-    }
-
-
-def job_summary(job: Job) -> dict[str, Any]:
-    """One line of dispatch_jobs."""
-    out: dict[str, Any] = {
-        "id": job.id,
-        "agent": job.agent,
-        "status": job.status,
-        "kind": job.kind,
-        "created_at": job.created_at,
-        "completed_at": job.completed_at,
-        "task": _cut(job.task, TASK_PREVIEW_CHARS),
-    }
-    if job.result is not None:
-        out["success"] = job.result.success
-    if job.error is not None:
-        out["error"] = _cut(job.error, TASK_PREVIEW_CHARS)
-    if job.status == "running" and job.progress:
-        out["last_progress"] = job.progress[-1]
-    return out

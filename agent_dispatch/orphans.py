@@ -14,8 +14,9 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections.abc import Iterable
 
-__all__ = ["process_start", "stop_group"]
+__all__ = ["process_start", "stop_group", "stop_groups"]
 
 _POLL = 0.05
 
@@ -35,25 +36,35 @@ def process_start(pid: int) -> int | None:
 
 
 def stop_group(pgid: int, started: int | None, *, grace: float = 1.0) -> bool:
-    """SIGTERM the group `pgid` left by job, then SIGKILL after `grace` s.
+    """SIGTERM the group `pgid` left by a job, then SIGKILL after `grace` s.
 
     Returns whether anything of it was running. Nothing is signalled when the
     pid now belongs to another process than the recorded leader.
     """
-    if isinstance(pgid, bool) or not isinstance(pgid, int) or pgid <= 1:
-        return False
-    now = process_start(pgid)
-    if now is not None and now != started:
-        return False  # the leader's pid was recycled: its group is long gone
-    if not _signal(pgid, signal.SIGTERM):
-        return False
+    return pgid in stop_groups([(pgid, started)], grace=grace)
+
+
+def stop_groups(groups: Iterable[tuple[int, int | None]], *, grace: float = 1.0) -> set[int]:
+    """stop_group for many groups at once: every group gets its SIGTERM first, then
+    one shared `grace` period, then SIGKILL for what is left. N groups cost one grace
+    period, not N. Returns the pgids that were running."""
+    running: set[int] = set()
+    for pgid, started in groups:
+        if isinstance(pgid, bool) or not isinstance(pgid, int) or pgid <= 1:
+            continue
+        now = process_start(pgid)
+        if now is not None and now != started:
+            continue  # the leader's pid was recycled: its group is long gone
+        if _signal(pgid, signal.SIGTERM):
+            running.add(pgid)
+    left = set(running)
     deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        time.sleep(_POLL)  # another process's group: nothing to wait on but the clock
-        if not _signal(pgid, 0):
-            return True
-    _signal(pgid, signal.SIGKILL)
-    return True
+    while left and time.monotonic() < deadline:
+        time.sleep(_POLL)  # other processes' groups: nothing to wait on but the clock
+        left = {pgid for pgid in left if _signal(pgid, 0)}
+    for pgid in left:
+        _signal(pgid, signal.SIGKILL)
+    return running
 
 
 def _signal(pgid: int, sig: int) -> bool:

@@ -72,10 +72,7 @@ async def serve_stdio(store: ConfigStore, *, env: Mapping[str, str] | None = Non
 
 async def _serve(store: ConfigStore, env: Mapping[str, str] | None) -> None:
     async with Dispatcher.open(store, env=env) as dispatcher:
-        try:
-            dispatcher.recover_jobs()
-        except DispatchError as exc:  # a broken config or job dir: serve, and say so per call
-            log.warning("job recovery skipped: %s", exc.message)
+        dispatcher.start_recovery()  # in the background: the handshake does not wait for it
         with trio.CancelScope() as session:
             async with _claim_stdio() as (rx, tx), trio.open_nursery() as wire:
                 handshake, user_record = choose_handshake()

@@ -10,7 +10,8 @@ from mcp.server.mcpserver import MCPServer
 
 from agent_dispatch.dispatcher import Dispatcher
 from agent_dispatch.errors import InvalidArgument
-from agent_dispatch.jobs import fetch_payload, job_summary, job_view, validate_job_id
+from agent_dispatch.job_payloads import fetch_payload, job_summary, job_view
+from agent_dispatch.jobs import validate_job_id
 from agent_dispatch.models import JobStatus
 from agent_dispatch.toolkit import tool_errors
 from agent_dispatch.tools_dispatch import request_from_args
@@ -55,7 +56,7 @@ def register_job_tools(server: MCPServer, dispatcher: Dispatcher) -> None:
     @tool_errors
     async def dispatch_status(job_id: str) -> dict[str, Any]:
         """A job's record: status, timestamps, result or error, and its latest progress lines."""
-        return job_view(dispatcher.jobs.get(job_id))
+        return job_view(await dispatcher.jobs.get(job_id))
 
     @server.tool()
     @tool_errors
@@ -97,28 +98,34 @@ def register_job_tools(server: MCPServer, dispatcher: Dispatcher) -> None:
                 'Pass status="" to list jobs of every status.',
             )
         count = _bounded_int(limit, "limit", 1, MAX_LIST)
-        jobs = await trio.to_thread.run_sync(
-            lambda: dispatcher.jobs.store.list(
+        await dispatcher.jobs.recovered()
+        found = await trio.to_thread.run_sync(
+            lambda: dispatcher.jobs.store.listing(
                 status=status or None, agent=agent or None, limit=count
             )
         )
-        return {
-            "jobs": [job_summary(dispatcher.jobs.freshest(j)) for j in jobs],
-            "count": len(jobs),
+        out: dict[str, Any] = {
+            "jobs": [job_summary(dispatcher.jobs.freshest(j)) for j in found.jobs],
+            "count": len(found.jobs),
         }
+        if found.unreadable:  # named, so they are neither hidden nor fatal
+            out["unreadable"] = [{"path": u.path, "reason": u.reason} for u in found.unreadable]
+            out["hint"] = "Files named like job records that are not records; remove them with rm."
+        return out
 
     @server.tool()
     @tool_errors
     async def fetch_result(ref: str, max_chars: float = 0) -> dict[str, Any]:
         """The full result behind a ref (from return_ref) or any job id; max_chars cuts it
         (0 = all) and then says `truncated` and `full_size`."""
-        job = dispatcher.jobs.get(validate_job_id(ref, "ref"))
+        job = await dispatcher.jobs.get(validate_job_id(ref, "ref"))
         return fetch_payload(job, max_chars)
 
     @server.tool()
     @tool_errors
     async def dispatch_gc(max_age_days: float = 7, dry_run: bool = False) -> dict[str, Any]:
         """Delete finished job records older than max_age_days (dry_run lists them only)."""
+        await dispatcher.jobs.recovered()
         ids = await trio.to_thread.run_sync(
             lambda: dispatcher.jobs.store.gc(max_age_days=max_age_days, dry_run=dry_run)
         )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,3 +15,14 @@ FIXTURES = Path(__file__).parent / "fixtures"
 def cli_samples() -> Path:
     """Stdout recorded from the real claude CLI (see tests/fixtures/cli)."""
     return FIXTURES / "cli"
+
+
+@pytest.fixture(autouse=True)
+def _private_umask() -> Iterator[None]:
+    """Files the tests write are private whatever the runner's umask: a group-writable
+    config (umask 002) is refused, as it should be, and would fail unrelated tests."""
+    old = os.umask(0o022)
+    try:
+        yield
+    finally:
+        os.umask(old)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
+import threading
 import time
 from typing import Any
 
@@ -127,6 +129,33 @@ def test_a_corrupt_record_is_named_not_hidden(cli, store):
     for command in ("job", "cancel"):
         assert_error(cli(command, job.id), f"its record {path} is unreadable", f"rm {path}")
     assert_error(cli("job", "0" * 32), "no job")  # absent is still absent
+
+
+def test_a_fifo_record_is_named_by_every_command_and_blocks_none(cli, store):
+    good = make_job(store)
+    job_id = new_job_id()
+    fifo = cli.jobs / f"{job_id}.json"
+    os.mkfifo(fifo, 0o600)
+
+    def unblock() -> None:  # frees a reader a regression left blocked in open()
+        with contextlib.suppress(OSError):
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+
+    watchdog = threading.Timer(10, unblock)  # a hang becomes a failure
+    watchdog.start()
+    try:
+        for command in ("job", "cancel"):
+            assert_error(cli(command, job_id), f"its record {fifo} is unreadable (a FIFO", "rm")
+        res = cli("jobs")
+        assert res.rc == 0 and good.id in res.out
+        assert f"skipped {fifo}: unreadable (a FIFO, not a regular file)" in res.err
+        listed = msgspec.json.decode(cli("jobs", "--json").out)
+        assert listed["unreadable"] == [{"path": str(fifo), "reason": "a FIFO, not a regular file"}]
+        assert cli("gc", "--all").rc == 0
+    finally:
+        watchdog.cancel()
+        unblock()
+    assert fifo.exists()
 
 
 # -- cancel ----------------------------------------------------------------------------------

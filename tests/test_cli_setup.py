@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -315,3 +317,19 @@ def test_doctor_tolerates_a_claude_that_prints_garbage_and_fails(cli, claude):
     by_name = {c["name"]: c for c in msgspec.json.decode(res.out)["checks"]}
     assert by_name["claude"]["status"] == "fail"
     assert by_name["mcp registration"]["status"] == "warn"
+
+
+def test_doctor_fails_a_config_others_can_write_and_gives_the_chmod(cli, claude):
+    cli.agent("a")
+    claude.registered(str(cli.bin / "claude"))
+    os.chmod(cli.config, 0o664)
+    res = cli("doctor", "--json")
+    assert res.rc == 1
+    [config] = [c for c in msgspec.json.decode(res.out)["checks"] if c["name"] == "config"]
+    assert config["status"] == "fail"
+    assert "writable by its group" in config["message"]
+    assert config["fix"] == f"chmod go-w {cli.config}"
+    assert_error(cli("list"), "writable by its group", f"chmod go-w {cli.config}")
+    chmod, *args = shlex.split(config["fix"])  # the fix, as given (PATH here is only a fake)
+    subprocess.run([shutil.which(chmod, path=os.defpath) or chmod, *args], check=True)
+    assert cli("doctor").rc == 0

@@ -636,3 +636,98 @@ def test_concurrent_writers_in_two_processes_lose_nothing(tmp_path: Path) -> Non
     names = set(load_config(path).agents)
     expected = {f"{p}{i}" for p in ("left", "right") for i in range(50)}
     assert names == expected
+
+
+# -- who may write it ----------------------------------------------------------------------
+
+
+def _private_config(tmp_path: Path) -> Path:
+    directory = tmp_path / "cfg"
+    directory.mkdir(mode=0o700)
+    path = directory / "agents.yaml"
+    save_config(path, with_agent(Config(), "a"))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("mode", "who"), [(0o620, "its group"), (0o602, "everyone")], ids=["group", "others"]
+)
+def test_a_config_others_can_write_is_refused_with_the_chmod_fix(
+    tmp_path: Path, mode: int, who: str
+) -> None:
+    path = _private_config(tmp_path)
+    os.chmod(path, mode)
+    with pytest.raises(ConfigError, match=f"writable by {who}") as info:
+        load_config(path)
+    assert info.value.hint == f"Run: chmod go-w {path}"
+    with pytest.raises(ConfigError, match=f"writable by {who}"):
+        ConfigStore(path).load()
+    os.chmod(path, 0o600)
+    assert set(load_config(path).agents) == {"a"}  # the fix works
+
+
+def test_a_config_directory_others_can_write_is_refused(tmp_path: Path) -> None:
+    path = _private_config(tmp_path)
+    os.chmod(path.parent, 0o770)  # noqa: S103 - the insecure mode under test
+    with pytest.raises(ConfigError, match=f"config directory {path.parent} is writable") as info:
+        load_config(path)
+    assert info.value.hint == f"Run: chmod go-w {path.parent}"
+
+
+def test_a_sticky_shared_directory_does_not_count_as_writable(tmp_path: Path) -> None:
+    path = _private_config(tmp_path)
+    os.chmod(path.parent, 0o1777)  # noqa: S103 - like /tmp: others cannot replace our file
+    assert set(load_config(path).agents) == {"a"}
+
+
+def test_a_symlinked_config_is_judged_by_its_target_and_both_directories(tmp_path: Path) -> None:
+    real = _private_config(tmp_path)
+    links = tmp_path / "links"
+    links.mkdir(mode=0o700)
+    link = links / "agents.yaml"
+    link.symlink_to(real)
+    assert set(load_config(link).agents) == {"a"}
+    os.chmod(real, 0o660)
+    with pytest.raises(ConfigError, match=f"config {real} is writable by its group"):
+        load_config(link)
+    os.chmod(real, 0o600)
+    os.chmod(real.parent, 0o777)  # noqa: S103 - the target's directory
+    with pytest.raises(ConfigError, match=f"config directory {real.parent} is writable"):
+        load_config(link)
+    os.chmod(real.parent, 0o700)
+    os.chmod(links, 0o775)  # noqa: S103 - the link's directory
+    with pytest.raises(ConfigError, match=f"config directory {links} is writable"):
+        load_config(link)
+
+
+def test_a_cached_config_is_refused_once_it_becomes_writable_by_others(tmp_path: Path) -> None:
+    path = _private_config(tmp_path)
+    os.utime(path, ns=(OLD_NS, OLD_NS))  # old enough for the stat key alone to be trusted
+    store = ConfigStore(path)
+    assert set(store.load().agents) == {"a"}
+    os.chmod(path, 0o666)  # noqa: S103 - a chmod changes neither mtime, size nor inode
+    with pytest.raises(ConfigError, match="writable by its group and everyone"):
+        store.load()
+    os.chmod(path, 0o600)
+    os.chmod(path.parent, 0o777)  # noqa: S103
+    with pytest.raises(ConfigError, match="config directory"):
+        store.load()
+
+
+def test_an_update_refuses_a_config_others_can_write(tmp_path: Path) -> None:
+    path = _private_config(tmp_path)
+    os.chmod(path, 0o664)
+    with pytest.raises(ConfigError, match="writable by its group") as info:
+        ConfigStore(path).update(lambda cfg: with_agent(cfg, "b"))
+    assert info.value.hint == f"Run: chmod go-w {path}"
+    os.chmod(path, 0o600)
+    assert set(load_config(path).agents) == {"a"}  # nothing was written
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can give a file to another user")
+def test_a_config_owned_by_another_user_is_refused(tmp_path: Path) -> None:
+    path = _private_config(tmp_path)
+    os.chown(path, 65534, -1)
+    with pytest.raises(ConfigError, match="owned by uid 65534, not by you") as info:
+        load_config(path)
+    assert "chown" in info.value.hint

@@ -500,6 +500,71 @@ def test_recovery_stops_the_claude_group_a_killed_server_left(store: JobStore) -
     assert error.endswith(f"; stopped the claude process group {leftover.pid} it left")
 
 
+def test_recovery_stops_every_orphan_group_in_one_grace_period(store: JobStore) -> None:
+    """Groups that ignore SIGTERM cost the whole grace period each: serially, N of them
+    took N seconds before the server answered anything."""
+    count = 6
+    leftovers = [
+        subprocess.Popen(
+            ["sh", "-c", "trap '' TERM; echo ready; exec sleep 60"],
+            stdout=subprocess.PIPE,
+            start_new_session=True,
+        )
+        for _ in range(count)
+    ]
+    try:
+        for proc in leftovers:
+            assert proc.stdout is not None and proc.stdout.readline() == b"ready\n"
+        owner = dead_pid()
+        jobs = [
+            make_job(
+                status="running",
+                owner_pid=owner,
+                child_pgid=proc.pid,
+                child_started=process_start(proc.pid),
+            )
+            for proc in leftovers
+        ]
+        for job in jobs:
+            store.save(job)
+        started = time.monotonic()
+        assert store.recover_stale(pid_alive=pid_alive, now=NOW) == sorted(j.id for j in jobs)
+        elapsed = time.monotonic() - started
+        for proc in leftovers:
+            assert proc.wait(timeout=5) == -9  # SIGTERM ignored, so SIGKILL after the grace
+    finally:
+        for proc in leftovers:
+            proc.kill()
+            proc.wait()
+            assert proc.stdout is not None
+            proc.stdout.close()
+    assert elapsed < count / 2, elapsed  # one 1 s grace (generously), not one per group
+    for job in jobs:
+        assert (store.require(job.id).error or "").endswith(
+            f"; stopped the claude process group {job.child_pgid} it left"
+        )
+
+
+def test_a_pending_job_of_a_dead_server_is_failed_not_run(store: JobStore) -> None:
+    gone = dead_pid()
+    orphan = make_job(status="pending", created_at=iso(NOW - 60), owner_pid=gone)
+    queued_here = make_job(status="pending", created_at=iso(NOW - 60))  # a live owner
+    for job in (orphan, queued_here):
+        store.save(job)
+    assert store.recover_stale(pid_alive=pid_alive, now=NOW) == [orphan.id]
+    settled = store.require(orphan.id)
+    assert settled.status == "failed" and settled.completed_at == iso(NOW)
+    assert settled.started_at is None  # it never ran
+    assert settled.error == (
+        f"never started: the server that queued it (pid {gone}) stopped before it started; "
+        "nothing ran"
+    )
+    assert settled.result is not None and settled.result.success is False
+    assert settled.result.hint is not None and "dispatch_async" in settled.result.hint
+    assert fetch_payload(settled, 0)["hint"] == settled.result.hint
+    assert store.require(queued_here.id) == queued_here
+
+
 # -- progress -----------------------------------------------------------------------------------
 
 

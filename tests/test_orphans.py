@@ -7,11 +7,12 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 
 import pytest
 
-from agent_dispatch.orphans import process_start, stop_group
+from agent_dispatch.orphans import process_start, stop_group, stop_groups
 from tests.fake_claude import pid_alive
 
 # A group leader that ignores nothing, with a grandchild in its group.
@@ -58,3 +59,30 @@ def test_a_group_that_is_gone_is_nothing_to_stop() -> None:
     proc.wait()
     assert stop_group(proc.pid, None) is False
     assert stop_group(0, None) is False and stop_group(1, None) is False
+
+
+def test_stopping_many_groups_takes_one_grace_period_not_one_each() -> None:
+    grace, count = 0.5, 6
+    procs = [
+        subprocess.Popen(
+            ["sh", "-c", "trap '' TERM; echo ready; exec sleep 60"],
+            stdout=subprocess.PIPE,
+            start_new_session=True,
+        )
+        for _ in range(count)
+    ]
+    try:
+        for proc in procs:
+            assert proc.stdout is not None and proc.stdout.readline() == b"ready\n"
+        started = time.monotonic()
+        stopped = stop_groups([(p.pid, process_start(p.pid)) for p in procs], grace=grace)
+        elapsed = time.monotonic() - started
+        assert stopped == {p.pid for p in procs}
+        assert [p.wait(timeout=5) for p in procs] == [-signal.SIGKILL] * count
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+            assert proc.stdout is not None
+            proc.stdout.close()
+    assert grace <= elapsed < count * grace / 2, elapsed

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
+import threading
 import time
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
 import mcp
 import trio
+import trio.testing
 
+from agent_dispatch.config import ConfigStore
+from agent_dispatch.dispatcher import Dispatcher
 from agent_dispatch.jobs import Job, JobStore, new_job_id
 from agent_dispatch.models import DispatchRequest, DispatchResult
 from agent_dispatch.orphans import process_start
@@ -478,3 +484,124 @@ async def test_job_tools_over_stdio(ws: Workspace) -> None:
             assert cancelled["outcome"] == "cancelled_running"
             assert not pid_alive(run["pid"])
             assert (await call("dispatch_gc", dry_run=True))["would_purge"] == 0
+
+
+# -- hostile records, store IO off the loop, recovery in the background ---------------------
+
+
+async def test_a_fifo_record_through_the_tools_is_unreadable_and_answers_promptly(
+    tools: Tools, ws: Workspace
+) -> None:
+    ws.jobs.mkdir(mode=0o700)
+    job_id = new_job_id()
+    fifo = ws.jobs / f"{job_id}.json"
+    os.mkfifo(fifo, 0o600)
+
+    def unblock() -> None:  # frees a reader a regression left blocked in open()
+        with contextlib.suppress(OSError):
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+
+    # A read blocked on the event loop would stop trio.fail_after too: this thread
+    # frees it after a while, so a regression fails the test instead of hanging it.
+    watchdog = threading.Timer(10, unblock)
+    watchdog.start()
+    try:
+        with trio.fail_after(10):
+            for tool, args in (
+                ("dispatch_status", {"job_id": job_id}),
+                ("fetch_result", {"ref": job_id}),
+                ("dispatch_wait", {"job_id": job_id, "timeout_seconds": 1}),
+                ("dispatch_cancel", {"job_id": job_id}),
+            ):
+                envelope = (await tools(tool, **args)).envelope
+                assert f"its record {fifo} is unreadable (a FIFO" in envelope["error"], tool
+                assert f"rm {fifo}" in envelope["hint"], tool
+            listed = (await tools("dispatch_jobs")).ok
+            assert listed["jobs"] == [] and listed["count"] == 0
+            assert listed["unreadable"] == [
+                {"path": str(fifo), "reason": "a FIFO, not a regular file"}
+            ]
+            assert "rm" in listed["hint"]
+    finally:
+        watchdog.cancel()
+        unblock()
+
+
+class GatedStore(JobStore):
+    """A JobStore whose reads (and recovery) wait until the test, on the event loop, opens
+    the gate: a read made on the loop itself would wait out GATE_SECONDS and fail."""
+
+    GATE_SECONDS = 10.0
+
+    def __init__(self, directory: Path) -> None:
+        super().__init__(directory)
+        self.entered = threading.Event()
+        self.gate = threading.Event()
+
+    def _wait_at_gate(self) -> None:
+        self.entered.set()
+        if not self.gate.wait(self.GATE_SECONDS):
+            raise AssertionError("store IO ran on the event loop: nothing could open the gate")
+
+    def require(self, job_id: str) -> Job:
+        self._wait_at_gate()
+        return super().require(job_id)
+
+    def recover_stale(self, **kwargs: Any) -> list[str]:
+        self._wait_at_gate()
+        return super().recover_stale(**kwargs)
+
+
+async def test_a_job_read_runs_off_the_event_loop(ws: Workspace) -> None:
+    store = GatedStore(ws.jobs)
+    job = _job_record("alpha", days_ago=0)
+    JobStore(ws.jobs).save(job)
+    got: list[Job] = []
+    with trio.fail_after(20):
+        async with Dispatcher.open(ConfigStore(ws.config), env=ws.env(), jobs=store) as d:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(lambda: _append(got, d.jobs.get(job.id)))
+                await trio.to_thread.run_sync(store.entered.wait)  # the read is under way...
+                store.gate.set()  # ...and the loop is free to run this
+            assert got == [job]
+
+
+async def _append(into: list[Job], job: Awaitable[Job]) -> None:
+    into.append(await job)
+
+
+async def test_recovery_runs_beside_the_server_and_job_reads_wait_for_it(ws: Workspace) -> None:
+    store = GatedStore(ws.jobs)
+    orphan = _job_record("alpha", days_ago=0, status="pending")
+    orphan.owner_pid = await _dead_pid()
+    JobStore(ws.jobs).save(orphan)
+    with trio.fail_after(20):
+        async with Dispatcher.open(ConfigStore(ws.config), env=ws.env(), jobs=store) as d:
+            d.start_recovery()  # returns at once: serve goes on to the wire
+            await trio.to_thread.run_sync(store.entered.wait)  # recovery is under way
+            assert "alpha" in d.config().agents  # the server works meanwhile
+            got: list[Job] = []
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(lambda: _append(got, d.jobs.get(orphan.id)))
+                await trio.testing.wait_all_tasks_blocked()
+                assert got == []  # the read waits for recovery, not a stale "pending"
+                store.gate.set()
+            assert got[0].status == "failed"
+
+
+async def test_wait_on_a_pending_job_of_a_dead_server_returns_once_recovered(
+    ws: Workspace,
+) -> None:
+    orphan = _job_record("alpha", days_ago=0, status="pending")
+    orphan.owner_pid = await _dead_pid()
+    JobStore(ws.jobs).save(orphan)
+    with trio.fail_after(10):  # the wait's own timeout is an hour: it must not be sat out
+        async with Dispatcher.open(ConfigStore(ws.config), env=ws.env()) as d:
+            d.start_recovery()
+            [job], timed_out = await d.jobs.wait([orphan.id], mode="all", seconds=3600)
+    assert not timed_out and job.status == "failed"
+    assert job.error == (
+        f"never started: the server that queued it (pid {orphan.owner_pid}) stopped "
+        "before it started; nothing ran"
+    )
+    assert job.result is not None and "dispatch_async" in (job.result.hint or "")
