@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from agent_dispatch.config import load_config
-from agent_dispatch.dispatcher import Dispatcher
 from agent_dispatch.models import DispatchRequest, DispatchResult
+from agent_dispatch.service.dispatcher import Dispatcher
+from agent_dispatch.storage.config import load_config
 
 __version__ = "0.1.0"
 

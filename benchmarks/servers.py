@@ -33,8 +33,8 @@ ORIGINAL_VERSION = "0.16.0"
 
 # Used when `python -m agent_dispatch serve` is not available (no cli.py yet).
 _SERVE_SNIPPET = (
-    "import trio; from agent_dispatch.serve import serve_stdio, configure_logging; "
-    "from agent_dispatch.config import ConfigStore, config_path; "
+    "import trio; from agent_dispatch.server.stdio import serve_stdio, configure_logging; "
+    "from agent_dispatch.storage.config import ConfigStore, config_path; "
     "configure_logging(); trio.run(serve_stdio, ConfigStore(config_path()))"
 )
 # Records the server's pid (for RSS) and execs it, so the pid is the server's.

@@ -47,7 +47,7 @@ def start(source: Path | None, home: Path) -> subprocess.Popen[bytes]:
     config.chmod(0o600)
     if source is not None:
         env["PYTHONPATH"] = str(source)
-    code = "from agent_dispatch.serve import main; raise SystemExit(main())"
+    code = "from agent_dispatch.server.stdio import main; raise SystemExit(main())"
     return subprocess.Popen(
         [sys.executable, "-c", code],
         stdin=subprocess.PIPE,

@@ -13,7 +13,7 @@ from pathlib import Path
 import mcp
 import pytest
 
-from agent_dispatch.dispatcher import Dispatcher
+from agent_dispatch.service.dispatcher import Dispatcher
 from tests.server_support import MODES, Tools, Workspace, in_memory_server
 
 

@@ -34,10 +34,10 @@ from mcp.server.mcpserver import MCPServer
 from mcp.shared.dispatcher import ProgressFnT
 from mcp_types import TextContent
 
-from agent_dispatch.config import ConfigStore
-from agent_dispatch.dispatcher import Dispatcher
-from agent_dispatch.jobs import JobStore
-from agent_dispatch.server import build_server
+from agent_dispatch.server.app import build_server
+from agent_dispatch.service.dispatcher import Dispatcher
+from agent_dispatch.storage.config import ConfigStore
+from agent_dispatch.storage.jobs import JobStore
 from tests.fake_claude import fake_env, read_runs
 
 # `agent-dispatch serve`, run by this interpreter (python -m works without the venv's bin on PATH).

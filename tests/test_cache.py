@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from agent_dispatch.cache import ResultCache, cache_key, is_cacheable
 from agent_dispatch.models import DispatchResult
+from agent_dispatch.service.cache import ResultCache, cache_key, is_cacheable
 
 
 class FakeClock:

@@ -10,9 +10,11 @@ from typing import Any
 import msgspec
 import pytest
 
-from agent_dispatch import claude, claude_classify, claude_output
-from agent_dispatch.claude import Invocation, build_argv
-from agent_dispatch.claude_output import CliOutput, StreamParser
+from agent_dispatch.claude import classify as claude_classify
+from agent_dispatch.claude import invocation as claude
+from agent_dispatch.claude import output as claude_output
+from agent_dispatch.claude.invocation import Invocation, build_argv
+from agent_dispatch.claude.output import CliOutput, StreamParser
 from agent_dispatch.errors import InvalidArgument
 from agent_dispatch.models import DispatchResult, ProgressEvent
 

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent_dispatch import claude_classify
+from agent_dispatch.claude import classify as claude_classify
 from agent_dispatch.models import DispatchResult, ErrorType
 
 SID = "0b8e3a1c-5d2f-4e6a-9b7c-1d2e3f405162"

@@ -1,6 +1,6 @@
 """The CLI's agent and group commands, error handling, `serve` and `--version`.
 
-`Cli` (used by every tests/test_cli_*.py) runs `agent_dispatch.cli.run` in
+`Cli` (used by every tests/test_cli_*.py) runs `agent_dispatch.launch.run` in
 process on a temporary config, jobs dir and HOME, with a PATH that holds no
 `claude` unless a test puts one there.
 """
@@ -19,10 +19,11 @@ import msgspec
 import pytest
 import yaml
 
-from agent_dispatch import __version__, registry
-from agent_dispatch.cli import run
-from agent_dispatch.config import ConfigStore, load_config
+from agent_dispatch import __version__
+from agent_dispatch.launch import run
 from agent_dispatch.models import Config
+from agent_dispatch.service import registry
+from agent_dispatch.storage.config import ConfigStore, load_config
 
 # -- the harness shared by the CLI tests ------------------------------------------------
 
@@ -519,7 +520,7 @@ def test_the_console_entry_point_exits_with_the_status(cli):
 
 _ADDER = """
 import sys
-from agent_dispatch.cli import run
+from agent_dispatch.launch import run
 directory, count = sys.argv[1], int(sys.argv[2])
 print("ready", flush=True)
 sys.stdin.readline()

@@ -7,8 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from agent_dispatch import demo_agent
-from agent_dispatch.demo import _logged_in
+from agent_dispatch.cli import demo_agent
+from agent_dispatch.cli.demo import _logged_in
 from tests.fake_claude import BIN_DIR, CLAUDE_BIN
 
 SECTIONS = (

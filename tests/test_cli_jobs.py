@@ -13,9 +13,9 @@ from typing import Any
 import msgspec
 import pytest
 
-from agent_dispatch.jobs import Job, JobStore, _iso, new_job_id
 from agent_dispatch.models import DispatchResult
-from agent_dispatch.orphans import process_start
+from agent_dispatch.runtime.orphans import process_start
+from agent_dispatch.storage.jobs import Job, JobStore, _iso, new_job_id
 from tests.test_cli import Cli, assert_error
 
 DAY = 86400.0

@@ -9,8 +9,8 @@ import sys
 import msgspec
 import pytest
 
-from agent_dispatch.jobs import JobStore
 from agent_dispatch.models import DispatchResult
+from agent_dispatch.storage.jobs import JobStore
 from tests.fake_claude import CLAUDE_BIN
 from tests.test_cli import Cli, assert_error
 from tests.test_cli_jobs import make_job

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from agent_dispatch.cli_test import DEFAULT_TASK, diagnose
+from agent_dispatch.cli.test_cmd import DEFAULT_TASK, diagnose
 from agent_dispatch.models import AgentConfig, DispatchResult, ErrorType, Settings
 from tests.fake_claude import CLAUDE_BIN, read_runs
 from tests.test_cli import Cli, assert_error

@@ -13,15 +13,6 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from agent_dispatch.config import (
-    ConfigStore,
-    agent_directory,
-    config_path,
-    dump_config,
-    load_config,
-    parse_config,
-    save_config,
-)
 from agent_dispatch.errors import ConfigError, DispatchError, StorageError
 from agent_dispatch.models import (
     AgentConfig,
@@ -30,6 +21,15 @@ from agent_dispatch.models import (
     Group,
     GroupMember,
     Settings,
+)
+from agent_dispatch.storage.config import (
+    ConfigStore,
+    agent_directory,
+    config_path,
+    dump_config,
+    load_config,
+    parse_config,
+    save_config,
 )
 
 REPO = Path(__file__).resolve().parent.parent
@@ -577,7 +577,7 @@ from pathlib import Path
 
 import msgspec
 
-from agent_dispatch.config import ConfigStore
+from agent_dispatch.storage.config import ConfigStore
 from agent_dispatch.models import AgentConfig
 
 store = ConfigStore(Path(sys.argv[1]))

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from agent_dispatch.config_format import parse_config
 from agent_dispatch.errors import ConfigError, InvalidArgument
 from agent_dispatch.models import MAX_NAME_LENGTH, check_name, is_valid_name
+from agent_dispatch.storage.config_format import parse_config
 
 LONGEST = "a" * MAX_NAME_LENGTH
 TOO_LONG = "b" * (MAX_NAME_LENGTH + 1)

@@ -14,7 +14,13 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from agent_dispatch.describe import MAX_READ, ProjectFacts, auto_description, detect, preview
+from agent_dispatch.storage.describe import (
+    MAX_READ,
+    ProjectFacts,
+    auto_description,
+    detect,
+    preview,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -208,7 +214,7 @@ _PROBE = """
 import os, sys
 from pathlib import Path
 import msgspec.json
-from agent_dispatch.describe import auto_description, detect, preview
+from agent_dispatch.storage.describe import auto_description, detect, preview
 
 if os.geteuid() == 0:  # root reads everything: become nobody, after the imports
     os.setgroups([])

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent_dispatch.dialogue import RESOLVED, DialogueResult, resolves, run_dialogue
 from agent_dispatch.models import DispatchRequest, DispatchResult
+from agent_dispatch.service.dialogue import RESOLVED, DialogueResult, resolves, run_dialogue
 
 
 class Script:

@@ -11,11 +11,11 @@ import msgspec
 import pytest
 import trio
 
-from agent_dispatch.config import ConfigStore, parse_config
-from agent_dispatch.dispatcher import Dispatcher
 from agent_dispatch.errors import InvalidArgument, UnknownAgent, UnknownGroup
-from agent_dispatch.jobs import JobStore
 from agent_dispatch.models import Config, DispatchRequest, ProgressEvent
+from agent_dispatch.service.dispatcher import Dispatcher
+from agent_dispatch.storage.config import ConfigStore, parse_config
+from agent_dispatch.storage.jobs import JobStore
 from tests.fake_claude import fake_env, pid_alive, read_runs, wait_dead, wait_started
 
 

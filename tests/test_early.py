@@ -19,9 +19,9 @@ import pytest
 import trio
 import trio.testing
 
-from agent_dispatch import early
-from agent_dispatch.early import HANDSHAKE_FILE, Front, Handshake, load_handshake
-from agent_dispatch.server import record_handshake, run_session
+from agent_dispatch.server import early
+from agent_dispatch.server.app import record_handshake, run_session
+from agent_dispatch.server.early import HANDSHAKE_FILE, Front, Handshake, load_handshake
 from tests.server_support import PROTOCOL_VERSION, Workspace, in_memory_server
 
 pytest_plugins = ("tests.server_fixtures",)  # ws

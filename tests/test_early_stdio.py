@@ -19,9 +19,9 @@ pytest_plugins = ("tests.server_fixtures",)  # ws
 
 # `serve`, with the packaged record swapped for a file that does not exist.
 SERVE_WITHOUT_PACKAGED_RECORD = (
-    "import pathlib, sys, agent_dispatch.early as early; "
+    "import pathlib, sys, agent_dispatch.server.early as early; "
     "early.HANDSHAKE_FILE = pathlib.Path(sys.argv[1]); "
-    "from agent_dispatch.serve import main; raise SystemExit(main())"
+    "from agent_dispatch.server.stdio import main; raise SystemExit(main())"
 )
 HANDSHAKE = [
     {

@@ -14,7 +14,7 @@ from typing import Any
 import trio
 import trio.testing
 
-from agent_dispatch.early import Front
+from agent_dispatch.server.early import Front
 
 
 def request(rid: int | str, method: str = "ping") -> bytes:

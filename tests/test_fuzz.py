@@ -2,9 +2,10 @@
 
 Asserts what a client relies on, whatever it sends: every request line gets
 exactly one reply, the server keeps serving, and no tool answers "internal
-error". Runs in CI with a small number of examples per test; for a long run:
+error". Runs in CI with a small, fixed set of examples per test; for a long run
+that draws fresh examples:
 
-    AGENT_DISPATCH_FUZZ_EXAMPLES=2000 scripts/test tests/test_fuzz.py
+    HYPOTHESIS_PROFILE=explore AGENT_DISPATCH_FUZZ_EXAMPLES=2000 scripts/test tests/test_fuzz.py
 """
 
 from __future__ import annotations

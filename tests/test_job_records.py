@@ -20,8 +20,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent_dispatch.errors import JobNotFound
-from agent_dispatch.files import FileTooLarge, NotRegularFile, read_regular
-from agent_dispatch.jobs import (
+from agent_dispatch.runtime.orphans import stop_groups
+from agent_dispatch.storage.files import FileTooLarge, NotRegularFile, read_regular
+from agent_dispatch.storage.jobs import (
     MAX_RECORD_BYTES,
     Job,
     JobStore,
@@ -92,7 +93,12 @@ async def test_a_fifo_record_is_unreadable_and_nothing_waits_for_a_writer(
         assert [j.id for j in listing.jobs] == [good.id]
         assert listing.unreadable == [found]
         assert await promptly(lambda: store.gc(max_age_days=None)) == [good.id]
-        assert await promptly(lambda: store.recover_stale(pid_alive=lambda pid: False)) == []
+        assert (
+            await promptly(
+                lambda: store.recover_stale(pid_alive=lambda pid: False, stop_groups=stop_groups)
+            )
+            == []
+        )
         assert path.exists()  # reported, never deleted
 
 

@@ -15,23 +15,20 @@ import msgspec
 import pytest
 
 from agent_dispatch.errors import InvalidArgument, JobNotFound, StorageError
-from agent_dispatch.jobs import (
+from agent_dispatch.models import DispatchRequest, DispatchResult
+from agent_dispatch.runtime.orphans import process_start, stop_groups
+from agent_dispatch.service.views import fetch_payload, job_summary, job_view, ref_payload
+from agent_dispatch.storage.jobs import (
     Job,
     JobStore,
     add_progress,
-    fetch_payload,
-    job_summary,
-    job_view,
     jobs_dir,
     new_job_id,
     now_iso,
     parse_iso,
     pid_alive,
-    ref_payload,
     validate_job_id,
 )
-from agent_dispatch.models import DispatchRequest, DispatchResult
-from agent_dispatch.orphans import process_start
 
 NOW = 1_900_000_000.0  # a fixed "now" for age computations
 DAY = 86400.0
@@ -133,7 +130,7 @@ def test_a_new_store_touches_nothing_until_saved(tmp_path: Path) -> None:
     assert store.list() == []
     assert store.load(new_job_id()) is None
     assert store.gc(max_age_days=None) == []
-    assert store.recover_stale(pid_alive=lambda pid: False) == []
+    assert store.recover_stale(pid_alive=lambda pid: False, stop_groups=stop_groups) == []
     assert list(tmp_path.iterdir()) == []
 
 
@@ -292,7 +289,7 @@ def test_mismatched_and_garbage_records_are_skipped_and_kept(store: JobStore) ->
             store.require(job_id)
     assert [j.id for j in store.list()] == [good.id]
     assert store.gc(max_age_days=None, now=NOW) == [good.id]
-    assert store.recover_stale(pid_alive=lambda pid: False, now=NOW) == []
+    assert store.recover_stale(pid_alive=lambda pid: False, stop_groups=stop_groups, now=NOW) == []
     for job_id in bad_ids:
         assert (store.directory / f"{job_id}.json").exists()
     assert (store.directory / ".stray.tmp").exists()
@@ -465,7 +462,7 @@ def test_recover_stale_fails_orphans_and_leaves_live_owners_alone(store: JobStor
     for job in (orphan, owned, stale, fresh, finished):
         store.save(job)
 
-    changed = store.recover_stale(pid_alive=pid_alive, now=NOW)
+    changed = store.recover_stale(pid_alive=pid_alive, stop_groups=stop_groups, now=NOW)
 
     assert changed == sorted([orphan.id, stale.id])
     recovered = store.require(orphan.id)
@@ -478,7 +475,7 @@ def test_recover_stale_fails_orphans_and_leaves_live_owners_alone(store: JobStor
     assert never.completed_at == iso(NOW)
     for untouched in (owned, fresh, finished):
         assert store.require(untouched.id) == untouched
-    assert store.recover_stale(pid_alive=pid_alive, now=NOW) == []
+    assert store.recover_stale(pid_alive=pid_alive, stop_groups=stop_groups, now=NOW) == []
 
 
 def test_recovery_stops_the_claude_group_a_killed_server_left(store: JobStore) -> None:
@@ -491,7 +488,9 @@ def test_recovery_stops_the_claude_group_a_killed_server_left(store: JobStore) -
             child_started=process_start(leftover.pid),
         )
         store.save(job)
-        assert store.recover_stale(pid_alive=pid_alive, now=NOW) == [job.id]
+        assert store.recover_stale(pid_alive=pid_alive, stop_groups=stop_groups, now=NOW) == [
+            job.id
+        ]
         assert leftover.wait(timeout=5) == -15
     finally:
         leftover.kill()
@@ -528,7 +527,9 @@ def test_recovery_stops_every_orphan_group_in_one_grace_period(store: JobStore) 
         for job in jobs:
             store.save(job)
         started = time.monotonic()
-        assert store.recover_stale(pid_alive=pid_alive, now=NOW) == sorted(j.id for j in jobs)
+        assert store.recover_stale(pid_alive=pid_alive, stop_groups=stop_groups, now=NOW) == sorted(
+            j.id for j in jobs
+        )
         elapsed = time.monotonic() - started
         for proc in leftovers:
             assert proc.wait(timeout=5) == -9  # SIGTERM ignored, so SIGKILL after the grace
@@ -551,7 +552,7 @@ def test_a_pending_job_of_a_dead_server_is_failed_not_run(store: JobStore) -> No
     queued_here = make_job(status="pending", created_at=iso(NOW - 60))  # a live owner
     for job in (orphan, queued_here):
         store.save(job)
-    assert store.recover_stale(pid_alive=pid_alive, now=NOW) == [orphan.id]
+    assert store.recover_stale(pid_alive=pid_alive, stop_groups=stop_groups, now=NOW) == [orphan.id]
     settled = store.require(orphan.id)
     assert settled.status == "failed" and settled.completed_at == iso(NOW)
     assert settled.started_at is None  # it never ran

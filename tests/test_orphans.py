@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from agent_dispatch.orphans import process_start, stop_group, stop_groups
+from agent_dispatch.runtime.orphans import process_start, stop_group, stop_groups
 from tests.fake_claude import pid_alive
 
 # A group leader that ignores nothing, with a grandchild in its group.

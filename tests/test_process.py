@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import trio
 
-from agent_dispatch.claude_output import has_result as result_complete
-from agent_dispatch.claude_output import parse_output
-from agent_dispatch.process import ChildOutcome, run_child
+from agent_dispatch.claude.output import has_result as result_complete
+from agent_dispatch.claude.output import parse_output
+from agent_dispatch.runtime.process import ChildOutcome, run_child
 from tests.fake_claude import CLAUDE_BIN, fake_env, pid_alive, read_run, wait_dead, wait_started
 
 WAIT = 10  # generous bound on every wait; the runs themselves take milliseconds

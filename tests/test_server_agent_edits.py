@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from agent_dispatch import registry
-from agent_dispatch.config import ConfigStore
+from agent_dispatch.service import registry
+from agent_dispatch.storage.config import ConfigStore
 from tests.server_support import Tools, Workspace
 
 pytest_plugins = ("tests.server_fixtures",)  # ws, served, tools

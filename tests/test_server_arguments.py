@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent_dispatch.errors import InvalidArgument
-from agent_dispatch.toolkit import json_argument
+from agent_dispatch.server.toolkit import json_argument
 from tests.server_support import Tools, Workspace
 
 pytest_plugins = ("tests.server_fixtures",)  # ws, served, tools

@@ -15,11 +15,11 @@ import mcp
 import trio
 import trio.testing
 
-from agent_dispatch.config import ConfigStore
-from agent_dispatch.dispatcher import Dispatcher
-from agent_dispatch.jobs import Job, JobStore, new_job_id
 from agent_dispatch.models import DispatchRequest, DispatchResult
-from agent_dispatch.orphans import process_start
+from agent_dispatch.runtime.orphans import process_start
+from agent_dispatch.service.dispatcher import Dispatcher
+from agent_dispatch.storage.config import ConfigStore
+from agent_dispatch.storage.jobs import Job, JobStore, new_job_id
 from tests.fake_claude import pid_alive, wait_dead, wait_started
 from tests.server_support import (
     Tools,

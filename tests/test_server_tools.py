@@ -14,7 +14,7 @@ import pytest
 import trio
 import yaml
 
-from agent_dispatch.dispatcher import Dispatcher
+from agent_dispatch.service.dispatcher import Dispatcher
 from tests.server_support import (
     ProgressLog,
     Reply,

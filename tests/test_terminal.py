@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent_dispatch.terminal import json_text, terminal_text
+from agent_dispatch.cli.terminal import json_text, terminal_text
 
 # Written out independently of the module: what must never reach a terminal raw.
 FORBIDDEN = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent_dispatch import wire
-from agent_dispatch.wire import Drop, Forward, Line, LineSplitter, Oversized, Reply, vet
+from agent_dispatch.server import wire
+from agent_dispatch.server.wire import Drop, Forward, Line, LineSplitter, Oversized, Reply, vet
 
 PING = {"jsonrpc": "2.0", "id": 1, "method": "ping"}
 
@@ -118,6 +118,8 @@ def test_splitting_never_depends_on_how_the_bytes_are_chunked(
         pytest.param(b"[" * 1000, None, -32700, id="1000-open-brackets"),
         pytest.param(b"[" * 100_000, None, -32700, id="100000-open-brackets"),
         pytest.param(b"garbage", None, -32700, id="not-json"),
+        pytest.param(b"\x1c", None, -32700, id="a-control-char-python-calls-space"),
+        pytest.param(b"\x0b\x0c", None, -32700, id="vertical-tab-and-form-feed"),
         pytest.param(b"[]", None, -32600, id="empty-batch"),
         pytest.param(b'"str"', None, -32600, id="a-string"),
         pytest.param(b"null", None, -32600, id="null"),

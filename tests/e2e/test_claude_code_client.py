@@ -1,7 +1,7 @@
 """Claude Code as our client: the real CLI loads `agent-dispatch serve` from --mcp-config.
 
 This is how users run the server. The CLI connects at start-up, lists our tools
-(answered early, while the SDK still imports: see agent_dispatch/early.py),
+(answered early, while the SDK still imports: see agent_dispatch/server/early.py),
 offers them to the model, and calls one when the (fake) model asks; the call
 is served by the SDK, which must have taken the early handshake as its own.
 """
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from agent_dispatch.early import load_handshake
+from agent_dispatch.server.early import load_handshake
 from tests.e2e.conftest import ClaudeRunner
 from tests.e2e.fake_anthropic import FakeAnthropic, text, tool_round_trip, tool_use
 

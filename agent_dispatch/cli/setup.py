@@ -11,8 +11,7 @@ from typing import Annotated, Literal
 import msgspec
 from cyclopts import Parameter
 
-from agent_dispatch import describe
-from agent_dispatch.cli_common import (
+from agent_dispatch.cli.common import (
     INSTALL_CLAUDE,
     SERVER_NAME,
     command,
@@ -25,13 +24,14 @@ from agent_dispatch.cli_common import (
     registration_argv,
     warn,
 )
-from agent_dispatch.config import agent_directory, save_config
-from agent_dispatch.config_perms import InsecureConfig
+from agent_dispatch.cli.terminal import terminal_text
 from agent_dispatch.errors import ConfigError, DispatchError
-from agent_dispatch.jobs import ENV_VAR as JOBS_ENV_VAR
-from agent_dispatch.jobs import jobs_dir
 from agent_dispatch.models import Config
-from agent_dispatch.terminal import terminal_text
+from agent_dispatch.storage import describe
+from agent_dispatch.storage.config import agent_directory, save_config
+from agent_dispatch.storage.config_perms import InsecureConfig
+from agent_dispatch.storage.jobs import ENV_VAR as JOBS_ENV_VAR
+from agent_dispatch.storage.jobs import jobs_dir
 
 VERSION_TIMEOUT = 15.0
 MCP_TIMEOUT = 60.0  # `claude mcp list` starts every registered server to check it

@@ -24,7 +24,9 @@ import msgspec
 import trio
 
 from agent_dispatch.errors import DispatchError, InvalidArgument, StorageError
-from agent_dispatch.jobs import (
+from agent_dispatch.models import TERMINAL_STATUSES, DispatchRequest, DispatchResult, ProgressEvent
+from agent_dispatch.runtime.orphans import process_start, stop_groups
+from agent_dispatch.storage.jobs import (
     Job,
     JobStore,
     Unreadable,
@@ -35,10 +37,8 @@ from agent_dispatch.jobs import (
     unreadable_error,
     validate_job_id,
 )
-from agent_dispatch.models import TERMINAL_STATUSES, DispatchRequest, DispatchResult, ProgressEvent
-from agent_dispatch.orphans import process_start
 
-log = logging.getLogger("agent_dispatch.jobs")
+log = logging.getLogger("agent_dispatch.storage.jobs")
 
 RunFn = Callable[..., Awaitable[DispatchResult]]
 
@@ -82,7 +82,7 @@ class AsyncJobs:
 
     async def _recover(self, retention_days: float, done: trio.Event) -> None:
         def recover() -> list[str]:
-            changed = self.store.recover_stale(pid_alive=pid_alive)
+            changed = self.store.recover_stale(pid_alive=pid_alive, stop_groups=stop_groups)
             if retention_days > 0:
                 self.store.purge_older_than(retention_days)
             return changed

@@ -19,7 +19,7 @@ import os
 import re
 import secrets
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
@@ -28,7 +28,7 @@ import msgspec
 
 from agent_dispatch import models
 from agent_dispatch.errors import InvalidArgument, JobNotFound, StorageError
-from agent_dispatch.files import (
+from agent_dispatch.storage.files import (
     FileTooLarge,
     NotRegularFile,
     atomic_write,
@@ -36,13 +36,8 @@ from agent_dispatch.files import (
     read_regular,
     state_home,
 )
-from agent_dispatch.job_payloads import fetch_payload as fetch_payload
-from agent_dispatch.job_payloads import job_summary as job_summary
-from agent_dispatch.job_payloads import job_view as job_view
-from agent_dispatch.job_payloads import ref_payload as ref_payload
-from agent_dispatch.orphans import stop_groups
 
-log = logging.getLogger("agent_dispatch.jobs")
+log = logging.getLogger("agent_dispatch.storage.jobs")
 
 ENV_VAR = "AGENT_DISPATCH_JOBS_DIR"
 JOB_ID_RE = re.compile(r"[0-9a-f]{32}")
@@ -436,13 +431,17 @@ class JobStore:
         return self.gc(max_age_days=days, now=now)
 
     def recover_stale(
-        self, *, pid_alive: Callable[[int], bool], now: float | None = None
+        self,
+        *,
+        pid_alive: Callable[[int], bool],
+        stop_groups: Callable[[Iterable[tuple[int, int | None]]], set[int]],
+        now: float | None = None,
     ) -> builtins.list[str]:
         """At server start: settle what a dead server left. Returns the ids changed.
 
         - `running` whose owner process is gone: failed; the claude process
-          groups they left are stopped all at once (orphans.stop_groups: one
-          grace period however many there are).
+          groups they left are stopped all at once by `stop_groups` (the
+          runtime's orphans.stop_groups: one grace period however many there are).
         - `pending` whose owner process is gone: failed, never run. The caller
           that queued it went with its server and may have moved on; running it
           now would spend the user's money on work nobody waits for. The error

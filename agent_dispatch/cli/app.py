@@ -18,8 +18,14 @@ from collections.abc import Sequence
 from cyclopts import App, CycloptsError
 from cyclopts.exceptions import UnusedCliTokensError
 
-from agent_dispatch import __version__, cli_agents, cli_groups, cli_jobs, cli_setup, cli_test, demo
-from agent_dispatch.cli_common import emit_json, warn
+from agent_dispatch import __version__
+from agent_dispatch.cli import agents as cli_agents
+from agent_dispatch.cli import demo
+from agent_dispatch.cli import groups as cli_groups
+from agent_dispatch.cli import jobs as cli_jobs
+from agent_dispatch.cli import setup as cli_setup
+from agent_dispatch.cli import test_cmd as cli_test
+from agent_dispatch.cli.common import emit_json, warn
 from agent_dispatch.errors import DispatchError
 
 app = App(
@@ -35,14 +41,6 @@ app = App(
 
 
 # -- commands ----------------------------------------------------------------------------
-
-
-@app.command
-def serve() -> int:
-    """Run the MCP server on stdin/stdout (what Claude Code starts; prints nothing)."""
-    from agent_dispatch import serve as serving
-
-    return serving.main()
 
 
 app.command(cli_agents.add)

@@ -9,7 +9,7 @@ from typing import Annotated
 import msgspec
 from cyclopts import Parameter
 
-from agent_dispatch.cli_common import (
+from agent_dispatch.cli.common import (
     JsonFlag,
     command,
     cut,
@@ -22,10 +22,10 @@ from agent_dispatch.cli_common import (
     warn,
 )
 from agent_dispatch.errors import InvalidArgument
-from agent_dispatch.job_payloads import job_summary, job_view
-from agent_dispatch.jobs import Job, now_iso, pid_alive, validate_job_id
 from agent_dispatch.models import TERMINAL_STATUSES
-from agent_dispatch.orphans import stop_group
+from agent_dispatch.runtime.orphans import stop_group
+from agent_dispatch.service.views import job_summary, job_view
+from agent_dispatch.storage.jobs import Job, now_iso, pid_alive, validate_job_id
 
 MAX_LIST = 1000
 DEFAULT_GC_DAYS = 7.0

@@ -12,8 +12,7 @@ from collections.abc import Sequence
 
 import msgspec
 
-from agent_dispatch import claude
-from agent_dispatch.config import agent_directory
+from agent_dispatch.claude import invocation as claude
 from agent_dispatch.errors import DispatchError, InvalidArgument, UnknownAgent, UnknownGroup
 from agent_dispatch.models import (
     MAX_TIMEOUT,
@@ -26,6 +25,7 @@ from agent_dispatch.models import (
     check_name,
     permission_mode_of,
 )
+from agent_dispatch.storage.config import agent_directory
 
 
 class EffectiveAgent(msgspec.Struct, frozen=True, kw_only=True):

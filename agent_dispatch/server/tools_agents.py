@@ -8,11 +8,12 @@ from typing import Any
 import trio
 from mcp.server.mcpserver import MCPServer
 
-from agent_dispatch import mcp_policy, registry
-from agent_dispatch.config import ConfigStore
-from agent_dispatch.dispatcher import Dispatcher
 from agent_dispatch.errors import InvalidArgument
-from agent_dispatch.toolkit import tool_errors
+from agent_dispatch.server.toolkit import tool_errors
+from agent_dispatch.service import edit_policy as mcp_policy
+from agent_dispatch.service import registry
+from agent_dispatch.service.dispatcher import Dispatcher
+from agent_dispatch.storage.config import ConfigStore
 
 
 def register_agent_tools(server: MCPServer, dispatcher: Dispatcher, store: ConfigStore) -> None:

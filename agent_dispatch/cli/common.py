@@ -19,12 +19,12 @@ from typing import Annotated, Any
 
 from cyclopts import Parameter
 
-from agent_dispatch.config import ConfigStore, config_path
+from agent_dispatch.cli.terminal import json_text, terminal_text
 from agent_dispatch.errors import StorageError
-from agent_dispatch.jobs import ENV_VAR as JOBS_ENV_VAR
-from agent_dispatch.jobs import JobStore, jobs_dir
 from agent_dispatch.models import Config
-from agent_dispatch.terminal import json_text, terminal_text
+from agent_dispatch.storage.config import ConfigStore, config_path
+from agent_dispatch.storage.jobs import ENV_VAR as JOBS_ENV_VAR
+from agent_dispatch.storage.jobs import JobStore, jobs_dir
 
 CLAUDE_ENV_VAR = "AGENT_DISPATCH_CLAUDE"
 INSTALL_CLAUDE = "npm install -g @anthropic-ai/claude-code"

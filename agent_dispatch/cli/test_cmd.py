@@ -10,10 +10,9 @@ from typing import Annotated
 import trio
 from cyclopts import Parameter
 
-from agent_dispatch import registry
-from agent_dispatch.claude import DEPTH_VAR
-from agent_dispatch.claude_classify import more_budget, timeout_fixes
-from agent_dispatch.cli_common import (
+from agent_dispatch.claude.classify import more_budget, timeout_fixes
+from agent_dispatch.claude.invocation import DEPTH_VAR
+from agent_dispatch.cli.common import (
     INSTALL_CLAUDE,
     command,
     config_store,
@@ -22,7 +21,6 @@ from agent_dispatch.cli_common import (
     money,
     plural,
 )
-from agent_dispatch.dispatcher import Dispatcher
 from agent_dispatch.models import (
     AgentConfig,
     DispatchRequest,
@@ -30,7 +28,9 @@ from agent_dispatch.models import (
     ProgressEvent,
     Settings,
 )
-from agent_dispatch.resolve import resolve_timeout
+from agent_dispatch.service import registry
+from agent_dispatch.service.dispatcher import Dispatcher
+from agent_dispatch.service.resolve import resolve_timeout
 
 DEFAULT_TASK = "In one or two sentences: what is this project, and what could you help with?"
 _EDIT_TOOLS = frozenset({"Edit", "Write", "MultiEdit", "NotebookEdit"})

@@ -24,12 +24,12 @@ from typing import Annotated, Any
 import trio
 from cyclopts import Parameter
 
-from agent_dispatch import registry
-from agent_dispatch.cli_common import CLAUDE_ENV_VAR, command, cut, emit, find_claude, money
-from agent_dispatch.config import ENV_VAR as CONFIG_ENV_VAR
-from agent_dispatch.config import ConfigStore
+from agent_dispatch.cli.common import CLAUDE_ENV_VAR, command, cut, emit, find_claude, money
 from agent_dispatch.errors import DispatchError
-from agent_dispatch.jobs import ENV_VAR as JOBS_ENV_VAR
+from agent_dispatch.service import registry
+from agent_dispatch.storage.config import ENV_VAR as CONFIG_ENV_VAR
+from agent_dispatch.storage.config import ConfigStore
+from agent_dispatch.storage.jobs import ENV_VAR as JOBS_ENV_VAR
 
 SIMULATED_SECONDS = 60.0
 REAL_SECONDS = 900.0
@@ -231,7 +231,7 @@ async def demo(*, simulated: Annotated[bool, Parameter(negative="")] = False) ->
         out(f"agents run your claude CLI ({claude}); each answer costs a little.")
     else:
         why = "forced by --simulated" if simulated else "no logged-in claude CLI found"
-        out(f"agents are simulated ({why}) by agent_dispatch/demo_agent.py.")
+        out(f"agents are simulated ({why}) by agent_dispatch/cli/demo_agent.py.")
     limit = REAL_SECONDS if use_real else SIMULATED_SECONDS
     with tempfile.TemporaryDirectory(prefix="agent-dispatch-demo-") as tmp:
         out(f"throw-away config, projects and jobs in {tmp}")

@@ -23,13 +23,13 @@ from typing import Any
 import msgspec
 import trio
 
-from agent_dispatch.config import ConfigStore, config_path
-from agent_dispatch.dispatcher import Dispatcher
-from agent_dispatch.early import Front, choose_handshake, save_record
 from agent_dispatch.errors import DispatchError
 from agent_dispatch.models import Settings
+from agent_dispatch.server.early import Front, choose_handshake, save_record
+from agent_dispatch.service.dispatcher import Dispatcher
+from agent_dispatch.storage.config import ConfigStore, config_path
 
-log = logging.getLogger("agent_dispatch.serve")
+log = logging.getLogger("agent_dispatch.server.stdio")
 
 _IMPORT_SWITCH_INTERVAL = 0.001  # the wire's thread waits at most this for the GIL
 
@@ -122,7 +122,7 @@ async def _import_sdk() -> ModuleType:
     sys.setswitchinterval(_IMPORT_SWITCH_INTERVAL)
     try:
         return await trio.to_thread.run_sync(
-            importlib.import_module, "agent_dispatch.server", abandon_on_cancel=True
+            importlib.import_module, "agent_dispatch.server.app", abandon_on_cancel=True
         )
     finally:
         sys.setswitchinterval(interval)

@@ -13,9 +13,7 @@ from typing import Any
 
 import msgspec
 
-from agent_dispatch import describe
-from agent_dispatch.claude import CONTROL_RE
-from agent_dispatch.config import ConfigStore, agent_directory
+from agent_dispatch.claude.invocation import CONTROL_RE
 from agent_dispatch.errors import InvalidArgument, UnknownAgent, UnknownGroup
 from agent_dispatch.models import (
     MAX_AGENT_TIMEOUT,
@@ -26,6 +24,8 @@ from agent_dispatch.models import (
     GroupMember,
     check_name,
 )
+from agent_dispatch.storage import describe
+from agent_dispatch.storage.config import ConfigStore, agent_directory
 
 EditGuard = Callable[[Config, str, AgentConfig | None, AgentConfig | None], None]
 """Called inside the config lock with (config, name, agent before, agent after); raises

@@ -14,7 +14,7 @@ from decimal import Decimal
 
 import msgspec
 
-from agent_dispatch.claude_output import clean_text
+from agent_dispatch.claude.output import clean_text
 from agent_dispatch.errors import InvalidArgument
 from agent_dispatch.models import PERMISSION_MODES
 

@@ -11,7 +11,7 @@ from agent_dispatch import models
 from agent_dispatch.errors import InvalidArgument
 
 if TYPE_CHECKING:
-    from agent_dispatch.jobs import Job
+    from agent_dispatch.storage.jobs import Job
 
 SUMMARY_MAX_CHARS = 100_000
 TASK_PREVIEW_CHARS = 120

@@ -32,6 +32,7 @@ INVALID_PARAMS = -32602
 PARSE_ERROR = -32700
 
 RequestId = str | int
+_JSON_WHITESPACE = " \t\r\n"
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,7 +154,7 @@ Verdict = Forward | Reply | Drop
 def vet(data: bytes) -> Verdict:
     """Judge one line (without its newline) as the SDK would, before it gets there."""
     text = data.decode("utf-8", "replace")
-    if not text.strip():
+    if not text.strip(_JSON_WHITESPACE):  # Python's strip() would also eat \x1c-\x1f
         return Drop("blank line")
     try:
         message = _decode(text)

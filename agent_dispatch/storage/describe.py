@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from agent_dispatch.files import FileTooLarge, read_regular
+from agent_dispatch.storage.files import FileTooLarge, read_regular
 
 __all__ = ["ProjectFacts", "auto_description", "detect", "preview"]
 

@@ -17,16 +17,16 @@ from typing import Any
 import msgspec
 import trio
 
-from agent_dispatch import claude, claude_classify, claude_output
-from agent_dispatch.async_jobs import AsyncJobs
-from agent_dispatch.cache import ResultCache, cache_key
-from agent_dispatch.config import ConfigStore
-from agent_dispatch.dialogue import DialogueResult, clamp_rounds, run_dialogue
+from agent_dispatch.claude import classify as claude_classify
+from agent_dispatch.claude import invocation as claude
+from agent_dispatch.claude import output as claude_output
 from agent_dispatch.errors import ConfigError, InvalidArgument
-from agent_dispatch.jobs import Job, JobStore, jobs_dir
 from agent_dispatch.models import Config, DispatchRequest, DispatchResult, ProgressEvent
-from agent_dispatch.process import run_child
-from agent_dispatch.resolve import (
+from agent_dispatch.runtime.process import run_child
+from agent_dispatch.service.async_jobs import AsyncJobs
+from agent_dispatch.service.cache import ResultCache, cache_key
+from agent_dispatch.service.dialogue import DialogueResult, clamp_rounds, run_dialogue
+from agent_dispatch.service.resolve import (
     EffectiveAgent,
     aggregation_task,
     check_agent,
@@ -36,6 +36,8 @@ from agent_dispatch.resolve import (
     resolve_timeout,
     validate_request,
 )
+from agent_dispatch.storage.config import ConfigStore
+from agent_dispatch.storage.jobs import Job, JobStore, jobs_dir
 
 ProgressCallback = Callable[[ProgressEvent], Awaitable[None]]
 ItemCallback = Callable[[int, DispatchResult], Awaitable[None]]

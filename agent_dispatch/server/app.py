@@ -1,6 +1,6 @@
 """The MCP server: tools as thin adapters over Dispatcher, and one session over JSON-RPC lines.
 
-This is the module that imports the mcp SDK (most of a second); `serve.py` runs
+This is the module that imports the mcp SDK (most of a second); `stdio.py` runs
 the process around it and `early.py` answers the handshake while it imports.
 
 A tool body parses its arguments, calls one Dispatcher (or registry) function
@@ -27,16 +27,16 @@ from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERS
 from pydantic import ValidationError
 
 from agent_dispatch import __version__
-from agent_dispatch.config import ConfigStore
-from agent_dispatch.dispatcher import Dispatcher
-from agent_dispatch.early import EARLY_LISTS, installed_mcp
 from agent_dispatch.errors import InvalidArgument
-from agent_dispatch.jobs import JobStore
 from agent_dispatch.models import Config
-from agent_dispatch.toolkit import error_result
-from agent_dispatch.tools_agents import register_agent_tools
-from agent_dispatch.tools_dispatch import register_dispatch_tools
-from agent_dispatch.tools_jobs import register_job_tools
+from agent_dispatch.server.early import EARLY_LISTS, installed_mcp
+from agent_dispatch.server.toolkit import error_result
+from agent_dispatch.server.tools_agents import register_agent_tools
+from agent_dispatch.server.tools_dispatch import register_dispatch_tools
+from agent_dispatch.server.tools_jobs import register_job_tools
+from agent_dispatch.service.dispatcher import Dispatcher
+from agent_dispatch.storage.config import ConfigStore
+from agent_dispatch.storage.jobs import JobStore
 
 INSTRUCTIONS = """\
 Delegate work to Claude Code agents that live in other project directories.

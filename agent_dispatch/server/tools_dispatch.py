@@ -11,11 +11,11 @@ import msgspec
 import trio
 from mcp.server.mcpserver import Context, MCPServer
 
-from agent_dispatch.dispatcher import Dispatcher
 from agent_dispatch.errors import InvalidArgument, StorageError
-from agent_dispatch.jobs import ref_payload
 from agent_dispatch.models import DispatchRequest, DispatchResult
-from agent_dispatch.toolkit import json_argument, progress_reporter, result_dict, tool_errors
+from agent_dispatch.server.toolkit import json_argument, progress_reporter, result_dict, tool_errors
+from agent_dispatch.service.dispatcher import Dispatcher
+from agent_dispatch.service.views import ref_payload
 
 HEARTBEAT_SECONDS = 15.0
 MAX_SUMMARY_CHARS = 100_000

@@ -18,13 +18,19 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent_dispatch.config_format import dump_config, parse_config
-from agent_dispatch.config_perms import check_private
 from agent_dispatch.errors import ConfigError, StorageError
-from agent_dispatch.files import FileTooLarge, atomic_write, env_path, read_regular, state_home
 from agent_dispatch.models import (
     AgentConfig,
     Config,
+)
+from agent_dispatch.storage.config_format import dump_config, parse_config
+from agent_dispatch.storage.config_perms import check_private
+from agent_dispatch.storage.files import (
+    FileTooLarge,
+    atomic_write,
+    env_path,
+    read_regular,
+    state_home,
 )
 
 __all__ = [

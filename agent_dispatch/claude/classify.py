@@ -13,7 +13,7 @@ import shlex
 
 import msgspec
 
-from agent_dispatch.claude_output import (
+from agent_dispatch.claude.output import (
     CliOutput,
     bound_text,
     clean_text,
@@ -21,7 +21,7 @@ from agent_dispatch.claude_output import (
     parse_json_reply,
     parse_output,
 )
-from agent_dispatch.claude_wording import Reading, is_limit_notice, reading, reset_time
+from agent_dispatch.claude.wording import Reading, is_limit_notice, reading, reset_time
 from agent_dispatch.models import MAX_AGENT_TIMEOUT, MAX_TIMEOUT, DispatchResult, ErrorType
 
 _TEXT_CAP = 1_000_000  # plain-text stdout kept as a result

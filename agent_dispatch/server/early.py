@@ -35,10 +35,11 @@ from typing import Any, TypeGuard
 import msgspec
 import trio
 
-from agent_dispatch import __version__, wire
-from agent_dispatch.files import atomic_write
+from agent_dispatch import __version__
+from agent_dispatch.server import wire
+from agent_dispatch.storage.files import atomic_write
 
-log = logging.getLogger("agent_dispatch.early")
+log = logging.getLogger("agent_dispatch.server.early")
 
 HANDSHAKE_FILE = Path(__file__).with_name("handshake.json")
 # The parameterless lists a client fetches on connecting; answered early when recorded.

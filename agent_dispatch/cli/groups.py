@@ -6,9 +6,9 @@ from typing import Any
 
 from cyclopts import App
 
-from agent_dispatch import registry
-from agent_dispatch.cli_common import JsonFlag, command, config_store, cut, emit, emit_json, table
+from agent_dispatch.cli.common import JsonFlag, command, config_store, cut, emit, emit_json, table
 from agent_dispatch.errors import InvalidArgument
+from agent_dispatch.service import registry
 
 group_app = App(name="group", help="Manage agent groups (add, list, inspect, update, remove).")
 

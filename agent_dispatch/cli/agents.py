@@ -5,8 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from agent_dispatch import registry
-from agent_dispatch.cli_common import (
+from agent_dispatch.cli.common import (
     JsonFlag,
     command,
     config_store,
@@ -18,9 +17,10 @@ from agent_dispatch.cli_common import (
     table,
     tool_list,
 )
-from agent_dispatch.cli_setup import group_repair_command
+from agent_dispatch.cli.setup import group_repair_command
 from agent_dispatch.errors import InvalidArgument
 from agent_dispatch.models import Config
+from agent_dispatch.service import registry
 
 # -- agents ------------------------------------------------------------------------
 

@@ -1,0 +1,2 @@
+"""The MCP face: the stdio transport (`stdio`, `early`, `wire`: none import the SDK)
+and the SDK app with its tools (`app`, `tools_*`, `toolkit`)."""
