@@ -30,7 +30,8 @@ from agent_dispatch.remedies import (
 from agent_dispatch.server import remedies as mcp_remedies
 from agent_dispatch.service import remedies as lib_remedies
 from agent_dispatch.service.dispatcher import Dispatcher
-from agent_dispatch.storage.jobs import JobStore
+from agent_dispatch.service.views import fetch_payload, job_view
+from agent_dispatch.storage.jobs import Job, JobStore
 from tests.fake_claude import fake_env
 from tests.test_dispatcher import make_config, req
 
@@ -337,3 +338,23 @@ async def test_the_library_reads_a_missing_directory_fix_as_python(tmp_path: Pat
     assert result.hint == "Fix it with update_agent(store, 'web', directory=...)."
     assert result.advice is not None
     assert result.advice.remedies() == [UpdateAgent(agent="web", field="directory")]
+
+
+def test_a_job_record_keeps_the_advice_and_each_face_words_it_on_read():
+    res = lib_remedies.library_hint(
+        _classify(returncode=-15, timed_out=True, timeout_seconds=300.0, agent_timeout=300.0)
+    )
+    job = Job(
+        id="a" * 32, agent="web", task="t", status="failed", created_at="now", owner_pid=1,
+        result=res,
+    )  # fmt: skip
+    stored = msgspec.json.decode(msgspec.json.encode(job), type=Job)  # the record on disk
+    assert stored.result is not None and stored.result.advice == res.advice
+    over_mcp = job_view(mcp_remedies.present_job(stored))
+    assert "advice" not in over_mcp["result"]
+    assert over_mcp["result"]["hint"] == mcp_remedies.hint(res.advice)  # type: ignore[arg-type]
+    fetched = fetch_payload(mcp_remedies.present_job(stored), 0)
+    assert "advice" not in fetched and fetched["hint"].startswith("Resume it: dispatch_session(")
+    on_cli = cli_remedies.present_job(stored).result
+    assert on_cli is not None and on_cli.hint is not None
+    assert "`agent-dispatch update web --timeout 600`" in on_cli.hint
