@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from agent_dispatch.errors import InvalidArgument
+from agent_dispatch.remedies import Advice
 
 NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_-]*"
 MAX_NAME_LENGTH = 64  # names are table cells, argv words and file-name-like keys
@@ -199,6 +200,9 @@ class DispatchResult(msgspec.Struct, kw_only=True, omit_defaults=True):
     hint: str | None = None
     budget_exceeded: bool | None = None
     cached: bool | None = None
+    # The hint as data (what to change, to which value); `hint` is its text as rendered
+    # for the receiver. Faces render it and leave it out of their answers.
+    advice: Advice | None = None
 
 
 ProgressKind = Literal["text", "tool_use", "retry"]

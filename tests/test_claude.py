@@ -17,6 +17,8 @@ from agent_dispatch.claude.invocation import Invocation, build_argv
 from agent_dispatch.claude.output import CliOutput, StreamParser
 from agent_dispatch.errors import InvalidArgument
 from agent_dispatch.models import DispatchResult, ProgressEvent
+from agent_dispatch.remedies import advice
+from agent_dispatch.server.remedies import present
 
 SID = "0b8e3a1c-5d2f-4e6a-9b7c-1d2e3f405162"
 
@@ -37,7 +39,8 @@ def _classify(stdout: bytes, **kw: Any) -> DispatchResult:
     kw.setdefault("stderr", b"")
     kw.setdefault("timed_out", False)
     kw.setdefault("session_id", SID)
-    return claude_classify.classify(stdout=stdout, **kw)
+    # hints are read as the MCP face renders the classifier's advice
+    return present(claude_classify.classify(stdout=stdout, **kw))
 
 
 def _encodable(res: DispatchResult) -> dict[str, Any]:
@@ -798,13 +801,14 @@ def test_timeout_with_a_received_result_returns_the_result(cli_samples: Path):
 
 
 def test_not_found_result():
-    res = claude_classify.not_found_result("web", "claude executable not found", "Install it.")
+    fix = advice("Install it.")
+    res = claude_classify.not_found_result("web", "claude executable not found", fix)
     assert res == DispatchResult(
         agent="web",
         success=False,
         error="claude executable not found",
         error_type="not_found",
-        hint="Install it.",
+        advice=fix,
     )
 
 

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from agent_dispatch.claude import classify as claude_classify
 from agent_dispatch.models import DispatchResult, ErrorType
+from agent_dispatch.server.remedies import present
 
 SID = "0b8e3a1c-5d2f-4e6a-9b7c-1d2e3f405162"
 SESSION_LIMIT = "You've hit your session limit · resets 6pm (Europe/Berlin)"
@@ -28,7 +29,8 @@ def _classify(stdout: bytes, **kw: Any) -> DispatchResult:
     kw.setdefault("stderr", b"")
     kw.setdefault("timed_out", False)
     kw.setdefault("session_id", SID)
-    return claude_classify.classify(stdout=stdout, **kw)
+    # hints are read as the MCP face renders the classifier's advice
+    return present(claude_classify.classify(stdout=stdout, **kw))
 
 
 def _result_line(**fields: Any) -> bytes:

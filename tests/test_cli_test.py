@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from agent_dispatch.claude import classify as claude_classify
 from agent_dispatch.cli.test_cmd import DEFAULT_TASK, diagnose
 from agent_dispatch.models import AgentConfig, DispatchResult, ErrorType, Settings
 from tests.fake_claude import CLAUDE_BIN, read_runs
@@ -157,14 +158,31 @@ def _failed(error_type: ErrorType, error: str = "boom", **extra: Any) -> Dispatc
     return DispatchResult(agent="a", success=False, error=error, error_type=error_type, **extra)
 
 
+def _timed_out(seconds: float, agent_timeout: float = 300) -> DispatchResult:
+    """A run of agent `a` that hit its deadline, as the classifier reports it (advice included)."""
+    return claude_classify.classify(
+        agent="a", returncode=-15, stdout=b"", stderr=b"", timed_out=True, session_id=None,
+        timeout_seconds=seconds, agent_timeout=agent_timeout,
+    )  # fmt: skip
+
+
+def _over_budget(cap: float) -> DispatchResult:
+    """A run of agent `a` stopped at its cost cap, as the classifier reports it."""
+    line = b'{"type":"result","subtype":"error_max_budget_usd","is_error":true,"total_cost_usd":1}'
+    return claude_classify.classify(
+        agent="a", returncode=1, stdout=line, stderr=b"", timed_out=False, session_id=None,
+        max_budget_usd=cap,
+    )  # fmt: skip
+
+
 def test_timeout_diagnosis_doubles_the_time():
     agent = AgentConfig(directory="/tmp", timeout=300)
-    why, fixes = diagnose("a", DEFAULT_TASK, agent, Settings(), _failed("timeout"), 300)
+    why, fixes = diagnose("a", DEFAULT_TASK, agent, Settings(), _timed_out(300), 300)
     assert "300s" in why
     assert fixes == ["agent-dispatch update a --timeout 600", "agent-dispatch test a --timeout 600"]
-    _, fixes = diagnose("a", "Do it", agent, Settings(), _failed("timeout"), 5000)
+    _, fixes = diagnose("a", "Do it", agent, Settings(), _timed_out(5000), 5000)
     assert fixes[1] == "agent-dispatch test a 'Do it' --timeout 7200"
-    _, fixes = diagnose("a", DEFAULT_TASK, agent, Settings(), _failed("timeout"), 10)
+    _, fixes = diagnose("a", DEFAULT_TASK, agent, Settings(), _timed_out(10), 10)
     assert fixes == ["agent-dispatch test a --timeout 60"]  # never lowers the agent's 300 s
 
 
@@ -183,7 +201,7 @@ def test_permission_diagnosis_merges_with_inherited_defaults():
 
 def test_budget_diagnosis_doubles_the_cap():
     agent = AgentConfig(directory="/tmp", max_budget_usd=0.25)
-    why, fixes = diagnose("a", DEFAULT_TASK, agent, Settings(), _failed("budget"), 300)
+    why, fixes = diagnose("a", DEFAULT_TASK, agent, Settings(), _over_budget(0.25), 300)
     assert "$0.25" in why
     assert fixes == ["agent-dispatch update a --max-budget-usd 0.5"]
 
@@ -199,9 +217,17 @@ def test_timeout_fixes_are_accepted_when_fed_back(tmp_path, monkeypatch, capsys,
     cli = Cli(tmp_path, monkeypatch, capsys)
     cli.agent("a")
     agent = cli.load().agents["a"]
-    _, fixes = diagnose("a", DEFAULT_TASK, agent, Settings(), _failed("timeout"), 300)
+    _, fixes = diagnose("a", DEFAULT_TASK, agent, Settings(), _timed_out(300), 300)
     argv = shlex.split(fixes[fix_index])[1:]
     if argv[0] == "test":  # a real run: give it the fake claude
         monkeypatch.setenv("AGENT_DISPATCH_CLAUDE", CLAUDE_BIN)
         monkeypatch.setenv("FAKE_CLAUDE_PYTHON", sys.executable)
     assert cli(*argv).rc == 0
+
+
+def test_the_hint_on_the_terminal_names_commands_not_tool_calls(cli):
+    cli.agent("a")
+    res = cli("test", "a", "Big job\n@fake budget_stop")
+    assert res.rc == 1
+    assert "  hint: Raise the cap with `agent-dispatch update a --max-budget-usd 1`." in res.out
+    assert "update_agent(" not in res.out

@@ -1,28 +1,35 @@
 """Classifying one finished `claude -p` run into a DispatchResult (sans-IO).
 
 Follows SPEC.md "Error text and type" and the output table of CLAUDE_CLI.md:
-every error carries text, and actionable errors carry a hint naming a tool
-call or CLI command that exists.
+every error carries text, and actionable errors carry advice: prose and
+structured remedies (agent_dispatch/remedies.py) that each face renders in its
+own words. Nothing here names a tool call, a command or a Python call.
 """
 
 from __future__ import annotations
 
 import math
 import re
-import shlex
-
-import msgspec
 
 from agent_dispatch.claude.output import (
     CliOutput,
     bound_text,
-    clean_text,
     decode_json,
     parse_json_reply,
     parse_output,
 )
 from agent_dispatch.claude.wording import Reading, is_limit_notice, reading, reset_time
 from agent_dispatch.models import MAX_AGENT_TIMEOUT, MAX_TIMEOUT, DispatchResult, ErrorType
+from agent_dispatch.remedies import (
+    Advice,
+    CallTimeout,
+    Choice,
+    NewSession,
+    Part,
+    ResumeSession,
+    UpdateAgent,
+    advice,
+)
 
 _TEXT_CAP = 1_000_000  # plain-text stdout kept as a result
 _ERROR_CAP = 4000
@@ -36,10 +43,10 @@ _NOT_JSON = object()
 # -- classification -------------------------------------------------------------
 
 
-def not_found_result(agent: str, message: str, hint: str) -> DispatchResult:
+def not_found_result(agent: str, message: str, fix: Advice) -> DispatchResult:
     """A `not_found` failure (missing agent directory or claude executable)."""
     return DispatchResult(
-        agent=agent, success=False, error=message, error_type="not_found", hint=hint
+        agent=agent, success=False, error=message, error_type="not_found", advice=fix
     )
 
 
@@ -85,14 +92,18 @@ def classify(
     if stopped_after_result:
         _add_hint(
             result,
-            f"The result was complete{f' before the deadline{at}' if timed_out else ''}; claude "
-            "did not exit after printing it, so the finished process was stopped.",
+            advice(
+                f"The result was complete{f' before the deadline{at}' if timed_out else ''}; "
+                "claude did not exit after printing it, so the finished process was stopped."
+            ),
         )
     elif timed_out:
         _add_hint(
             result,
-            f"The run finished right at the deadline{at}; "
-            + _raise_timeout_hint(agent, timeout_seconds, agent_timeout),
+            advice(
+                f"The run finished right at the deadline{at}; ",
+                *_raise_timeout_hint(agent, timeout_seconds, agent_timeout),
+            ),
         )
     return result
 
@@ -135,8 +146,10 @@ def _from_output(
             res.budget_exceeded = True
             _add_hint(
                 res,
-                f"This run cost ${out.total_cost_usd:.4f}, over the ${max_budget_usd:g} cap. "
-                + _raise_budget_hint(agent, max_budget_usd),
+                advice(
+                    f"This run cost ${out.total_cost_usd:.4f}, over the ${max_budget_usd:g} cap. ",
+                    *_raise_budget_hint(agent, max_budget_usd),
+                ),
             )
         return res
 
@@ -148,7 +161,7 @@ def _from_output(
     if res.error_type == "budget":
         res.budget_exceeded = True
         resume = _resume_hint(agent, sid, " Then resume: ")
-        _add_hint(res, _raise_budget_hint(agent, max_budget_usd) + resume)
+        _add_hint(res, advice(*_raise_budget_hint(agent, max_budget_usd), *resume))
     elif not _explain(res, said, denied, sid):
         _explain_stop(res, out, sid)
     return res
@@ -158,15 +171,19 @@ def _explain_stop(res: DispatchResult, out: CliOutput, session_id: str | None) -
     """Hint at a failure by how the result object says the run stopped."""
     if out.subtype == "error_max_turns":
         resume = _resume_hint(res.agent, session_id, " Continue: ")
-        _add_hint(res, "The agent hit its turn limit." + resume)
+        _add_hint(res, advice("The agent hit its turn limit.", *resume))
     elif out.api_error_status in (401, 403):
         _add_hint(
             res,
-            "The API rejected claude's credentials: log in with `claude` as the user the "
-            "server runs as, or set ANTHROPIC_API_KEY in the server's environment; then retry.",
+            advice(
+                "The API rejected claude's credentials: log in with `claude` as the user the "
+                "server runs as, or set ANTHROPIC_API_KEY in the server's environment; then retry."
+            ),
         )
     elif out.api_error_status in (500, 502, 503, 529):
-        _add_hint(res, "The API had a temporary problem; retrying the same call usually works.")
+        _add_hint(
+            res, advice("The API had a temporary problem; retrying the same call usually works.")
+        )
 
 
 def _error_type(
@@ -198,8 +215,11 @@ def _explain(
         res.session_id = None
         _add_hint(
             res,
-            "That session does not exist (or belongs to another directory). Start a new one: "
-            f"dispatch_session(agent={_q(res.agent)}, task=...) without session_id.",
+            advice(
+                "That session does not exist (or belongs to another directory). Start a new one: ",
+                NewSession(agent=res.agent),
+                ".",
+            ),
         )
     else:
         return False
@@ -255,8 +275,9 @@ def _no_result(
         returncode == 0 or (returncode is not None and returncode < 0) or returncode == 143
     )
     if not _explain(res, said, [], None) and interrupted:
-        res.hint = "The run was interrupted before it produced a result." + _resume_hint(
-            agent, session_id, " Retry, or continue it: "
+        res.advice = advice(
+            "The run was interrupted before it produced a result.",
+            *_resume_hint(agent, session_id, " Retry, or continue it: "),
         )
     return res
 
@@ -279,62 +300,58 @@ def _timeout_result(
 ) -> DispatchResult:
     secs = _fmt_seconds(timeout_seconds)
     resume = _resume_hint(agent, session_id, "Resume it: ")
-    more_time = _raise_timeout_hint(agent, timeout_seconds, agent_timeout)
-    hint = f"{resume} Or {more_time}" if resume else more_time[0].upper() + more_time[1:]
+    more_time = _raise_timeout_hint(agent, timeout_seconds, agent_timeout, capital=not resume)
     return DispatchResult(
         agent=agent,
         success=False,
         error=f"timed out after {secs}s" if secs else "timed out",
         error_type="timeout",
         session_id=session_id,
-        hint=hint,
+        advice=advice(*resume, " Or " if resume else "", *more_time),
     )
 
 
 # -- hints and formatting -------------------------------------------------------
 
 
-def _q(value: str) -> str:
-    return msgspec.json.encode(clean_text(value)).decode()
+def _add_hint(res: DispatchResult, more: Advice) -> None:
+    res.advice = res.advice + more if res.advice else more
 
 
-def _add_hint(res: DispatchResult, hint: str) -> None:
-    res.hint = f"{res.hint} {hint}" if res.hint else hint
-
-
-def _resume_hint(agent: str, session_id: str | None, prefix: str) -> str:
+def _resume_hint(agent: str, session_id: str | None, prefix: str) -> tuple[Part, ...]:
     if not session_id:
-        return ""
-    return (
-        f"{prefix}dispatch_session(agent={_q(agent)}, session_id={_q(session_id)}, "
-        'task="continue").'
-    )
+        return ()
+    return (prefix, ResumeSession(agent=agent, session_id=session_id), ".")
 
 
-def _raise_timeout_hint(agent: str, ran_out: float | None, agent_timeout: float | None) -> str:
+def _raise_timeout_hint(
+    agent: str, ran_out: float | None, agent_timeout: float | None, *, capital: bool = False
+) -> tuple[Part, ...]:
     store, call = timeout_fixes(ran_out, agent_timeout)
-    options = []
+    options: list[UpdateAgent | CallTimeout] = []
     if store is not None:
-        options += [
-            f"update_agent(name={_q(agent)}, timeout={store})",
-            f"`agent-dispatch update {shlex.quote(agent)} --timeout {store}`",
-        ]
+        options.append(UpdateAgent(agent=agent, field="timeout", value=store))
     if call is not None:
-        options.append(f"timeout_seconds={call} on the dispatch")
+        options.append(CallTimeout(agent=agent, seconds=call))
     if not options:
-        return "it already had the longest timeout allowed: split the task into smaller ones."
-    listed = options[0] if len(options) == 1 else f"{', '.join(options[:-1])} or {options[-1]}"
+        return (
+            ("It" if capital else "it")
+            + " already had the longest timeout allowed: split the task into smaller ones.",
+        )
+    parts: list[Part] = [("Give" if capital else "give") + " it more time with "]
+    parts.append(Choice(options=tuple(options)))
     if store is None and agent_timeout is not None:
-        listed += f" (the agent's own timeout is {agent_timeout:g}s: timeout_seconds=0 uses it)"
-    return f"give it more time with {listed}."
+        parts += [
+            f" (the agent's own timeout is {agent_timeout:g}s: ",
+            CallTimeout(agent=agent, seconds=0),
+            " uses it)",
+        ]
+    return (*parts, ".")
 
 
-def _raise_budget_hint(agent: str, max_budget_usd: float | None) -> str:
-    more = f"{more_budget(max_budget_usd):g}"
-    return (
-        f"Raise the cap with update_agent(name={_q(agent)}, max_budget_usd={more}) or "
-        f"`agent-dispatch update {shlex.quote(agent)} --max-budget-usd {more}`."
-    )
+def _raise_budget_hint(agent: str, max_budget_usd: float | None) -> tuple[Part, ...]:
+    more = UpdateAgent(agent=agent, field="max_budget_usd", value=more_budget(max_budget_usd))
+    return ("Raise the cap with ", Choice(options=(more,)), ".")
 
 
 def more_time(seconds: float | None, *, cap: float = MAX_TIMEOUT) -> int:
@@ -370,29 +387,29 @@ def more_budget(cap: float | None) -> float:
     return max(round(cap * 2, 2), 0.01)
 
 
-def _denied_hint(agent: str, denied: list[str]) -> str:
+def _denied_hint(agent: str, denied: list[str]) -> Advice:
     if not denied:
-        return (
-            "The agent lacked a permission. Allow the tool with "
-            f"update_agent(name={_q(agent)}, allowed_tools=...) or set its permission_mode."
+        return advice(
+            "The agent lacked a permission. Allow the tool with ",
+            UpdateAgent(agent=agent, field="allowed_tools"),
+            " or set its permission_mode.",
         )
-    tools = ",".join(denied)
-    return (
-        f"Denied tools: {', '.join(denied)}. To allow them: "
-        f"update_agent(name={_q(agent)}, allowed_tools={_q(tools)}) or "
-        f"`agent-dispatch update {shlex.quote(agent)} --allowed-tools {shlex.quote(tools)}` "
-        "(this replaces the agent's list; include tools it already allows)."
+    allow = UpdateAgent(agent=agent, field="allowed_tools", value=",".join(denied))
+    return advice(
+        f"Denied tools: {', '.join(denied)}. To allow them: ",
+        Choice(options=(allow,)),
+        " (this replaces the agent's list; include tools it already allows).",
     )
 
 
-def _usage_limit_hint(notice: str, agent: str, session_id: str | None) -> str:
+def _usage_limit_hint(notice: str, agent: str, session_id: str | None) -> Advice:
     when = reset_time(notice)
     head = (
         f"The Claude account hit its usage limit; it resets {when}. Retry the same call after that"
         if when
         else "The Claude account hit its usage or rate limit. Wait for it to reset, then retry"
     )
-    return head + (_resume_hint(agent, session_id, ", or continue: ") or ".")
+    return advice(head, *(_resume_hint(agent, session_id, ", or continue: ") or (".",)))
 
 
 def _denied(names: list[str]) -> list[str]:
@@ -441,9 +458,10 @@ def command_too_long(agent: str, argv: list[str]) -> DispatchResult:
             f" bytes ({longest[:40]!r}...); Linux allows 131072"
         ),
         error_type="cli_error",
-        hint=(
-            f"Shorten the agent's instructions (update_agent(name={agent!r}, instructions=...))"
-            " or its other settings; a long task or context is passed on stdin and is fine."
+        advice=advice(
+            "Shorten the agent's instructions (",
+            UpdateAgent(agent=agent, field="instructions"),
+            ") or its other settings; a long task or context is passed on stdin and is fine.",
         ),
     )
 
@@ -462,4 +480,4 @@ def claude_missing(agent: str, env_value: str | None, claude_path: str | None) -
             "Install Claude Code (npm install -g @anthropic-ai/claude-code), or set "
             "settings.claude_path in agents.yaml or AGENT_DISPATCH_CLAUDE."
         )
-    return not_found_result(agent, f"claude executable not found ({where})", fix)
+    return not_found_result(agent, f"claude executable not found ({where})", advice(fix))

@@ -21,6 +21,7 @@ from agent_dispatch.cli.common import (
     table,
     warn,
 )
+from agent_dispatch.cli.remedies import present_job
 from agent_dispatch.errors import InvalidArgument
 from agent_dispatch.models import TERMINAL_STATUSES
 from agent_dispatch.runtime.orphans import stop_group
@@ -77,7 +78,7 @@ def job(job_id: str, /, *, json: JsonFlag = False) -> int:
     job_id
         The 32-character job id (from `agent-dispatch jobs` or dispatch_async).
     """
-    record = job_store().require(validate_job_id(job_id))
+    record = present_job(job_store().require(validate_job_id(job_id)))
     if json:
         emit_json(job_view(record))
         return 0

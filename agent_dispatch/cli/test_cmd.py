@@ -10,8 +10,8 @@ from typing import Annotated
 import trio
 from cyclopts import Parameter
 
-from agent_dispatch.claude.classify import more_budget, timeout_fixes
 from agent_dispatch.claude.invocation import DEPTH_VAR
+from agent_dispatch.cli import remedies as cli_remedies
 from agent_dispatch.cli.common import (
     INSTALL_CLAUDE,
     command,
@@ -28,6 +28,7 @@ from agent_dispatch.models import (
     ProgressEvent,
     Settings,
 )
+from agent_dispatch.remedies import CallTimeout, Remedy, RemoveAgent, UpdateAgent
 from agent_dispatch.service import registry
 from agent_dispatch.service.dispatcher import Dispatcher
 from agent_dispatch.service.resolve import resolve_timeout
@@ -136,15 +137,17 @@ def _report(
                 emit(fix_line(fix))
         if result.budget_exceeded:
             emit(f"warn  it cost more than its cap of {money(_budget_cap(agent, settings))}")
-            emit(fix_line(_budget_fix(name, agent, settings)))
+            for fix in _fixes(result, "max_budget_usd"):
+                emit(fix_line(fix))
         return 0
     emit(f"FAIL  {name}: {result.error_type or 'error'}: {result.error or 'no answer'}")
     why, fixes = diagnose(name, task, agent, settings, result, seconds, executable=executable)
     emit(f"  {why}")
     for fix in fixes:
         emit(fix_line(fix))
-    if result.hint:
-        emit(f"  hint: {result.hint}")
+    hint = cli_remedies.present(result).hint
+    if hint:
+        emit(f"  hint: {hint}")
     if result.session_id and result.error_type in ("timeout", "budget"):
         emit(f"  session {result.session_id} can be resumed with dispatch_session")
     return 1
@@ -160,26 +163,16 @@ def diagnose(
     *,
     executable: str = "claude",
 ) -> tuple[str, list[str]]:
-    """(what happened, commands that fix it) for a failed dispatch."""
+    """(what happened, commands that fix it) for a failed dispatch. The fixes are the
+    remedies the dispatch itself named (`result.advice`), as commands."""
     kind = result.error_type
-    error = result.error or ""
     if kind == "permission":
         return (
             "The agent needed a permission that `claude -p` does not grant by itself.",
             _permission_fixes(name, agent, settings, result.denied_tools or []),
         )
     if kind == "timeout":
-        store, call = timeout_fixes(seconds, float(agent.timeout))
-        again = ["agent-dispatch", "test", name]
-        if task != DEFAULT_TASK and "\n" not in task:
-            again.append(task)
-        fixes = (
-            []
-            if store is None
-            else [command("agent-dispatch", "update", name, "--timeout", str(store))]
-        )
-        if call is not None:
-            fixes.append(command(*again, "--timeout", str(call)))
+        fixes = _fixes(result, "timeout", task=task)
         why = f"It did not finish within {seconds:g}s."
         if not fixes:
             why += " That is the longest timeout allowed: split the task into smaller ones."
@@ -188,16 +181,14 @@ def diagnose(
         cap = _budget_cap(agent, settings)
         return (
             f"It reached its cost cap of {money(cap)}." if cap else "It reached a cost cap.",
-            [_budget_fix(name, agent, settings)],
+            _fixes(result, "max_budget_usd"),
         )
     if kind == "not_found":
-        if "directory" in error:
+        fixes = _fixes(result, "directory")
+        if fixes:
             return (
                 "The agent's directory is gone.",
-                [
-                    command("agent-dispatch", "update", name, "--directory", "DIR"),
-                    command("agent-dispatch", "remove", name),
-                ],
+                [*fixes, cli_remedies.command(RemoveAgent(agent=name))],
             )
         return (
             "The claude CLI could not be started.",
@@ -225,13 +216,28 @@ def _permission_fixes(
     current = agent.allowed_tools
     if current is None:
         current = settings.default_allowed_tools
-    fixes = []
-    if denied:
-        tools = list(dict.fromkeys([*current, *denied]))
-        fixes.append(command("agent-dispatch", "update", name, "--allowed-tools", ",".join(tools)))
+    fixes: list[Remedy] = []
+    if denied:  # the list replaces the agent's, so it keeps what the agent had
+        tools = ",".join(dict.fromkeys([*current, *denied]))
+        fixes.append(UpdateAgent(agent=name, field="allowed_tools", value=tools))
     if not denied or _EDIT_TOOLS.intersection(denied):
-        fixes.append(command("agent-dispatch", "update", name, "--permission-mode", "acceptEdits"))
-    return fixes
+        fixes.append(UpdateAgent(agent=name, field="permission_mode", value="acceptEdits"))
+    return [cli_remedies.command(fix) for fix in fixes]
+
+
+def _fixes(result: DispatchResult, field: str, *, task: str = "") -> list[str]:
+    """The commands for the remedies in `result.advice` that change the agent's `field`
+    (and, for a timeout, the runs with more time), in the order the advice names them."""
+    if result.advice is None:
+        return []
+    found = [
+        r
+        for r in result.advice.remedies()
+        if (isinstance(r, UpdateAgent) and r.field == field)
+        or (field == "timeout" and isinstance(r, CallTimeout) and r.seconds > 0)
+    ]
+    task = "" if task == DEFAULT_TASK else task
+    return [cli_remedies.command(r, task=task) for r in dict.fromkeys(found)]
 
 
 def _budget_cap(agent: AgentConfig, settings: Settings) -> float | None:
@@ -240,8 +246,3 @@ def _budget_cap(agent: AgentConfig, settings: Settings) -> float | None:
         if agent.max_budget_usd is not None
         else (settings.default_max_budget_usd)
     )
-
-
-def _budget_fix(name: str, agent: AgentConfig, settings: Settings) -> str:
-    more = more_budget(_budget_cap(agent, settings))
-    return command("agent-dispatch", "update", name, "--max-budget-usd", f"{more:g}")

@@ -14,6 +14,7 @@ from mcp_types import CallToolResult, TextContent
 
 from agent_dispatch.errors import DispatchError, InvalidArgument
 from agent_dispatch.models import DispatchResult, ProgressEvent
+from agent_dispatch.server.remedies import present
 
 P = ParamSpec("P")
 log = logging.getLogger("agent_dispatch.tools")
@@ -91,7 +92,7 @@ def json_argument(field: str, text: str, hint: str) -> Any:
 
 
 def result_dict(result: DispatchResult, response_format: str = "") -> dict[str, Any]:
-    out = cast(dict[str, Any], msgspec.to_builtins(result))
+    out = cast(dict[str, Any], msgspec.to_builtins(present(result)))
     if response_format == "json" and result.success:
         out.setdefault("parsed_result", None)  # null means "did not parse", not "absent"
     return out

@@ -13,6 +13,7 @@ from mcp.server.mcpserver import Context, MCPServer
 
 from agent_dispatch.errors import InvalidArgument, StorageError
 from agent_dispatch.models import DispatchRequest, DispatchResult
+from agent_dispatch.server.remedies import present_job
 from agent_dispatch.server.toolkit import json_argument, progress_reporter, result_dict, tool_errors
 from agent_dispatch.service.dispatcher import Dispatcher
 from agent_dispatch.service.views import ref_payload
@@ -45,7 +46,7 @@ def shape(
         note = f"return_ref failed, so this is the whole result: {exc.message}"
         out["hint"] = f"{out['hint']} {note}" if out.get("hint") else note
         return out
-    return ref_payload(job, summary_chars)
+    return ref_payload(present_job(job), summary_chars)
 
 
 class ParallelItem(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

@@ -10,6 +10,7 @@ from mcp.server.mcpserver import MCPServer
 
 from agent_dispatch.errors import InvalidArgument
 from agent_dispatch.models import JobStatus
+from agent_dispatch.server.remedies import present_job
 from agent_dispatch.server.toolkit import tool_errors
 from agent_dispatch.server.tools_dispatch import request_from_args
 from agent_dispatch.service.dispatcher import Dispatcher
@@ -56,7 +57,7 @@ def register_job_tools(server: MCPServer, dispatcher: Dispatcher) -> None:
     @tool_errors
     async def dispatch_status(job_id: str) -> dict[str, Any]:
         """A job's record: status, timestamps, result or error, and its latest progress lines."""
-        return job_view(await dispatcher.jobs.get(job_id))
+        return job_view(present_job(await dispatcher.jobs.get(job_id)))
 
     @server.tool()
     @tool_errors
@@ -75,9 +76,9 @@ def register_job_tools(server: MCPServer, dispatcher: Dispatcher) -> None:
             raise InvalidArgument("give job_id or job_ids", "Job ids come from dispatch_async.")
         jobs, timed_out = await dispatcher.jobs.wait(ids, mode=mode, seconds=timeout_seconds)
         if job_id and not job_ids:
-            out = job_view(jobs[0])
+            out = job_view(present_job(jobs[0]))
         else:
-            out = {"jobs": [job_view(j) for j in jobs], "mode": mode}
+            out = {"jobs": [job_view(present_job(j)) for j in jobs], "mode": mode}
         out["timed_out_waiting"] = timed_out
         return out
 
@@ -119,7 +120,7 @@ def register_job_tools(server: MCPServer, dispatcher: Dispatcher) -> None:
         """The full result behind a ref (from return_ref) or any job id; max_chars cuts it
         (0 = all) and then says `truncated` and `full_size`."""
         job = await dispatcher.jobs.get(validate_job_id(ref, "ref"))
-        return fetch_payload(job, max_chars)
+        return fetch_payload(present_job(job), max_chars)
 
     @server.tool()
     @tool_errors

@@ -22,10 +22,12 @@ from agent_dispatch.claude import invocation as claude
 from agent_dispatch.claude import output as claude_output
 from agent_dispatch.errors import ConfigError, InvalidArgument
 from agent_dispatch.models import Config, DispatchRequest, DispatchResult, ProgressEvent
+from agent_dispatch.remedies import CheckInstall, Choice, UpdateAgent, advice
 from agent_dispatch.runtime.process import run_child
 from agent_dispatch.service.async_jobs import AsyncJobs
 from agent_dispatch.service.cache import ResultCache, cache_key
 from agent_dispatch.service.dialogue import DialogueResult, clamp_rounds, run_dialogue
+from agent_dispatch.service.remedies import library_hint
 from agent_dispatch.service.resolve import (
     EffectiveAgent,
     aggregation_task,
@@ -211,16 +213,20 @@ class Dispatcher:
             if hit is not None:
                 return hit
         if not directory_exists(eff.directory):
-            return _not_found(
-                req.agent,
-                f"agent directory does not exist: {eff.directory}",
-                f"Fix it with update_agent(name={req.agent!r}, directory=...) or "
-                f"`agent-dispatch update {req.agent} --directory DIR`.",
+            fix = UpdateAgent(agent=req.agent, field="directory")
+            return library_hint(
+                claude_classify.not_found_result(
+                    req.agent,
+                    f"agent directory does not exist: {eff.directory}",
+                    advice("Fix it with ", Choice(options=(fix,)), "."),
+                )
             )
         executable = self.claude_executable(cfg)
         if executable is None:
-            return claude_classify.claude_missing(
-                req.agent, self._env.get("AGENT_DISPATCH_CLAUDE"), cfg.settings.claude_path
+            return library_hint(
+                claude_classify.claude_missing(
+                    req.agent, self._env.get("AGENT_DISPATCH_CLAUDE"), cfg.settings.claude_path
+                )
             )
         session_id = req.session_id or claude.new_session_id()
         invocation = claude.Invocation(
@@ -289,17 +295,22 @@ class Dispatcher:
                         )
                     except OSError as exc:
                         if exc.errno == errno.E2BIG:
-                            return claude_classify.command_too_long(eff.name, argv)
-                        return _not_found(
-                            eff.name,
-                            f"could not start claude: {exc}",
-                            "Check the claude executable (`agent-dispatch doctor`) and the "
-                            "agent's directory.",
+                            return library_hint(claude_classify.command_too_long(eff.name, argv))
+                        return library_hint(
+                            claude_classify.not_found_result(
+                                eff.name,
+                                f"could not start claude: {exc}",
+                                advice(
+                                    "Check the claude executable (",
+                                    CheckInstall(),
+                                    ") and the agent's directory.",
+                                ),
+                            )
                         )
             finally:
                 if send is not None:
                     send.close()
-        return claude_classify.classify(
+        classified = claude_classify.classify(
             agent=eff.name,
             returncode=outcome.returncode,
             stdout=outcome.stdout,
@@ -312,6 +323,7 @@ class Dispatcher:
             max_budget_usd=eff.max_budget_usd,
             response_format=response_format,
         )
+        return library_hint(classified)
 
     # -- fan-out -----------------------------------------------------------------
 
@@ -453,9 +465,3 @@ async def _forward_progress(
     async with receive:
         async for event in receive:
             await on_progress(event)
-
-
-def _not_found(agent: str, message: str, hint: str) -> DispatchResult:
-    return DispatchResult(
-        agent=agent, success=False, error=message, error_type="not_found", hint=hint
-    )
