@@ -2,7 +2,8 @@
 
 - `Workspace`: a config, a jobs dir, a fake-claude log dir and two agent
   projects under one tmp dir, plus the environment that points at them.
-- `in_memory_server`: a Dispatcher and the MCP server built over it.
+- `in_memory_server`: a Dispatcher and the MCP server built over it (its runs go to a
+  given Runner, by default ClaudeRunner with the fake claude).
 - `Tools`: a thin wrapper over `mcp.Client.call_tool` that returns the
   structured answer and checks it matches the JSON text.
 - `StdioServer`: `agent-dispatch serve` as a real child process, driven by a
@@ -34,6 +35,7 @@ from mcp.server.mcpserver import MCPServer
 from mcp.shared.dispatcher import ProgressFnT
 from mcp_types import TextContent
 
+from agent_dispatch.runtime.runner import Runner
 from agent_dispatch.server.app import build_server
 from agent_dispatch.service.dispatcher import Dispatcher
 from agent_dispatch.storage.config import ConfigStore
@@ -122,9 +124,14 @@ class Workspace:
 
 
 @asynccontextmanager
-async def in_memory_server(ws: Workspace) -> AsyncIterator[tuple[Dispatcher, MCPServer]]:
+async def in_memory_server(
+    ws: Workspace, runner: Runner | None = None
+) -> AsyncIterator[tuple[Dispatcher, MCPServer]]:
+    """The server over a Dispatcher whose runs go to `runner` (default: the fake claude)."""
     store = ConfigStore(ws.config)
-    async with Dispatcher.open(store, env=ws.env(), jobs=JobStore(ws.jobs)) as dispatcher:
+    async with Dispatcher.open(
+        store, env=ws.env(), jobs=JobStore(ws.jobs), runner=runner
+    ) as dispatcher:
         yield dispatcher, build_server(dispatcher, store)
 
 

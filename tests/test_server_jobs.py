@@ -1,4 +1,9 @@
-"""Async jobs, result refs and job control through the MCP tools (in memory and over stdio)."""
+"""Async jobs, result refs and job control through the MCP tools (in memory and over stdio).
+
+In memory, runs go to the ScriptedRunner (`runner`); the tests about a job's child
+process (its recorded group, killing it) use `real_tools`: ClaudeRunner and the fake
+claude. Over stdio the server is a real process with real children.
+"""
 
 from __future__ import annotations
 
@@ -15,8 +20,9 @@ import mcp
 import trio
 import trio.testing
 
-from agent_dispatch.models import DispatchRequest, DispatchResult
+from agent_dispatch.models import DispatchRequest, DispatchResult, ProgressEvent
 from agent_dispatch.runtime.orphans import process_start
+from agent_dispatch.runtime.scripted import Script, ScriptedRunner
 from agent_dispatch.service.dispatcher import Dispatcher
 from agent_dispatch.storage.config import ConfigStore
 from agent_dispatch.storage.jobs import Job, JobStore, new_job_id
@@ -30,7 +36,7 @@ from tests.server_support import (
     stdio_server,
 )
 
-pytest_plugins = ("tests.server_fixtures",)  # ws, served, tools
+pytest_plugins = ("tests.server_fixtures",)  # ws, runner, served, tools, real_tools
 
 BAD_IDS = [
     "../x",
@@ -53,6 +59,13 @@ def blocked(ws: Workspace, name: str, *extra: str) -> tuple[str, Path]:
     """A task the fake blocks on until `release` is created."""
     release = ws.root / f"release-{name}"
     return "\n".join([f"job {name}", f"@fake wait_file={release}", *extra]), release
+
+
+def gated(runner: ScriptedRunner, name: str, reply: str | None = None) -> trio.Event:
+    """The scripted run of the task `job <name>` waits until the returned Event is set."""
+    release = trio.Event()
+    runner.on(Script(release=release, reply=reply), prompt=f"job {name}")
+    return release
 
 
 async def start_job(tools: Tools, agent: str, task: str) -> str:
@@ -98,7 +111,7 @@ async def test_well_formed_unknown_ids_are_not_found(tools: Tools) -> None:
 
 
 async def test_dispatch_async_rejects_bad_requests_without_a_record(
-    tools: Tools, ws: Workspace
+    tools: Tools, ws: Workspace, runner: ScriptedRunner
 ) -> None:
     for args in (
         {"agent": "nobody", "task": "x"},
@@ -107,13 +120,14 @@ async def test_dispatch_async_rejects_bad_requests_without_a_record(
         {"agent": "alpha", "task": "x", "response_format": "yaml"},
     ):
         assert (await tools("dispatch_async", **args)).envelope
-    assert ws.job_files() == [] and ws.runs() == []
+    assert ws.job_files() == [] and runner.calls == []
 
 
 # -- running, waiting, cancelling --------------------------------------------------------
 
 
-async def test_wait_wakes_as_soon_as_the_job_finishes(tools: Tools, ws: Workspace) -> None:
+async def test_wait_wakes_as_soon_as_the_job_finishes(real_tools: Tools, ws: Workspace) -> None:
+    tools = real_tools
     task, release = blocked(ws, "A", "@fake reply=finished")
     job_id = await start_job(tools, "alpha", task)
     answer: dict[str, Any] = {}
@@ -144,13 +158,12 @@ async def test_wait_wakes_as_soon_as_the_job_finishes(tools: Tools, ws: Workspac
     assert run["output_format"] == "stream-json"  # jobs stream, for their progress tail
 
 
-async def test_wait_on_a_list_in_any_and_all_modes(tools: Tools, ws: Workspace) -> None:
-    task_a, release_a = blocked(ws, "A")
-    task_b, release_b = blocked(ws, "B")
-    a = await start_job(tools, "alpha", task_a)
-    b = await start_job(tools, "beta", task_b)
+async def test_wait_on_a_list_in_any_and_all_modes(tools: Tools, runner: ScriptedRunner) -> None:
+    release_a, release_b = gated(runner, "A"), gated(runner, "B")
+    a = await start_job(tools, "alpha", "job A")
+    b = await start_job(tools, "beta", "job B")
     with trio.fail_after(15):
-        await wait_started(ws.log, 2)
+        await runner.wait_calls(2)
         async with trio.open_nursery() as nursery:
             got: dict[str, Any] = {}
 
@@ -162,7 +175,7 @@ async def test_wait_on_a_list_in_any_and_all_modes(tools: Tools, ws: Workspace) 
                 )
 
             nursery.start_soon(wait_any)
-            release_a.touch()
+            release_a.set()
         assert got["mode"] == "any" and got["timed_out_waiting"] is False
         assert [j["id"] for j in got["jobs"]] == [a, b]
         assert [j["status"] for j in got["jobs"]] == ["done", "running"]
@@ -178,18 +191,18 @@ async def test_wait_on_a_list_in_any_and_all_modes(tools: Tools, ws: Workspace) 
                 )
 
             nursery.start_soon(wait_all)
-            release_b.touch()
+            release_b.set()
     assert got["timed_out_waiting"] is False
     assert [j["status"] for j in got["jobs"]] == ["done", "done"]
 
 
 async def test_wait_gives_up_at_the_deadline_and_the_job_keeps_running(
-    tools: Tools, ws: Workspace
+    tools: Tools, runner: ScriptedRunner
 ) -> None:
-    task, _release = blocked(ws, "A")
-    job_id = await start_job(tools, "alpha", task)
+    gated(runner, "A")
+    job_id = await start_job(tools, "alpha", "job A")
     with trio.fail_after(10):
-        await wait_started(ws.log)
+        await runner.wait_calls(1)
         started = trio.current_time()
         out = (await tools("dispatch_wait", job_id=job_id, timeout_seconds=0.01)).ok
         waited = trio.current_time() - started
@@ -213,26 +226,31 @@ async def test_wait_rejects_bad_arguments(tools: Tools, ws: Workspace) -> None:
         assert words in envelope["error"], args
 
 
-async def test_cancel_a_pending_job_and_it_never_runs(tools: Tools, ws: Workspace) -> None:
+async def test_cancel_a_pending_job_and_it_never_runs(
+    tools: Tools, ws: Workspace, runner: ScriptedRunner
+) -> None:
     ws.write_config(max_concurrency=1)
-    task, release = blocked(ws, "first")
-    first = await start_job(tools, "alpha", task)
+    release = gated(runner, "first")
+    first = await start_job(tools, "alpha", "job first")
     with trio.fail_after(10):
-        await wait_started(ws.log)
+        await runner.wait_calls(1)
         second = await start_job(tools, "beta", "never run me")
         assert (await status(tools, second))["status"] == "pending"
         out = (await tools("dispatch_cancel", job_id=second)).ok
         assert out == {"job_id": second, "outcome": "cancelled", "status": "cancelled"}
-        release.touch()
+        release.set()
         done = (await tools("dispatch_wait", job_id=first, timeout_seconds=10)).ok
     assert done["status"] == "done"
     record = await status(tools, second)
     assert record["status"] == "cancelled" and record["started_at"] is None
-    assert [r["cwd"] for r in ws.runs()] == [str(ws.alpha)]
-    assert not any("never run me" in r["prompt"] for r in ws.runs())
+    assert [c.spec.directory for c in runner.calls] == [str(ws.alpha)]
+    assert not any("never run me" in c.prompt for c in runner.calls)
 
 
-async def test_cancel_a_running_job_kills_its_process_group(tools: Tools, ws: Workspace) -> None:
+async def test_cancel_a_running_job_kills_its_process_group(
+    real_tools: Tools, ws: Workspace
+) -> None:
+    tools = real_tools
     job_id = await start_job(tools, "alpha", "forever\n@fake grandchild=30\n@fake sleep=30")
     with trio.fail_after(10):
         run = only(await wait_started(ws.log))
@@ -266,10 +284,11 @@ async def test_job_records_are_private_files(tools: Tools, ws: Workspace) -> Non
 
 
 async def test_return_ref_gives_a_summary_and_fetch_result_the_whole(
-    tools: Tools, ws: Workspace
+    tools: Tools, runner: ScriptedRunner
 ) -> None:
     text = " ".join(f"word{i}" for i in range(200))
-    task = f"long answer\n@fake reply={text}"
+    task = "long answer"
+    runner.on(Script(reply=text), prompt=task)
     payload = (
         await tools("dispatch", agent="alpha", task=task, return_ref=True, summary_chars=40)
     ).ok
@@ -293,7 +312,7 @@ async def test_return_ref_gives_a_summary_and_fetch_result_the_whole(
     assert hit["cached"] is True
     assert hit["ref"] != ref
     assert (await tools("fetch_result", ref=hit["ref"])).ok["result"] == text
-    assert len(ws.runs()) == 1
+    assert len(runner.calls) == 1
 
 
 async def test_return_ref_without_usable_job_storage_still_returns_the_answer(
@@ -302,7 +321,7 @@ async def test_return_ref_without_usable_job_storage_still_returns_the_answer(
     ws.jobs.write_text("not a directory")
     out = (await tools("dispatch", agent="alpha", task="keep me", return_ref=True)).ok
     assert out["success"] is True
-    assert out["result"] == "fake reply to: keep me"
+    assert out["result"] == "scripted reply to: keep me"
     assert "return_ref failed" in out["hint"] and str(ws.jobs) in out["hint"]
 
 
@@ -315,10 +334,10 @@ async def test_dispatch_jobs_on_a_jobs_path_that_is_a_file_says_so(
     assert "AGENT_DISPATCH_JOBS_DIR" in envelope["hint"]
 
 
-async def test_a_failed_dispatch_can_be_a_ref_too(tools: Tools) -> None:
-    payload = (
-        await tools("dispatch", agent="alpha", task="no\n@fake api_error=529", return_ref=True)
-    ).ok
+async def test_a_failed_dispatch_can_be_a_ref_too(tools: Tools, runner: ScriptedRunner) -> None:
+    overloaded = {"is_error": True, "api_error_status": 529, "terminal_reason": "api_error"}
+    runner.on(Script(reply="API Error: 529 overloaded", fields=overloaded, returncode=1))
+    payload = (await tools("dispatch", agent="alpha", task="no", return_ref=True)).ok
     assert payload["success"] is False and payload["error_type"]
     fetched = (await tools("fetch_result", ref=payload["ref"])).ok
     assert fetched["status"] == "failed" and "529" in fetched["error"]
@@ -328,16 +347,23 @@ async def test_a_failed_dispatch_can_be_a_ref_too(tools: Tools) -> None:
 
 
 async def test_dispatch_jobs_lists_newest_first_with_the_last_progress_line(
-    tools: Tools, ws: Workspace
+    tools: Tools, ws: Workspace, runner: ScriptedRunner
 ) -> None:
     done_id = await start_job(tools, "beta", "first and quick")
     await tools("dispatch_wait", job_id=done_id, timeout_seconds=10)
-    task = "busy\n@fake tool_use=Bash\n@fake reply=last words\n@fake hang_after_result"
-    busy = await start_job(tools, "alpha", task)
+    events = [ProgressEvent("tool", "Using tool: Bash"), ProgressEvent("text", "last words")]
+    runner.on(Script(events=events, release=trio.Event()), prompt="busy")
+    busy = await start_job(tools, "alpha", "busy")
     with trio.fail_after(10):
-        await wait_started(ws.log, 2)
-        while "last words" not in (await status(tools, busy))["progress"]:
-            await trio.sleep(0.01)  # the child's output: nothing to wait on but the record
+        await runner.wait_calls(2)
+        # The progress is relayed by another task, and the "running" record (which the
+        # status filter of dispatch_jobs reads) is written in a worker thread: nothing to
+        # wait on but the job and its file.
+        while (
+            "last words" not in (await status(tools, busy))["progress"]
+            or JobStore(ws.jobs).require(busy).status != "running"
+        ):
+            await trio.sleep(0.01)
         listing = (await tools("dispatch_jobs")).ok
         assert listing["count"] == 2
         newest, oldest = listing["jobs"]
@@ -354,10 +380,12 @@ async def test_dispatch_jobs_lists_newest_first_with_the_last_progress_line(
         await tools("dispatch_cancel", job_id=busy)
 
 
-async def test_the_progress_tail_is_bounded(tools: Tools, ws: Workspace) -> None:
-    calls = "\n".join(f"@fake tool_use=Tool{i}" for i in range(15))
-    task = f"chatty\n{calls}\n@fake reply={'x' * 1000}"
-    job_id = await start_job(tools, "alpha", task)
+async def test_the_progress_tail_is_bounded(tools: Tools, runner: ScriptedRunner) -> None:
+    events = [ProgressEvent("text", f"Using Tool{i}.") for i in range(15)]
+    events += [ProgressEvent("tool", f"Using tool: Tool{i}") for i in range(15)]
+    events.append(ProgressEvent("text", "x" * 1000))
+    runner.on(Script(events=events), prompt="chatty")
+    job_id = await start_job(tools, "alpha", "chatty")
     with trio.fail_after(10):
         record = (await tools("dispatch_wait", job_id=job_id, timeout_seconds=10)).ok
     assert record["status"] == "done"
