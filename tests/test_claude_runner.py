@@ -16,7 +16,10 @@ from typing import Any
 import pytest
 import trio
 
+from agent_dispatch.claude.invocation import Invocation, new_session_id
 from agent_dispatch.models import Config, DispatchRequest, ProgressEvent
+from agent_dispatch.runtime.claude_runner import CLAUDE_ENV_VAR, ClaudeRunner, find_claude
+from agent_dispatch.runtime.runner import RunOutcome, RunSpec
 from agent_dispatch.service.dispatcher import Dispatcher
 from agent_dispatch.storage.config import parse_config
 from agent_dispatch.storage.jobs import JobStore
@@ -186,3 +189,61 @@ async def test_a_missing_claude_names_the_setting_that_named_it(
     assert result.error == f"claude executable not found (AGENT_DISPATCH_CLAUDE={missing!r})"
     assert result.hint is not None and "AGENT_DISPATCH_CLAUDE" in result.hint
     assert "npm install" not in result.hint
+
+
+# -- ClaudeRunner on its own -------------------------------------------------------------
+
+
+def run_spec(directory: Path, env: dict[str, str], prompt: str, **kw: Any) -> RunSpec:
+    return RunSpec(
+        agent="backend",
+        directory=str(directory),
+        invocation=Invocation(prompt=prompt, session_id=new_session_id(), **kw),
+        env=env,
+        timeout=10,
+    )
+
+
+async def test_a_run_is_startable_and_started_with_the_childs_process_group(
+    tmp_path: Path, log_dir: Path
+) -> None:
+    spec = run_spec(tmp_path, fake_env(log_dir), "@fake reply=started\nhi")
+    outcome: list[RunOutcome] = []
+
+    async def run(task_status: trio.TaskStatus[int | None]) -> None:
+        outcome.append(await ClaudeRunner().run(spec, task_status=task_status))
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            pgid = await nursery.start(run)
+    (recorded,) = read_runs(log_dir)
+    assert pgid == recorded["pid"] == recorded["pgid"]
+    assert outcome[0].returncode == 0 and b'"result":"started"' in outcome[0].stdout
+
+
+async def test_a_streaming_run_hands_its_decoded_events_to_on_event(
+    tmp_path: Path, log_dir: Path
+) -> None:
+    spec = run_spec(
+        tmp_path, fake_env(log_dir), "@fake tool_use=Bash\n@fake reply=done\nx", stream=True
+    )
+    events: list[ProgressEvent] = []
+    with trio.fail_after(10):
+        await ClaudeRunner().run(spec, on_event=events.append)
+    assert [e.kind for e in events] == ["text", "tool_use", "text"]
+    assert events[-1].message == "done"
+
+
+def test_the_executable_is_the_env_override_then_the_setting_then_path(tmp_path: Path) -> None:
+    for name in ("override", "configured", "claude"):
+        exe = tmp_path / name
+        exe.write_text("#!/bin/sh\n")
+        exe.chmod(0o755)
+    env = {"PATH": str(tmp_path), CLAUDE_ENV_VAR: str(tmp_path / "override")}
+    assert find_claude(env, str(tmp_path / "configured")) == str(tmp_path / "override")
+    del env[CLAUDE_ENV_VAR]
+    assert find_claude(env, str(tmp_path / "configured")) == str(tmp_path / "configured")
+    assert find_claude(env) == str(tmp_path / "claude")
+    assert find_claude(env, str(tmp_path / "missing")) is None  # a named path is not searched
+    (tmp_path / "claude").chmod(0o644)
+    assert find_claude(env) is None  # not executable

@@ -69,7 +69,7 @@ async def test_fields_raw_stdout_and_exit_status_are_passed_through() -> None:
 
 
 async def test_events_reach_on_event_and_the_run_starts_without_a_process_group() -> None:
-    events = [ProgressEvent("text", "thinking"), ProgressEvent("tool", "Bash")]
+    events = [ProgressEvent("text", "thinking"), ProgressEvent("tool_use", "Bash")]
     runner = ScriptedRunner(default=Script(events=events))
     seen: list[ProgressEvent] = []
     async with trio.open_nursery() as nursery:

@@ -351,7 +351,7 @@ async def test_dispatch_jobs_lists_newest_first_with_the_last_progress_line(
 ) -> None:
     done_id = await start_job(tools, "beta", "first and quick")
     await tools("dispatch_wait", job_id=done_id, timeout_seconds=10)
-    events = [ProgressEvent("tool", "Using tool: Bash"), ProgressEvent("text", "last words")]
+    events = [ProgressEvent("tool_use", "Using tool: Bash"), ProgressEvent("text", "last words")]
     runner.on(Script(events=events, release=trio.Event()), prompt="busy")
     busy = await start_job(tools, "alpha", "busy")
     with trio.fail_after(10):
@@ -382,7 +382,7 @@ async def test_dispatch_jobs_lists_newest_first_with_the_last_progress_line(
 
 async def test_the_progress_tail_is_bounded(tools: Tools, runner: ScriptedRunner) -> None:
     events = [ProgressEvent("text", f"Using Tool{i}.") for i in range(15)]
-    events += [ProgressEvent("tool", f"Using tool: Tool{i}") for i in range(15)]
+    events += [ProgressEvent("tool_use", f"Using tool: Tool{i}") for i in range(15)]
     events.append(ProgressEvent("text", "x" * 1000))
     runner.on(Script(events=events), prompt="chatty")
     job_id = await start_job(tools, "alpha", "chatty")
