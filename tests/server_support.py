@@ -21,6 +21,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -35,11 +36,12 @@ from mcp.server.mcpserver import MCPServer
 from mcp.shared.dispatcher import ProgressFnT
 from mcp_types import TextContent
 
+from agent_dispatch.models import DispatchRequest, DispatchResult
 from agent_dispatch.runtime.runner import Runner
 from agent_dispatch.server.app import build_server
 from agent_dispatch.service.dispatcher import Dispatcher
 from agent_dispatch.storage.config import ConfigStore
-from agent_dispatch.storage.jobs import JobStore
+from agent_dispatch.storage.jobs import Job, JobStore, new_job_id
 from tests.fake_claude import fake_env, read_runs
 
 # `agent-dispatch serve`, run by this interpreter (python -m works without the venv's bin on PATH).
@@ -404,6 +406,37 @@ async def stdio_server(ws: Workspace, **extra_env: str) -> AsyncIterator[StdioSe
             if stream is not None:
                 with trio.CancelScope(shield=True):
                     await stream.aclose()
+
+
+def blocked(ws: Workspace, name: str, *extra: str) -> tuple[str, Path]:
+    """A task the fake blocks on until `release` is created."""
+    release = ws.root / f"release-{name}"
+    return "\n".join([f"job {name}", f"@fake wait_file={release}", *extra]), release
+
+
+async def dead_pid() -> int:
+    proc = await trio.lowlevel.open_process(["true"])
+    await proc.wait()
+    return proc.pid
+
+
+def job_record(agent: str, *, days_ago: float, status: str = "done", **fields: Any) -> Job:
+    """A job record as a server (this process) would have written it `days_ago`."""
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - days_ago * 86400))
+    finished = status in ("done", "failed", "cancelled")
+    return Job(
+        id=new_job_id(),
+        agent=agent,
+        task="old work",
+        status=status,  # type: ignore[arg-type]
+        created_at=stamp,
+        started_at=stamp,
+        completed_at=stamp if finished else None,
+        result=DispatchResult(agent=agent, success=True, result="old") if finished else None,
+        owner_pid=os.getpid(),
+        request=DispatchRequest(agent=agent, task="old work"),
+        **fields,
+    )
 
 
 def pids_of(run: dict[str, Any]) -> list[int]:

@@ -1,8 +1,7 @@
-"""Async jobs, result refs and job control through the MCP tools (in memory and over stdio).
+"""Async jobs, result refs and job control through the in-memory MCP tools.
 
-In memory, runs go to the ScriptedRunner (`runner`); the tests about a job's child
-process (its recorded group, killing it) use `real_tools`: ClaudeRunner and the fake
-claude. Over stdio the server is a real process with real children.
+Runs go to the ScriptedRunner (`runner`); a job's real child (its recorded process
+group, killing it) and the job tools over stdio are in test_server_children.py.
 """
 
 from __future__ import annotations
@@ -11,32 +10,26 @@ import contextlib
 import os
 import stat
 import threading
-import time
 from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
-import mcp
 import trio
 import trio.testing
 
-from agent_dispatch.models import DispatchRequest, DispatchResult, ProgressEvent
-from agent_dispatch.runtime.orphans import process_start
+from agent_dispatch.models import ProgressEvent
 from agent_dispatch.runtime.scripted import Script, ScriptedRunner
 from agent_dispatch.service.dispatcher import Dispatcher
 from agent_dispatch.storage.config import ConfigStore
 from agent_dispatch.storage.jobs import Job, JobStore, new_job_id
-from tests.fake_claude import pid_alive, wait_dead, wait_started
 from tests.server_support import (
     Tools,
     Workspace,
-    only,
-    pids_of,
-    stdio_params,
-    stdio_server,
+    dead_pid,
+    job_record,
 )
 
-pytest_plugins = ("tests.server_fixtures",)  # ws, runner, served, tools, real_tools
+pytest_plugins = ("tests.server_fixtures",)  # ws, runner, served, tools
 
 BAD_IDS = [
     "../x",
@@ -50,15 +43,6 @@ BAD_IDS = [
     "/etc/passwd",
     "a" * 15 + "/" + "a" * 16,
 ]
-# Finishing a job and answering the wait is a handful of syscalls and channel hops;
-# a poll-driven wait would sit out its interval. Generous for a loaded CI box.
-PROMPT_WAKE_SECONDS = 0.5
-
-
-def blocked(ws: Workspace, name: str, *extra: str) -> tuple[str, Path]:
-    """A task the fake blocks on until `release` is created."""
-    release = ws.root / f"release-{name}"
-    return "\n".join([f"job {name}", f"@fake wait_file={release}", *extra]), release
 
 
 def gated(runner: ScriptedRunner, name: str, reply: str | None = None) -> trio.Event:
@@ -124,38 +108,6 @@ async def test_dispatch_async_rejects_bad_requests_without_a_record(
 
 
 # -- running, waiting, cancelling --------------------------------------------------------
-
-
-async def test_wait_wakes_as_soon_as_the_job_finishes(real_tools: Tools, ws: Workspace) -> None:
-    tools = real_tools
-    task, release = blocked(ws, "A", "@fake reply=finished")
-    job_id = await start_job(tools, "alpha", task)
-    answer: dict[str, Any] = {}
-
-    async def waiter() -> None:
-        answer.update((await tools("dispatch_wait", job_id=job_id, timeout_seconds=60)).ok)
-        answer["returned_at"] = time.time()
-
-    with trio.fail_after(10):
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(waiter)
-            run = only(await wait_started(ws.log))
-            running = await status(tools, job_id)
-            assert running["status"] == "running" and running["started_at"]
-            assert answer == {}
-            # For `cancel` and the next start, should this server be killed outright.
-            record = JobStore(ws.jobs).require(job_id)
-            assert record.child_pgid == run["pgid"] == run["pid"]
-            assert record.child_started == process_start(run["pid"])
-            release.touch()
-    end = only(ws.runs())["end"]
-    assert end is not None and end["rc"] == 0
-    assert answer["returned_at"] - end["time"] < PROMPT_WAKE_SECONDS
-    assert answer["status"] == "done"
-    assert answer["timed_out_waiting"] is False
-    assert answer["result"]["result"] == "finished"
-    assert answer["id"] == job_id and answer["completed_at"]
-    assert run["output_format"] == "stream-json"  # jobs stream, for their progress tail
 
 
 async def test_wait_on_a_list_in_any_and_all_modes(tools: Tools, runner: ScriptedRunner) -> None:
@@ -245,28 +197,6 @@ async def test_cancel_a_pending_job_and_it_never_runs(
     assert record["status"] == "cancelled" and record["started_at"] is None
     assert [c.spec.directory for c in runner.calls] == [str(ws.alpha)]
     assert not any("never run me" in c.prompt for c in runner.calls)
-
-
-async def test_cancel_a_running_job_kills_its_process_group(
-    real_tools: Tools, ws: Workspace
-) -> None:
-    tools = real_tools
-    job_id = await start_job(tools, "alpha", "forever\n@fake grandchild=30\n@fake sleep=30")
-    with trio.fail_after(10):
-        run = only(await wait_started(ws.log))
-        leader, grandchild = pids_of(run)
-        assert pid_alive(leader) and pid_alive(grandchild)
-        out = (await tools("dispatch_cancel", job_id=job_id)).ok
-        assert out == {"job_id": job_id, "outcome": "cancelled_running", "status": "cancelled"}
-        assert not pid_alive(leader)  # reaped before the answer
-        await wait_dead(grandchild)
-    record = await status(tools, job_id)
-    assert record["status"] == "cancelled"
-    assert "dispatch_cancel" in record["error"]
-    again = (await tools("dispatch_cancel", job_id=job_id)).ok
-    assert again == {"job_id": job_id, "outcome": "already_terminal", "status": "cancelled"}
-    fetched = (await tools("fetch_result", ref=job_id)).ok
-    assert fetched["success"] is False and fetched["status"] == "cancelled"
 
 
 async def test_job_records_are_private_files(tools: Tools, ws: Workspace) -> None:
@@ -395,32 +325,14 @@ async def test_the_progress_tail_is_bounded(tools: Tools, runner: ScriptedRunner
     assert progress[-2] == "Using tool: Tool14"
 
 
-def _job_record(agent: str, *, days_ago: float, status: str = "done", **fields: Any) -> Job:
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - days_ago * 86400))
-    finished = status in ("done", "failed", "cancelled")
-    return Job(
-        id=new_job_id(),
-        agent=agent,
-        task="old work",
-        status=status,  # type: ignore[arg-type]
-        created_at=stamp,
-        started_at=stamp,
-        completed_at=stamp if finished else None,
-        result=DispatchResult(agent=agent, success=True, result="old") if finished else None,
-        owner_pid=os.getpid(),
-        request=DispatchRequest(agent=agent, task="old work"),
-        **fields,
-    )
-
-
 async def test_gc_dry_run_deletes_nothing_and_gc_purges_old_finished_jobs(
     tools: Tools, ws: Workspace
 ) -> None:
     store = JobStore(ws.jobs)
-    old = _job_record("alpha", days_ago=10)
-    old_failed = _job_record("beta", days_ago=30, status="failed")
-    recent = _job_record("alpha", days_ago=1)
-    old_running = _job_record("alpha", days_ago=10, status="running")
+    old = job_record("alpha", days_ago=10)
+    old_failed = job_record("beta", days_ago=30, status="failed")
+    recent = job_record("alpha", days_ago=1)
+    old_running = job_record("alpha", days_ago=10, status="running")
     for job in (old, old_failed, recent, old_running):
         store.save(job)
     files = ws.job_files()
@@ -435,83 +347,6 @@ async def test_gc_dry_run_deletes_nothing_and_gc_purges_old_finished_jobs(
     for bad in (0, -1, float("nan"), float("inf")):
         assert "max_age_days" in (await tools("dispatch_gc", max_age_days=bad)).envelope["error"]
     assert len(ws.job_files()) == 2
-
-
-# -- over real stdio ------------------------------------------------------------------------
-
-
-async def _dead_pid() -> int:
-    proc = await trio.lowlevel.open_process(["true"])
-    await proc.wait()
-    return proc.pid
-
-
-async def test_a_starting_server_fails_jobs_stranded_by_a_dead_server(ws: Workspace) -> None:
-    ws.write_config(job_retention_days=5)
-    store = JobStore(ws.jobs)
-    dead = _job_record("alpha", days_ago=0, status="running", progress=["step 1"])
-    dead.owner_pid = await _dead_pid()
-    alive = _job_record("alpha", days_ago=0, status="running")  # owned by this test process
-    fresh_pending = _job_record("beta", days_ago=0.5, status="pending")
-    stale_pending = _job_record("beta", days_ago=2, status="pending")
-    expired = _job_record("beta", days_ago=6)
-    kept = _job_record("beta", days_ago=4)
-    for job in (dead, alive, fresh_pending, stale_pending, expired, kept):
-        store.save(job)
-
-    with trio.fail_after(20):
-        async with stdio_server(ws) as server:
-
-            async def job_status(job_id: str) -> dict[str, Any]:
-                out = await server.call("dispatch_status", job_id=job_id)
-                assert not out.get("isError"), out
-                data: dict[str, Any] = out["structuredContent"]
-                return data
-
-            recovered = await job_status(dead.id)
-            assert recovered["status"] == "failed"
-            assert "server stopped" in recovered["error"]
-            assert recovered["completed_at"]
-            assert recovered["progress"] == ["step 1"]
-            assert (await job_status(alive.id))["status"] == "running"
-            assert (await job_status(fresh_pending.id))["status"] == "pending"
-            assert (await job_status(stale_pending.id))["status"] == "failed"
-            out = (await server.call("dispatch_cancel", job_id=alive.id))["structuredContent"]
-            assert out["outcome"] == "running"  # another live process owns it
-            gone = await server.call("dispatch_status", job_id=expired.id)
-            assert gone["isError"] is True  # purged by job_retention_days
-            assert (await job_status(kept.id))["status"] == "done"
-    assert store.require(alive.id).status == "running"
-
-
-async def test_job_tools_over_stdio(ws: Workspace) -> None:
-    task, release = blocked(ws, "A", "@fake reply=over the wire")
-    with trio.fail_after(20):
-        async with mcp.Client(stdio_params(ws)) as client:
-
-            async def call(tool: str, **args: Any) -> Any:
-                result = await client.call_tool(tool, args)
-                assert not result.is_error, result.content
-                return result.structured_content
-
-            job_id = (await call("dispatch_async", agent="alpha", task=task))["job_id"]
-            await wait_started(ws.log)
-            assert (await call("dispatch_status", job_id=job_id))["status"] == "running"
-            release.touch()
-            done = await call("dispatch_wait", job_id=job_id, timeout_seconds=30)
-            assert done["status"] == "done" and done["timed_out_waiting"] is False
-            fetched = await call("fetch_result", ref=job_id, max_chars=4)
-            assert fetched["result"] == "over" and fetched["truncated"] is True
-            listed = await call("dispatch_jobs")
-            assert [j["id"] for j in listed["jobs"]] == [job_id]
-            slow = (await call("dispatch_async", agent="beta", task="@fake sleep=30\nslow"))[
-                "job_id"
-            ]
-            run = (await wait_started(ws.log, 2))[-1]
-            cancelled = await call("dispatch_cancel", job_id=slow)
-            assert cancelled["outcome"] == "cancelled_running"
-            assert not pid_alive(run["pid"])
-            assert (await call("dispatch_gc", dry_run=True))["would_purge"] == 0
 
 
 # -- hostile records, store IO off the loop, recovery in the background ---------------------
@@ -582,7 +417,7 @@ class GatedStore(JobStore):
 
 async def test_a_job_read_runs_off_the_event_loop(ws: Workspace) -> None:
     store = GatedStore(ws.jobs)
-    job = _job_record("alpha", days_ago=0)
+    job = job_record("alpha", days_ago=0)
     JobStore(ws.jobs).save(job)
     got: list[Job] = []
     with trio.fail_after(20):
@@ -600,8 +435,8 @@ async def _append(into: list[Job], job: Awaitable[Job]) -> None:
 
 async def test_recovery_runs_beside_the_server_and_job_reads_wait_for_it(ws: Workspace) -> None:
     store = GatedStore(ws.jobs)
-    orphan = _job_record("alpha", days_ago=0, status="pending")
-    orphan.owner_pid = await _dead_pid()
+    orphan = job_record("alpha", days_ago=0, status="pending")
+    orphan.owner_pid = await dead_pid()
     JobStore(ws.jobs).save(orphan)
     with trio.fail_after(20):
         async with Dispatcher.open(ConfigStore(ws.config), env=ws.env(), jobs=store) as d:
@@ -620,8 +455,8 @@ async def test_recovery_runs_beside_the_server_and_job_reads_wait_for_it(ws: Wor
 async def test_wait_on_a_pending_job_of_a_dead_server_returns_once_recovered(
     ws: Workspace,
 ) -> None:
-    orphan = _job_record("alpha", days_ago=0, status="pending")
-    orphan.owner_pid = await _dead_pid()
+    orphan = job_record("alpha", days_ago=0, status="pending")
+    orphan.owner_pid = await dead_pid()
     JobStore(ws.jobs).save(orphan)
     with trio.fail_after(10):  # the wait's own timeout is an hour: it must not be sat out
         async with Dispatcher.open(ConfigStore(ws.config), env=ws.env()) as d:

@@ -9,7 +9,6 @@ a real child, the fake claude, through ClaudeRunner.
 from __future__ import annotations
 
 import json
-import shutil
 from typing import Any
 
 import pytest
@@ -186,27 +185,6 @@ async def test_remove_agent_forgets_it_and_keeps_its_directory(tools: Tools, ws:
 # -- dispatch ---------------------------------------------------------------------------
 
 
-async def test_dispatch_runs_claude_in_the_agent_directory(
-    real_tools: Tools, ws: Workspace
-) -> None:
-    progress = ProgressLog()
-    res = (
-        await real_tools.call("dispatch", {"agent": "alpha", "task": "count the tests"}, progress)
-    ).ok
-    assert res["agent"] == "alpha"
-    assert res["success"] is True
-    assert res["result"] == "fake reply to: count the tests"
-    assert res["session_id"]
-    run = only(ws.runs())
-    assert run["cwd"] == str(ws.alpha)
-    assert run["session_id"] == res["session_id"]
-    assert run["stdin"] == "devnull"
-    with trio.fail_after(5):
-        await progress.wait_for(1)
-    assert progress.messages[0] == "dispatch to alpha: started"  # the idle-timer heartbeat
-    assert progress.messages[:1] == ["dispatch to alpha: started"]  # the idle-timer heartbeat
-
-
 async def test_dispatch_with_json_format_and_group_context(
     tools: Tools, runner: ScriptedRunner
 ) -> None:
@@ -251,19 +229,6 @@ async def test_dispatch_rejects_bad_input_without_running(
         reply = await tools("dispatch", **call)
         assert words in reply.envelope["error"], args
     assert runner.calls == []
-
-
-async def test_dispatch_to_a_vanished_directory_is_a_not_found_result(
-    real_tools: Tools, ws: Workspace
-) -> None:
-    shutil.rmtree(ws.beta)
-    reply = await real_tools("dispatch", agent="beta", task="anyone home?")
-    res = reply.ok  # a failed dispatch is a DispatchResult, not an envelope
-    assert res["success"] is False
-    assert res["error_type"] == "not_found"
-    assert str(ws.beta) in res["error"]
-    assert "update_agent" in res["hint"]
-    assert ws.runs() == []
 
 
 async def test_a_failed_run_is_a_result_with_error_type_and_hint(
@@ -323,50 +288,6 @@ async def test_the_cache_answers_a_repeat_and_can_be_cleared(
     assert len(runner.calls) == 2
 
 
-async def test_dispatch_session_starts_and_resumes_a_session(
-    real_tools: Tools, ws: Workspace
-) -> None:
-    tools = real_tools
-    first = (await tools("dispatch_session", agent="alpha", task="remember 7")).ok
-    sid = first["session_id"]
-    again = (await tools("dispatch_session", agent="alpha", task="remember 7")).ok
-    assert "cached" not in again  # sessions are never cached
-    resumed = (
-        await tools("dispatch_session", agent="alpha", task="what was it?", session_id=sid)
-    ).ok
-    assert resumed["session_id"] == sid
-    runs = ws.runs()
-    assert len(runs) == 3
-    assert runs[2]["resume"] == sid
-    assert "--session-id" not in runs[2]["argv"]
-    bad = await tools("dispatch_session", agent="alpha", task="x", session_id="--oops")
-    assert bad.envelope["error"] == "session_id: must not start with '-' (got '--oops')"
-    assert "leave it empty for a new one" in bad.envelope["hint"]
-    assert (await tools("dispatch_session", agent="nobody", task="x")).envelope
-
-
-async def test_dispatch_stream_reports_text_and_tool_calls_in_order(
-    real_tools: Tools, ws: Workspace
-) -> None:
-    tools = real_tools
-    progress = ProgressLog()
-    task = "look around\n@fake tool_use=Bash\n@fake tool_use=Read\n@fake reply=seen it"
-    res = (await tools.call("dispatch_stream", {"agent": "alpha", "task": task}, progress)).ok
-    assert res["success"] is True and res["result"] == "seen it"
-    with trio.fail_after(5):
-        await progress.wait_for(5)
-    assert progress.messages == [
-        "Using Bash.",
-        "Using tool: Bash",
-        "Using Read.",
-        "Using tool: Read",
-        "seen it",
-    ]
-    assert len({p for p, _, _ in progress.seen}) == 5  # one step each
-    assert only(ws.runs())["output_format"] == "stream-json"
-    assert (await tools("dispatch_stream", agent="alpha", task="x", timeout_seconds=-3)).envelope
-
-
 # -- dispatch_parallel ----------------------------------------------------------------------
 
 
@@ -395,23 +316,6 @@ async def test_dispatch_parallel_returns_results_in_input_order(
     with trio.fail_after(5):
         await progress.wait_for(3)
     assert [(p, t) for p, t, _ in progress.ordered] == [(1, 3), (2, 3), (3, 3)]
-
-
-async def test_dispatch_parallel_with_aggregate_merges_the_results(
-    real_tools: Tools, ws: Workspace
-) -> None:
-    tools = real_tools
-    items = [{"agent": "alpha", "task": "part A"}, {"agent": "beta", "task": "part B"}]
-    out = (await tools("dispatch_parallel", dispatches=items, aggregate="beta")).ok
-    assert [r["result"] for r in out["individual_results"]] == [
-        "fake reply to: part A",
-        "fake reply to: part B",
-    ]
-    assert out["aggregated"]["agent"] == "beta"
-    assert out["aggregated"]["success"] is True
-    merge = ws.runs()[-1]
-    assert merge["cwd"] == str(ws.beta)
-    assert "fake reply to: part A" in merge["prompt"] and "part B" in merge["prompt"]
 
 
 async def test_dispatch_parallel_items_can_return_refs(
@@ -469,19 +373,6 @@ async def test_dispatch_parallel_rejects_an_unknown_aggregate_and_huge_batches(
 
 
 # -- dialogue -------------------------------------------------------------------------------
-
-
-async def test_dispatch_dialogue_ends_when_a_side_resolves(
-    real_tools: Tools, ws: Workspace
-) -> None:
-    tools = real_tools
-    topic = "agree on a port\n@fake reply=8080 it is [RESOLVED]"
-    out = (await tools("dispatch_dialogue", requester="alpha", responder="beta", topic=topic)).ok
-    assert out["resolved"] is True
-    assert out["rounds"] == 1
-    assert out["final_answer"] == "8080 it is"
-    assert [t["agent"] for t in out["conversation"]] == ["alpha", "beta"]
-    assert [r["cwd"] for r in ws.runs()] == [str(ws.alpha), str(ws.beta)]
 
 
 async def test_dispatch_dialogue_rejects_bad_input(tools: Tools, runner: ScriptedRunner) -> None:
