@@ -1,8 +1,12 @@
 """Fixtures for the MCP server tests; load with `pytest_plugins = ("tests.server_fixtures",)`.
 
 - `ws`: a Workspace (config with agents alpha and beta, jobs dir, fake-claude log).
-- `served`: an in-memory MCP client, once per client mode, and the Dispatcher behind it.
+- `runner`: the ScriptedRunner behind `served` (script it, read its `calls`).
+- `served`: an in-memory client, once per client mode, and the Dispatcher behind it,
+  whose runs go to `runner`: no child processes.
 - `tools`: the client of `served` as a `Tools` caller.
+- `real_tools`: the same over ClaudeRunner and the fake claude (`ws.runs()` records
+  each child): for the wiring down to a real child, one test per dispatch path.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from pathlib import Path
 import mcp
 import pytest
 
+from agent_dispatch.runtime.scripted import ScriptedRunner
 from agent_dispatch.service.dispatcher import Dispatcher
 from tests.server_support import MODES, Tools, Workspace, in_memory_server
 
@@ -22,13 +27,18 @@ def ws(tmp_path: Path) -> Workspace:
     return Workspace.create(tmp_path)
 
 
+@pytest.fixture
+def runner() -> ScriptedRunner:
+    return ScriptedRunner()
+
+
 @pytest.fixture(params=MODES)
 async def served(
-    request: pytest.FixtureRequest, ws: Workspace
+    request: pytest.FixtureRequest, ws: Workspace, runner: ScriptedRunner
 ) -> AsyncIterator[tuple[Tools, Dispatcher]]:
     """An in-memory client (default and legacy JSON-RPC mode) and the Dispatcher behind it."""
     async with (
-        in_memory_server(ws) as (dispatcher, server),
+        in_memory_server(ws, runner) as (dispatcher, server),
         mcp.Client(server, mode=request.param) as client,
     ):
         yield Tools(client, request.param), dispatcher
@@ -37,3 +47,13 @@ async def served(
 @pytest.fixture
 def tools(served: tuple[Tools, Dispatcher]) -> Tools:
     return served[0]
+
+
+@pytest.fixture(params=MODES)
+async def real_tools(request: pytest.FixtureRequest, ws: Workspace) -> AsyncIterator[Tools]:
+    """Like `tools`, but every run is a real child: the fake claude, via ClaudeRunner."""
+    async with (
+        in_memory_server(ws) as (_, server),
+        mcp.Client(server, mode=request.param) as client,
+    ):
+        yield Tools(client, request.param)

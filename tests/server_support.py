@@ -2,7 +2,8 @@
 
 - `Workspace`: a config, a jobs dir, a fake-claude log dir and two agent
   projects under one tmp dir, plus the environment that points at them.
-- `in_memory_server`: a Dispatcher and the MCP server built over it.
+- `in_memory_server`: a Dispatcher and the MCP server built over it (its runs go to a
+  given Runner, by default ClaudeRunner with the fake claude).
 - `Tools`: a thin wrapper over `mcp.Client.call_tool` that returns the
   structured answer and checks it matches the JSON text.
 - `StdioServer`: `agent-dispatch serve` as a real child process, driven by a
@@ -20,6 +21,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -34,10 +36,12 @@ from mcp.server.mcpserver import MCPServer
 from mcp.shared.dispatcher import ProgressFnT
 from mcp_types import TextContent
 
+from agent_dispatch.models import DispatchRequest, DispatchResult
+from agent_dispatch.runtime.runner import Runner
 from agent_dispatch.server.app import build_server
 from agent_dispatch.service.dispatcher import Dispatcher
 from agent_dispatch.storage.config import ConfigStore
-from agent_dispatch.storage.jobs import JobStore
+from agent_dispatch.storage.jobs import Job, JobStore, new_job_id
 from tests.fake_claude import fake_env, read_runs
 
 # `agent-dispatch serve`, run by this interpreter (python -m works without the venv's bin on PATH).
@@ -122,9 +126,14 @@ class Workspace:
 
 
 @asynccontextmanager
-async def in_memory_server(ws: Workspace) -> AsyncIterator[tuple[Dispatcher, MCPServer]]:
+async def in_memory_server(
+    ws: Workspace, runner: Runner | None = None
+) -> AsyncIterator[tuple[Dispatcher, MCPServer]]:
+    """The server over a Dispatcher whose runs go to `runner` (default: the fake claude)."""
     store = ConfigStore(ws.config)
-    async with Dispatcher.open(store, env=ws.env(), jobs=JobStore(ws.jobs)) as dispatcher:
+    async with Dispatcher.open(
+        store, env=ws.env(), jobs=JobStore(ws.jobs), runner=runner
+    ) as dispatcher:
         yield dispatcher, build_server(dispatcher, store)
 
 
@@ -397,6 +406,37 @@ async def stdio_server(ws: Workspace, **extra_env: str) -> AsyncIterator[StdioSe
             if stream is not None:
                 with trio.CancelScope(shield=True):
                     await stream.aclose()
+
+
+def blocked(ws: Workspace, name: str, *extra: str) -> tuple[str, Path]:
+    """A task the fake blocks on until `release` is created."""
+    release = ws.root / f"release-{name}"
+    return "\n".join([f"job {name}", f"@fake wait_file={release}", *extra]), release
+
+
+async def dead_pid() -> int:
+    proc = await trio.lowlevel.open_process(["true"])
+    await proc.wait()
+    return proc.pid
+
+
+def job_record(agent: str, *, days_ago: float, status: str = "done", **fields: Any) -> Job:
+    """A job record as a server (this process) would have written it `days_ago`."""
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - days_ago * 86400))
+    finished = status in ("done", "failed", "cancelled")
+    return Job(
+        id=new_job_id(),
+        agent=agent,
+        task="old work",
+        status=status,  # type: ignore[arg-type]
+        created_at=stamp,
+        started_at=stamp,
+        completed_at=stamp if finished else None,
+        result=DispatchResult(agent=agent, success=True, result="old") if finished else None,
+        owner_pid=os.getpid(),
+        request=DispatchRequest(agent=agent, task="old work"),
+        **fields,
+    )
 
 
 def pids_of(run: dict[str, Any]) -> list[int]:

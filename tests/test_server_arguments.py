@@ -14,10 +14,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent_dispatch.errors import InvalidArgument
+from agent_dispatch.runtime.scripted import ScriptedRunner
 from agent_dispatch.server.toolkit import json_argument
 from tests.server_support import Tools, Workspace
 
-pytest_plugins = ("tests.server_fixtures",)  # ws, served, tools
+pytest_plugins = ("tests.server_fixtures",)  # ws, runner, served, tools
 
 UNDECODABLE_JSON = {
     "open-brackets": "[" * 100_000,
@@ -60,7 +61,7 @@ async def json_string_parameters(tools: Tools) -> list[tuple[str, str, list[str]
 
 @pytest.mark.parametrize("value", list(UNDECODABLE_JSON))
 async def test_undecodable_json_in_any_argument_is_an_invalid_argument(
-    tools: Tools, ws: Workspace, value: str
+    tools: Tools, ws: Workspace, runner: ScriptedRunner, value: str
 ) -> None:
     valid = required_arguments(ws)
     params = await json_string_parameters(tools)
@@ -73,7 +74,7 @@ async def test_undecodable_json_in_any_argument_is_an_invalid_argument(
         envelope = reply.envelope
         assert "internal error" not in envelope["error"], (tool, param, envelope)
         assert param in envelope["error"], (tool, param, envelope)
-    assert ws.runs() == []
+    assert runner.calls == []
     assert (await tools("list_agents")).ok["agents"]  # the server serves on
 
 
@@ -110,7 +111,7 @@ LONG_NAME = "n" * 65
 
 
 async def test_a_name_over_64_characters_is_refused_by_every_tool_that_takes_one(
-    tools: Tools, ws: Workspace
+    tools: Tools, ws: Workspace, runner: ScriptedRunner
 ) -> None:
     before = ws.config.read_bytes()
     calls: list[tuple[str, dict[str, Any]]] = [
@@ -128,4 +129,4 @@ async def test_a_name_over_64_characters_is_refused_by_every_tool_that_takes_one
         assert "65 characters long, at most 64" in envelope["error"], (tool, envelope)
         assert LONG_NAME not in envelope["error"]
     assert ws.config.read_bytes() == before
-    assert ws.runs() == []
+    assert runner.calls == []

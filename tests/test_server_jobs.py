@@ -1,4 +1,8 @@
-"""Async jobs, result refs and job control through the MCP tools (in memory and over stdio)."""
+"""Async jobs, result refs and job control through the in-memory MCP tools.
+
+Runs go to the ScriptedRunner (`runner`); a job's real child (its recorded process
+group, killing it) and the job tools over stdio are in test_server_children.py.
+"""
 
 from __future__ import annotations
 
@@ -6,31 +10,26 @@ import contextlib
 import os
 import stat
 import threading
-import time
 from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
-import mcp
 import trio
 import trio.testing
 
-from agent_dispatch.models import DispatchRequest, DispatchResult
-from agent_dispatch.runtime.orphans import process_start
+from agent_dispatch.models import ProgressEvent
+from agent_dispatch.runtime.scripted import Script, ScriptedRunner
 from agent_dispatch.service.dispatcher import Dispatcher
 from agent_dispatch.storage.config import ConfigStore
 from agent_dispatch.storage.jobs import Job, JobStore, new_job_id
-from tests.fake_claude import pid_alive, wait_dead, wait_started
 from tests.server_support import (
     Tools,
     Workspace,
-    only,
-    pids_of,
-    stdio_params,
-    stdio_server,
+    dead_pid,
+    job_record,
 )
 
-pytest_plugins = ("tests.server_fixtures",)  # ws, served, tools
+pytest_plugins = ("tests.server_fixtures",)  # ws, runner, served, tools
 
 BAD_IDS = [
     "../x",
@@ -44,15 +43,13 @@ BAD_IDS = [
     "/etc/passwd",
     "a" * 15 + "/" + "a" * 16,
 ]
-# Finishing a job and answering the wait is a handful of syscalls and channel hops;
-# a poll-driven wait would sit out its interval. Generous for a loaded CI box.
-PROMPT_WAKE_SECONDS = 0.5
 
 
-def blocked(ws: Workspace, name: str, *extra: str) -> tuple[str, Path]:
-    """A task the fake blocks on until `release` is created."""
-    release = ws.root / f"release-{name}"
-    return "\n".join([f"job {name}", f"@fake wait_file={release}", *extra]), release
+def gated(runner: ScriptedRunner, name: str, reply: str | None = None) -> trio.Event:
+    """The scripted run of the task `job <name>` waits until the returned Event is set."""
+    release = trio.Event()
+    runner.on(Script(release=release, reply=reply), prompt=f"job {name}")
+    return release
 
 
 async def start_job(tools: Tools, agent: str, task: str) -> str:
@@ -98,7 +95,7 @@ async def test_well_formed_unknown_ids_are_not_found(tools: Tools) -> None:
 
 
 async def test_dispatch_async_rejects_bad_requests_without_a_record(
-    tools: Tools, ws: Workspace
+    tools: Tools, ws: Workspace, runner: ScriptedRunner
 ) -> None:
     for args in (
         {"agent": "nobody", "task": "x"},
@@ -107,50 +104,18 @@ async def test_dispatch_async_rejects_bad_requests_without_a_record(
         {"agent": "alpha", "task": "x", "response_format": "yaml"},
     ):
         assert (await tools("dispatch_async", **args)).envelope
-    assert ws.job_files() == [] and ws.runs() == []
+    assert ws.job_files() == [] and runner.calls == []
 
 
 # -- running, waiting, cancelling --------------------------------------------------------
 
 
-async def test_wait_wakes_as_soon_as_the_job_finishes(tools: Tools, ws: Workspace) -> None:
-    task, release = blocked(ws, "A", "@fake reply=finished")
-    job_id = await start_job(tools, "alpha", task)
-    answer: dict[str, Any] = {}
-
-    async def waiter() -> None:
-        answer.update((await tools("dispatch_wait", job_id=job_id, timeout_seconds=60)).ok)
-        answer["returned_at"] = time.time()
-
-    with trio.fail_after(10):
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(waiter)
-            run = only(await wait_started(ws.log))
-            running = await status(tools, job_id)
-            assert running["status"] == "running" and running["started_at"]
-            assert answer == {}
-            # For `cancel` and the next start, should this server be killed outright.
-            record = JobStore(ws.jobs).require(job_id)
-            assert record.child_pgid == run["pgid"] == run["pid"]
-            assert record.child_started == process_start(run["pid"])
-            release.touch()
-    end = only(ws.runs())["end"]
-    assert end is not None and end["rc"] == 0
-    assert answer["returned_at"] - end["time"] < PROMPT_WAKE_SECONDS
-    assert answer["status"] == "done"
-    assert answer["timed_out_waiting"] is False
-    assert answer["result"]["result"] == "finished"
-    assert answer["id"] == job_id and answer["completed_at"]
-    assert run["output_format"] == "stream-json"  # jobs stream, for their progress tail
-
-
-async def test_wait_on_a_list_in_any_and_all_modes(tools: Tools, ws: Workspace) -> None:
-    task_a, release_a = blocked(ws, "A")
-    task_b, release_b = blocked(ws, "B")
-    a = await start_job(tools, "alpha", task_a)
-    b = await start_job(tools, "beta", task_b)
+async def test_wait_on_a_list_in_any_and_all_modes(tools: Tools, runner: ScriptedRunner) -> None:
+    release_a, release_b = gated(runner, "A"), gated(runner, "B")
+    a = await start_job(tools, "alpha", "job A")
+    b = await start_job(tools, "beta", "job B")
     with trio.fail_after(15):
-        await wait_started(ws.log, 2)
+        await runner.wait_calls(2)
         async with trio.open_nursery() as nursery:
             got: dict[str, Any] = {}
 
@@ -162,7 +127,7 @@ async def test_wait_on_a_list_in_any_and_all_modes(tools: Tools, ws: Workspace) 
                 )
 
             nursery.start_soon(wait_any)
-            release_a.touch()
+            release_a.set()
         assert got["mode"] == "any" and got["timed_out_waiting"] is False
         assert [j["id"] for j in got["jobs"]] == [a, b]
         assert [j["status"] for j in got["jobs"]] == ["done", "running"]
@@ -178,18 +143,18 @@ async def test_wait_on_a_list_in_any_and_all_modes(tools: Tools, ws: Workspace) 
                 )
 
             nursery.start_soon(wait_all)
-            release_b.touch()
+            release_b.set()
     assert got["timed_out_waiting"] is False
     assert [j["status"] for j in got["jobs"]] == ["done", "done"]
 
 
 async def test_wait_gives_up_at_the_deadline_and_the_job_keeps_running(
-    tools: Tools, ws: Workspace
+    tools: Tools, runner: ScriptedRunner
 ) -> None:
-    task, _release = blocked(ws, "A")
-    job_id = await start_job(tools, "alpha", task)
+    gated(runner, "A")
+    job_id = await start_job(tools, "alpha", "job A")
     with trio.fail_after(10):
-        await wait_started(ws.log)
+        await runner.wait_calls(1)
         started = trio.current_time()
         out = (await tools("dispatch_wait", job_id=job_id, timeout_seconds=0.01)).ok
         waited = trio.current_time() - started
@@ -213,42 +178,25 @@ async def test_wait_rejects_bad_arguments(tools: Tools, ws: Workspace) -> None:
         assert words in envelope["error"], args
 
 
-async def test_cancel_a_pending_job_and_it_never_runs(tools: Tools, ws: Workspace) -> None:
+async def test_cancel_a_pending_job_and_it_never_runs(
+    tools: Tools, ws: Workspace, runner: ScriptedRunner
+) -> None:
     ws.write_config(max_concurrency=1)
-    task, release = blocked(ws, "first")
-    first = await start_job(tools, "alpha", task)
+    release = gated(runner, "first")
+    first = await start_job(tools, "alpha", "job first")
     with trio.fail_after(10):
-        await wait_started(ws.log)
+        await runner.wait_calls(1)
         second = await start_job(tools, "beta", "never run me")
         assert (await status(tools, second))["status"] == "pending"
         out = (await tools("dispatch_cancel", job_id=second)).ok
         assert out == {"job_id": second, "outcome": "cancelled", "status": "cancelled"}
-        release.touch()
+        release.set()
         done = (await tools("dispatch_wait", job_id=first, timeout_seconds=10)).ok
     assert done["status"] == "done"
     record = await status(tools, second)
     assert record["status"] == "cancelled" and record["started_at"] is None
-    assert [r["cwd"] for r in ws.runs()] == [str(ws.alpha)]
-    assert not any("never run me" in r["prompt"] for r in ws.runs())
-
-
-async def test_cancel_a_running_job_kills_its_process_group(tools: Tools, ws: Workspace) -> None:
-    job_id = await start_job(tools, "alpha", "forever\n@fake grandchild=30\n@fake sleep=30")
-    with trio.fail_after(10):
-        run = only(await wait_started(ws.log))
-        leader, grandchild = pids_of(run)
-        assert pid_alive(leader) and pid_alive(grandchild)
-        out = (await tools("dispatch_cancel", job_id=job_id)).ok
-        assert out == {"job_id": job_id, "outcome": "cancelled_running", "status": "cancelled"}
-        assert not pid_alive(leader)  # reaped before the answer
-        await wait_dead(grandchild)
-    record = await status(tools, job_id)
-    assert record["status"] == "cancelled"
-    assert "dispatch_cancel" in record["error"]
-    again = (await tools("dispatch_cancel", job_id=job_id)).ok
-    assert again == {"job_id": job_id, "outcome": "already_terminal", "status": "cancelled"}
-    fetched = (await tools("fetch_result", ref=job_id)).ok
-    assert fetched["success"] is False and fetched["status"] == "cancelled"
+    assert [c.spec.directory for c in runner.calls] == [str(ws.alpha)]
+    assert not any("never run me" in c.prompt for c in runner.calls)
 
 
 async def test_job_records_are_private_files(tools: Tools, ws: Workspace) -> None:
@@ -266,10 +214,11 @@ async def test_job_records_are_private_files(tools: Tools, ws: Workspace) -> Non
 
 
 async def test_return_ref_gives_a_summary_and_fetch_result_the_whole(
-    tools: Tools, ws: Workspace
+    tools: Tools, runner: ScriptedRunner
 ) -> None:
     text = " ".join(f"word{i}" for i in range(200))
-    task = f"long answer\n@fake reply={text}"
+    task = "long answer"
+    runner.on(Script(reply=text), prompt=task)
     payload = (
         await tools("dispatch", agent="alpha", task=task, return_ref=True, summary_chars=40)
     ).ok
@@ -293,7 +242,7 @@ async def test_return_ref_gives_a_summary_and_fetch_result_the_whole(
     assert hit["cached"] is True
     assert hit["ref"] != ref
     assert (await tools("fetch_result", ref=hit["ref"])).ok["result"] == text
-    assert len(ws.runs()) == 1
+    assert len(runner.calls) == 1
 
 
 async def test_return_ref_without_usable_job_storage_still_returns_the_answer(
@@ -302,7 +251,7 @@ async def test_return_ref_without_usable_job_storage_still_returns_the_answer(
     ws.jobs.write_text("not a directory")
     out = (await tools("dispatch", agent="alpha", task="keep me", return_ref=True)).ok
     assert out["success"] is True
-    assert out["result"] == "fake reply to: keep me"
+    assert out["result"] == "scripted reply to: keep me"
     assert "return_ref failed" in out["hint"] and str(ws.jobs) in out["hint"]
 
 
@@ -315,10 +264,10 @@ async def test_dispatch_jobs_on_a_jobs_path_that_is_a_file_says_so(
     assert "AGENT_DISPATCH_JOBS_DIR" in envelope["hint"]
 
 
-async def test_a_failed_dispatch_can_be_a_ref_too(tools: Tools) -> None:
-    payload = (
-        await tools("dispatch", agent="alpha", task="no\n@fake api_error=529", return_ref=True)
-    ).ok
+async def test_a_failed_dispatch_can_be_a_ref_too(tools: Tools, runner: ScriptedRunner) -> None:
+    overloaded = {"is_error": True, "api_error_status": 529, "terminal_reason": "api_error"}
+    runner.on(Script(reply="API Error: 529 overloaded", fields=overloaded, returncode=1))
+    payload = (await tools("dispatch", agent="alpha", task="no", return_ref=True)).ok
     assert payload["success"] is False and payload["error_type"]
     fetched = (await tools("fetch_result", ref=payload["ref"])).ok
     assert fetched["status"] == "failed" and "529" in fetched["error"]
@@ -328,16 +277,23 @@ async def test_a_failed_dispatch_can_be_a_ref_too(tools: Tools) -> None:
 
 
 async def test_dispatch_jobs_lists_newest_first_with_the_last_progress_line(
-    tools: Tools, ws: Workspace
+    tools: Tools, ws: Workspace, runner: ScriptedRunner
 ) -> None:
     done_id = await start_job(tools, "beta", "first and quick")
     await tools("dispatch_wait", job_id=done_id, timeout_seconds=10)
-    task = "busy\n@fake tool_use=Bash\n@fake reply=last words\n@fake hang_after_result"
-    busy = await start_job(tools, "alpha", task)
+    events = [ProgressEvent("tool_use", "Using tool: Bash"), ProgressEvent("text", "last words")]
+    runner.on(Script(events=events, release=trio.Event()), prompt="busy")
+    busy = await start_job(tools, "alpha", "busy")
     with trio.fail_after(10):
-        await wait_started(ws.log, 2)
-        while "last words" not in (await status(tools, busy))["progress"]:
-            await trio.sleep(0.01)  # the child's output: nothing to wait on but the record
+        await runner.wait_calls(2)
+        # The progress is relayed by another task, and the "running" record (which the
+        # status filter of dispatch_jobs reads) is written in a worker thread: nothing to
+        # wait on but the job and its file.
+        while (
+            "last words" not in (await status(tools, busy))["progress"]
+            or JobStore(ws.jobs).require(busy).status != "running"
+        ):
+            await trio.sleep(0.01)
         listing = (await tools("dispatch_jobs")).ok
         assert listing["count"] == 2
         newest, oldest = listing["jobs"]
@@ -354,10 +310,12 @@ async def test_dispatch_jobs_lists_newest_first_with_the_last_progress_line(
         await tools("dispatch_cancel", job_id=busy)
 
 
-async def test_the_progress_tail_is_bounded(tools: Tools, ws: Workspace) -> None:
-    calls = "\n".join(f"@fake tool_use=Tool{i}" for i in range(15))
-    task = f"chatty\n{calls}\n@fake reply={'x' * 1000}"
-    job_id = await start_job(tools, "alpha", task)
+async def test_the_progress_tail_is_bounded(tools: Tools, runner: ScriptedRunner) -> None:
+    events = [ProgressEvent("text", f"Using Tool{i}.") for i in range(15)]
+    events += [ProgressEvent("tool_use", f"Using tool: Tool{i}") for i in range(15)]
+    events.append(ProgressEvent("text", "x" * 1000))
+    runner.on(Script(events=events), prompt="chatty")
+    job_id = await start_job(tools, "alpha", "chatty")
     with trio.fail_after(10):
         record = (await tools("dispatch_wait", job_id=job_id, timeout_seconds=10)).ok
     assert record["status"] == "done"
@@ -367,32 +325,14 @@ async def test_the_progress_tail_is_bounded(tools: Tools, ws: Workspace) -> None
     assert progress[-2] == "Using tool: Tool14"
 
 
-def _job_record(agent: str, *, days_ago: float, status: str = "done", **fields: Any) -> Job:
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - days_ago * 86400))
-    finished = status in ("done", "failed", "cancelled")
-    return Job(
-        id=new_job_id(),
-        agent=agent,
-        task="old work",
-        status=status,  # type: ignore[arg-type]
-        created_at=stamp,
-        started_at=stamp,
-        completed_at=stamp if finished else None,
-        result=DispatchResult(agent=agent, success=True, result="old") if finished else None,
-        owner_pid=os.getpid(),
-        request=DispatchRequest(agent=agent, task="old work"),
-        **fields,
-    )
-
-
 async def test_gc_dry_run_deletes_nothing_and_gc_purges_old_finished_jobs(
     tools: Tools, ws: Workspace
 ) -> None:
     store = JobStore(ws.jobs)
-    old = _job_record("alpha", days_ago=10)
-    old_failed = _job_record("beta", days_ago=30, status="failed")
-    recent = _job_record("alpha", days_ago=1)
-    old_running = _job_record("alpha", days_ago=10, status="running")
+    old = job_record("alpha", days_ago=10)
+    old_failed = job_record("beta", days_ago=30, status="failed")
+    recent = job_record("alpha", days_ago=1)
+    old_running = job_record("alpha", days_ago=10, status="running")
     for job in (old, old_failed, recent, old_running):
         store.save(job)
     files = ws.job_files()
@@ -407,83 +347,6 @@ async def test_gc_dry_run_deletes_nothing_and_gc_purges_old_finished_jobs(
     for bad in (0, -1, float("nan"), float("inf")):
         assert "max_age_days" in (await tools("dispatch_gc", max_age_days=bad)).envelope["error"]
     assert len(ws.job_files()) == 2
-
-
-# -- over real stdio ------------------------------------------------------------------------
-
-
-async def _dead_pid() -> int:
-    proc = await trio.lowlevel.open_process(["true"])
-    await proc.wait()
-    return proc.pid
-
-
-async def test_a_starting_server_fails_jobs_stranded_by_a_dead_server(ws: Workspace) -> None:
-    ws.write_config(job_retention_days=5)
-    store = JobStore(ws.jobs)
-    dead = _job_record("alpha", days_ago=0, status="running", progress=["step 1"])
-    dead.owner_pid = await _dead_pid()
-    alive = _job_record("alpha", days_ago=0, status="running")  # owned by this test process
-    fresh_pending = _job_record("beta", days_ago=0.5, status="pending")
-    stale_pending = _job_record("beta", days_ago=2, status="pending")
-    expired = _job_record("beta", days_ago=6)
-    kept = _job_record("beta", days_ago=4)
-    for job in (dead, alive, fresh_pending, stale_pending, expired, kept):
-        store.save(job)
-
-    with trio.fail_after(20):
-        async with stdio_server(ws) as server:
-
-            async def job_status(job_id: str) -> dict[str, Any]:
-                out = await server.call("dispatch_status", job_id=job_id)
-                assert not out.get("isError"), out
-                data: dict[str, Any] = out["structuredContent"]
-                return data
-
-            recovered = await job_status(dead.id)
-            assert recovered["status"] == "failed"
-            assert "server stopped" in recovered["error"]
-            assert recovered["completed_at"]
-            assert recovered["progress"] == ["step 1"]
-            assert (await job_status(alive.id))["status"] == "running"
-            assert (await job_status(fresh_pending.id))["status"] == "pending"
-            assert (await job_status(stale_pending.id))["status"] == "failed"
-            out = (await server.call("dispatch_cancel", job_id=alive.id))["structuredContent"]
-            assert out["outcome"] == "running"  # another live process owns it
-            gone = await server.call("dispatch_status", job_id=expired.id)
-            assert gone["isError"] is True  # purged by job_retention_days
-            assert (await job_status(kept.id))["status"] == "done"
-    assert store.require(alive.id).status == "running"
-
-
-async def test_job_tools_over_stdio(ws: Workspace) -> None:
-    task, release = blocked(ws, "A", "@fake reply=over the wire")
-    with trio.fail_after(20):
-        async with mcp.Client(stdio_params(ws)) as client:
-
-            async def call(tool: str, **args: Any) -> Any:
-                result = await client.call_tool(tool, args)
-                assert not result.is_error, result.content
-                return result.structured_content
-
-            job_id = (await call("dispatch_async", agent="alpha", task=task))["job_id"]
-            await wait_started(ws.log)
-            assert (await call("dispatch_status", job_id=job_id))["status"] == "running"
-            release.touch()
-            done = await call("dispatch_wait", job_id=job_id, timeout_seconds=30)
-            assert done["status"] == "done" and done["timed_out_waiting"] is False
-            fetched = await call("fetch_result", ref=job_id, max_chars=4)
-            assert fetched["result"] == "over" and fetched["truncated"] is True
-            listed = await call("dispatch_jobs")
-            assert [j["id"] for j in listed["jobs"]] == [job_id]
-            slow = (await call("dispatch_async", agent="beta", task="@fake sleep=30\nslow"))[
-                "job_id"
-            ]
-            run = (await wait_started(ws.log, 2))[-1]
-            cancelled = await call("dispatch_cancel", job_id=slow)
-            assert cancelled["outcome"] == "cancelled_running"
-            assert not pid_alive(run["pid"])
-            assert (await call("dispatch_gc", dry_run=True))["would_purge"] == 0
 
 
 # -- hostile records, store IO off the loop, recovery in the background ---------------------
@@ -554,7 +417,7 @@ class GatedStore(JobStore):
 
 async def test_a_job_read_runs_off_the_event_loop(ws: Workspace) -> None:
     store = GatedStore(ws.jobs)
-    job = _job_record("alpha", days_ago=0)
+    job = job_record("alpha", days_ago=0)
     JobStore(ws.jobs).save(job)
     got: list[Job] = []
     with trio.fail_after(20):
@@ -572,8 +435,8 @@ async def _append(into: list[Job], job: Awaitable[Job]) -> None:
 
 async def test_recovery_runs_beside_the_server_and_job_reads_wait_for_it(ws: Workspace) -> None:
     store = GatedStore(ws.jobs)
-    orphan = _job_record("alpha", days_ago=0, status="pending")
-    orphan.owner_pid = await _dead_pid()
+    orphan = job_record("alpha", days_ago=0, status="pending")
+    orphan.owner_pid = await dead_pid()
     JobStore(ws.jobs).save(orphan)
     with trio.fail_after(20):
         async with Dispatcher.open(ConfigStore(ws.config), env=ws.env(), jobs=store) as d:
@@ -592,8 +455,8 @@ async def test_recovery_runs_beside_the_server_and_job_reads_wait_for_it(ws: Wor
 async def test_wait_on_a_pending_job_of_a_dead_server_returns_once_recovered(
     ws: Workspace,
 ) -> None:
-    orphan = _job_record("alpha", days_ago=0, status="pending")
-    orphan.owner_pid = await _dead_pid()
+    orphan = job_record("alpha", days_ago=0, status="pending")
+    orphan.owner_pid = await dead_pid()
     JobStore(ws.jobs).save(orphan)
     with trio.fail_after(10):  # the wait's own timeout is an hour: it must not be sat out
         async with Dispatcher.open(ConfigStore(ws.config), env=ws.env()) as d:

@@ -1,19 +1,21 @@
 """Every agent, group, cache and dispatch tool through an in-memory MCP client.
 
 Each test runs twice: with the default client (the modern in-process path) and
-with `mode="legacy"` (real JSON-RPC framing over memory streams).
+with `mode="legacy"` (real JSON-RPC framing over memory streams). Runs go to the
+ScriptedRunner (`runner`); one test per dispatch path (`real_tools`) goes down to
+a real child, the fake claude, through ClaudeRunner.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 from typing import Any
 
 import pytest
 import trio
 import yaml
 
+from agent_dispatch.runtime.scripted import Script, ScriptedRunner
 from agent_dispatch.service.dispatcher import Dispatcher
 from tests.server_support import (
     ProgressLog,
@@ -23,7 +25,7 @@ from tests.server_support import (
     only,
 )
 
-pytest_plugins = ("tests.server_fixtures",)  # ws, served, tools
+pytest_plugins = ("tests.server_fixtures",)  # ws, runner, served, tools, real_tools
 
 BAD_NAMES = ["bad name", "x\n", "", "../alpha", "-flag"]
 
@@ -183,29 +185,15 @@ async def test_remove_agent_forgets_it_and_keeps_its_directory(tools: Tools, ws:
 # -- dispatch ---------------------------------------------------------------------------
 
 
-async def test_dispatch_runs_claude_in_the_agent_directory(tools: Tools, ws: Workspace) -> None:
-    progress = ProgressLog()
-    res = (await tools.call("dispatch", {"agent": "alpha", "task": "count the tests"}, progress)).ok
-    assert res["agent"] == "alpha"
-    assert res["success"] is True
-    assert res["result"] == "fake reply to: count the tests"
-    assert res["session_id"]
-    run = only(ws.runs())
-    assert run["cwd"] == str(ws.alpha)
-    assert run["session_id"] == res["session_id"]
-    assert run["stdin"] == "devnull"
-    with trio.fail_after(5):
-        await progress.wait_for(1)
-    assert progress.messages[0] == "dispatch to alpha: started"  # the idle-timer heartbeat
-    assert progress.messages[:1] == ["dispatch to alpha: started"]  # the idle-timer heartbeat
-
-
-async def test_dispatch_with_json_format_and_group_context(tools: Tools, ws: Workspace) -> None:
+async def test_dispatch_with_json_format_and_group_context(
+    tools: Tools, runner: ScriptedRunner
+) -> None:
+    runner.on(Script(reply='```json\n{"n": 3}\n```'), prompt="numbers")
     res = (
         await tools(
             "dispatch",
             agent="alpha",
-            task='numbers\n@fake reply=```json\\n{"n": 3}\\n```',
+            task="numbers",
             response_format="json",
             group="team",
             caller="the tests",
@@ -213,7 +201,7 @@ async def test_dispatch_with_json_format_and_group_context(tools: Tools, ws: Wor
         )
     ).ok
     assert res["parsed_result"] == {"n": 3}
-    prompt = only(ws.runs())["prompt"]
+    prompt = only(runner.calls).prompt
     for part in ("## Goal", "## Dispatched by", "We ship on Fridays.", "money", "## Task"):
         assert part in prompt
     plain = (await tools("dispatch", agent="alpha", task="prose", response_format="json")).ok
@@ -233,29 +221,28 @@ DISPATCH_REJECTS: list[tuple[dict[str, Any], str]] = [
 ]
 
 
-async def test_dispatch_rejects_bad_input_without_spawning(tools: Tools, ws: Workspace) -> None:
+async def test_dispatch_rejects_bad_input_without_running(
+    tools: Tools, runner: ScriptedRunner
+) -> None:
     for args, words in DISPATCH_REJECTS:
         call = {"agent": "alpha", "task": "do it", **args}
         reply = await tools("dispatch", **call)
         assert words in reply.envelope["error"], args
-    assert ws.runs() == []
+    assert runner.calls == []
 
 
-async def test_dispatch_to_a_vanished_directory_is_a_not_found_result(
-    tools: Tools, ws: Workspace
+async def test_a_failed_run_is_a_result_with_error_type_and_hint(
+    tools: Tools, runner: ScriptedRunner
 ) -> None:
-    shutil.rmtree(ws.beta)
-    reply = await tools("dispatch", agent="beta", task="anyone home?")
-    res = reply.ok  # a failed dispatch is a DispatchResult, not an envelope
-    assert res["success"] is False
-    assert res["error_type"] == "not_found"
-    assert str(ws.beta) in res["error"]
-    assert "update_agent" in res["hint"]
-    assert ws.runs() == []
-
-
-async def test_a_failed_run_is_a_result_with_error_type_and_hint(tools: Tools) -> None:
-    res = (await tools("dispatch", agent="alpha", task="spend\n@fake budget_stop")).ok
+    budget_stop = {  # what claude prints when --max-budget-usd stopped it
+        "subtype": "error_max_budget_usd",
+        "is_error": True,
+        "result": None,
+        "errors": ["Reached maximum budget ($0)"],
+        "terminal_reason": "budget_exhausted",
+    }
+    runner.on(Script(fields=budget_stop, cost=9.0, returncode=1), prompt="spend")
+    res = (await tools("dispatch", agent="alpha", task="spend")).ok
     assert res["success"] is False
     assert res["error_type"] == "budget"
     assert res["budget_exceeded"] is True
@@ -274,69 +261,31 @@ WRONG_TYPES: list[tuple[dict[str, Any], str]] = [
 ]
 
 
-async def test_wrong_argument_types_get_the_envelope(tools: Tools, ws: Workspace) -> None:
+async def test_wrong_argument_types_get_the_envelope(tools: Tools, runner: ScriptedRunner) -> None:
     for args, field in WRONG_TYPES:
         envelope = (await tools("dispatch", **{"agent": "alpha", "task": "t", **args})).envelope
         assert field in envelope["error"], args
         assert "tools/list" in envelope["hint"]
     missing = (await tools("dispatch", agent="alpha")).envelope
     assert "task" in missing["error"]
-    assert ws.runs() == []
+    assert runner.calls == []
 
 
-async def test_the_cache_answers_a_repeat_and_can_be_cleared(tools: Tools, ws: Workspace) -> None:
+async def test_the_cache_answers_a_repeat_and_can_be_cleared(
+    tools: Tools, runner: ScriptedRunner
+) -> None:
     first = (await tools("dispatch", agent="alpha", task="cache me")).ok
     second = (await tools("dispatch", agent="alpha", task="cache me")).ok
     assert second["cached"] is True
     assert second["result"] == first["result"]
-    assert len(ws.runs()) == 1
+    assert len(runner.calls) == 1
     stats = (await tools("cache_stats")).ok
     assert stats["size"] == 1 and stats["hits"] == 1 and stats["misses"] == 1
     assert {"max_size", "evictions", "hit_rate", "ttl"} <= set(stats)
     assert (await tools("cache_clear")).ok == {"cleared": 1}
     assert (await tools("cache_stats")).ok["size"] == 0
     await tools("dispatch", agent="alpha", task="cache me")
-    assert len(ws.runs()) == 2
-
-
-async def test_dispatch_session_starts_and_resumes_a_session(tools: Tools, ws: Workspace) -> None:
-    first = (await tools("dispatch_session", agent="alpha", task="remember 7")).ok
-    sid = first["session_id"]
-    again = (await tools("dispatch_session", agent="alpha", task="remember 7")).ok
-    assert "cached" not in again  # sessions are never cached
-    resumed = (
-        await tools("dispatch_session", agent="alpha", task="what was it?", session_id=sid)
-    ).ok
-    assert resumed["session_id"] == sid
-    runs = ws.runs()
-    assert len(runs) == 3
-    assert runs[2]["resume"] == sid
-    assert "--session-id" not in runs[2]["argv"]
-    bad = await tools("dispatch_session", agent="alpha", task="x", session_id="--oops")
-    assert bad.envelope["error"] == "session_id: must not start with '-' (got '--oops')"
-    assert "leave it empty for a new one" in bad.envelope["hint"]
-    assert (await tools("dispatch_session", agent="nobody", task="x")).envelope
-
-
-async def test_dispatch_stream_reports_text_and_tool_calls_in_order(
-    tools: Tools, ws: Workspace
-) -> None:
-    progress = ProgressLog()
-    task = "look around\n@fake tool_use=Bash\n@fake tool_use=Read\n@fake reply=seen it"
-    res = (await tools.call("dispatch_stream", {"agent": "alpha", "task": task}, progress)).ok
-    assert res["success"] is True and res["result"] == "seen it"
-    with trio.fail_after(5):
-        await progress.wait_for(5)
-    assert progress.messages == [
-        "Using Bash.",
-        "Using tool: Bash",
-        "Using Read.",
-        "Using tool: Read",
-        "seen it",
-    ]
-    assert len({p for p, _, _ in progress.seen}) == 5  # one step each
-    assert only(ws.runs())["output_format"] == "stream-json"
-    assert (await tools("dispatch_stream", agent="alpha", task="x", timeout_seconds=-3)).envelope
+    assert len(runner.calls) == 2
 
 
 # -- dispatch_parallel ----------------------------------------------------------------------
@@ -344,54 +293,42 @@ async def test_dispatch_stream_reports_text_and_tool_calls_in_order(
 
 @pytest.mark.parametrize("as_json", [False, True], ids=["list", "json-string"])
 async def test_dispatch_parallel_returns_results_in_input_order(
-    tools: Tools, ws: Workspace, as_json: bool
+    tools: Tools, runner: ScriptedRunner, as_json: bool
 ) -> None:
+    runner.on(Script(delay=0.1, reply="scripted reply to: slow one"), prompt="slow one")
+    runner.on(Script(reply="third"), prompt="in the team")
     items = [
-        {"agent": "alpha", "task": "slow one\n@fake sleep=0.1"},
+        {"agent": "alpha", "task": "slow one"},
         {"agent": "beta", "task": "quick one"},
-        {"agent": "alpha", "task": "in the team\n@fake reply=third", "group": "team"},
+        {"agent": "alpha", "task": "in the team", "group": "team"},
     ]
     progress = ProgressLog()
     dispatches = json.dumps(items) if as_json else items
     out = (await tools.call("dispatch_parallel", {"dispatches": dispatches}, progress)).ok
     results = out["results"]
     assert [r["result"] for r in results] == [
-        "fake reply to: slow one",
-        "fake reply to: quick one",
+        "scripted reply to: slow one",
+        "scripted reply to: quick one",
         "third",
     ]
     assert [r["agent"] for r in results] == ["alpha", "beta", "alpha"]
-    assert len(ws.runs()) == 3
+    assert len(runner.calls) == 3
     with trio.fail_after(5):
         await progress.wait_for(3)
     assert [(p, t) for p, t, _ in progress.ordered] == [(1, 3), (2, 3), (3, 3)]
 
 
-async def test_dispatch_parallel_with_aggregate_merges_the_results(
-    tools: Tools, ws: Workspace
+async def test_dispatch_parallel_items_can_return_refs(
+    tools: Tools, runner: ScriptedRunner
 ) -> None:
-    items = [{"agent": "alpha", "task": "part A"}, {"agent": "beta", "task": "part B"}]
-    out = (await tools("dispatch_parallel", dispatches=items, aggregate="beta")).ok
-    assert [r["result"] for r in out["individual_results"]] == [
-        "fake reply to: part A",
-        "fake reply to: part B",
-    ]
-    assert out["aggregated"]["agent"] == "beta"
-    assert out["aggregated"]["success"] is True
-    merge = ws.runs()[-1]
-    assert merge["cwd"] == str(ws.beta)
-    assert "fake reply to: part A" in merge["prompt"] and "part B" in merge["prompt"]
-
-
-async def test_dispatch_parallel_items_can_return_refs(tools: Tools) -> None:
+    runner.on(Script(reply=("word " * 100).strip()), prompt="long")
     items = [
-        {"agent": "alpha", "task": "long\n@fake reply=" + "word " * 100, "return_ref": True,
-         "summary_chars": 20},
+        {"agent": "alpha", "task": "long", "return_ref": True, "summary_chars": 20},
         {"agent": "beta", "task": "short"},
-    ]  # fmt: skip
+    ]
     ref, plain = (await tools("dispatch_parallel", dispatches=items)).ok["results"]
     assert len(ref["summary"]) <= 21 and ref["size"] == len("word " * 100) - 1
-    assert plain["result"] == "fake reply to: short"
+    assert plain["result"] == "scripted reply to: short"
     fetched = (await tools("fetch_result", ref=ref["ref"])).ok
     assert fetched["result"] == ("word " * 100).strip()
 
@@ -413,17 +350,17 @@ PARALLEL_REJECTS: list[tuple[Any, str]] = [
 ]
 
 
-async def test_dispatch_parallel_validates_the_whole_batch_before_spawning(
-    tools: Tools, ws: Workspace
+async def test_dispatch_parallel_validates_the_whole_batch_before_running(
+    tools: Tools, runner: ScriptedRunner
 ) -> None:
     for dispatches, words in PARALLEL_REJECTS:
         envelope = (await tools("dispatch_parallel", dispatches=dispatches)).envelope
         assert words in envelope["error"], dispatches
-    assert ws.runs() == []
+    assert runner.calls == []
 
 
 async def test_dispatch_parallel_rejects_an_unknown_aggregate_and_huge_batches(
-    tools: Tools, ws: Workspace
+    tools: Tools, runner: ScriptedRunner
 ) -> None:
     one = [{"agent": "alpha", "task": "x"}]
     assert (
@@ -432,23 +369,13 @@ async def test_dispatch_parallel_rejects_an_unknown_aggregate_and_huge_batches(
     )
     huge = one * 101  # max(100, 20 x max_concurrency 5)
     assert "limit" in (await tools("dispatch_parallel", dispatches=huge)).envelope["error"]
-    assert ws.runs() == []
+    assert runner.calls == []
 
 
 # -- dialogue -------------------------------------------------------------------------------
 
 
-async def test_dispatch_dialogue_ends_when_a_side_resolves(tools: Tools, ws: Workspace) -> None:
-    topic = "agree on a port\n@fake reply=8080 it is [RESOLVED]"
-    out = (await tools("dispatch_dialogue", requester="alpha", responder="beta", topic=topic)).ok
-    assert out["resolved"] is True
-    assert out["rounds"] == 1
-    assert out["final_answer"] == "8080 it is"
-    assert [t["agent"] for t in out["conversation"]] == ["alpha", "beta"]
-    assert [r["cwd"] for r in ws.runs()] == [str(ws.alpha), str(ws.beta)]
-
-
-async def test_dispatch_dialogue_rejects_bad_input(tools: Tools, ws: Workspace) -> None:
+async def test_dispatch_dialogue_rejects_bad_input(tools: Tools, runner: ScriptedRunner) -> None:
     for args in (
         {"requester": "nobody"},
         {"responder": "bad name"},
@@ -458,7 +385,7 @@ async def test_dispatch_dialogue_rejects_bad_input(tools: Tools, ws: Workspace) 
     ):
         call = {"requester": "alpha", "responder": "beta", "topic": "t", **args}
         assert (await tools("dispatch_dialogue", **call)).envelope, args
-    assert ws.runs() == []
+    assert runner.calls == []
 
 
 # -- a broken config ----------------------------------------------------------------------
@@ -494,7 +421,7 @@ CONFIG_TOOLS: list[tuple[str, dict[str, Any]]] = [
 
 @pytest.mark.parametrize("broken", list(BROKEN_CONFIGS))
 async def test_a_broken_config_gives_every_tool_the_envelope_until_fixed(
-    tools: Tools, ws: Workspace, broken: str
+    tools: Tools, ws: Workspace, runner: ScriptedRunner, broken: str
 ) -> None:
     good = ws.config.read_bytes()
     data, named = BROKEN_CONFIGS[broken]
@@ -506,7 +433,7 @@ async def test_a_broken_config_gives_every_tool_the_envelope_until_fixed(
     assert named in envelopes[0]["error"]
     assert all(e == envelopes[0] for e in envelopes), envelopes  # the same config error
     assert ws.config.read_bytes() == data  # nothing rewrote it
-    assert ws.runs() == []
+    assert runner.calls == []
     ws.write_raw(good)
     assert [a["name"] for a in (await tools("list_agents")).ok["agents"]] == ["alpha", "beta"]
     with trio.fail_after(10):

@@ -22,11 +22,12 @@ from cyclopts import Parameter
 from agent_dispatch.cli.terminal import json_text, terminal_text
 from agent_dispatch.errors import StorageError
 from agent_dispatch.models import Config
+from agent_dispatch.runtime.claude_runner import CLAUDE_ENV_VAR as CLAUDE_ENV_VAR
+from agent_dispatch.runtime.claude_runner import find_claude as runner_find_claude
 from agent_dispatch.storage.config import ConfigStore, config_path
 from agent_dispatch.storage.jobs import ENV_VAR as JOBS_ENV_VAR
 from agent_dispatch.storage.jobs import JobStore, jobs_dir
 
-CLAUDE_ENV_VAR = "AGENT_DISPATCH_CLAUDE"
 INSTALL_CLAUDE = "npm install -g @anthropic-ai/claude-code"
 SERVER_NAME = "agent-dispatch"
 
@@ -107,13 +108,10 @@ def plural(n: int, word: str) -> str:
 
 
 def find_claude(cfg: Config | None, env: Mapping[str, str] | None = None) -> str | None:
-    """The claude executable a dispatch would use (same rules as the Dispatcher)."""
-    env = os.environ if env is None else env
-    configured = cfg.settings.claude_path if cfg is not None else None
-    candidate = os.path.expanduser(env.get(CLAUDE_ENV_VAR) or configured or "claude")
-    if os.sep in candidate:
-        return candidate if os.path.isfile(candidate) and os.access(candidate, os.X_OK) else None
-    return shutil.which(candidate, path=env.get("PATH", os.defpath))
+    """The claude executable a dispatch would use (the ClaudeRunner's own lookup)."""
+    return runner_find_claude(
+        os.environ if env is None else env, cfg.settings.claude_path if cfg is not None else None
+    )
 
 
 def server_command() -> tuple[str, list[str]]:

@@ -63,7 +63,7 @@ class _Live:
 
 
 class AsyncJobs:
-    """The job side of the Dispatcher; `run` is the Dispatcher's single spawn path."""
+    """The job side of the Dispatcher; `run` is the Dispatcher's single run path."""
 
     def __init__(self, store: JobStore, nursery: trio.Nursery, run: RunFn) -> None:
         self.store = store
@@ -169,7 +169,7 @@ class AsyncJobs:
                 task_status.started(scope)
                 result = await self._run(
                     req,
-                    on_spawn=lambda pid: self._mark_running(live, pid),
+                    on_spawn=lambda pgid: self._mark_running(live, pgid),
                     on_progress=lambda event: self._progress(live, event),
                 )
         except Exception as exc:
@@ -194,16 +194,16 @@ class AsyncJobs:
             except StorageError as exc:
                 log.warning("could not write job %s: %s", job.id, exc)
 
-    def _mark_running(self, live: _Live, pid: int) -> None:
+    def _mark_running(self, live: _Live, pgid: int | None) -> None:
         live.spawned = True
         live.job = msgspec.structs.replace(
             live.job,
             status="running",
             started_at=now_iso(),
-            child_pgid=pid,  # == its process group (a session leader)
-            child_started=process_start(pid),
+            child_pgid=pgid,  # the local child's process group; None: nothing local runs
+            child_started=None if pgid is None else process_start(pgid),
         )
-        # A synchronous callback (process.py): the write runs beside the job.
+        # A synchronous callback (the runner's task_status): the write runs beside the job.
         self._nursery.start_soon(self._write, live)
         live.last_write = trio.current_time()
 

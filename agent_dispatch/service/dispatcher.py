@@ -1,15 +1,14 @@
-"""The service: one Dispatcher owns the limiter, the cache and the job nursery.
+"""The service: one Dispatcher owns the limiter, the cache, the job nursery and the runner.
 
-Every path that starts a `claude` child (dispatch, session, stream, parallel,
-aggregation, dialogue, async jobs) goes through `_run`, which holds one token
-of the single `trio.CapacityLimiter` for the child's whole life.
+Every path that runs a `claude` invocation (dispatch, session, stream, parallel,
+aggregation, dialogue, async jobs) goes through `_run`, which decides the run
+(a RunSpec) and hands it to the Runner under one token of the single
+`trio.CapacityLimiter`, held for the run's whole life (service/runs.py).
 """
 
 from __future__ import annotations
 
-import errno
 import os
-import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -17,31 +16,26 @@ from typing import Any
 import msgspec
 import trio
 
-from agent_dispatch.claude import classify as claude_classify
 from agent_dispatch.claude import invocation as claude
-from agent_dispatch.claude import output as claude_output
 from agent_dispatch.errors import ConfigError, InvalidArgument
-from agent_dispatch.models import Config, DispatchRequest, DispatchResult, ProgressEvent
-from agent_dispatch.remedies import CheckInstall, Choice, UpdateAgent, advice
-from agent_dispatch.runtime.process import run_child
+from agent_dispatch.models import Config, DispatchRequest, DispatchResult
+from agent_dispatch.runtime.claude_runner import ClaudeRunner, find_claude
+from agent_dispatch.runtime.runner import Runner, RunSpec
 from agent_dispatch.service.async_jobs import AsyncJobs
 from agent_dispatch.service.cache import ResultCache, cache_key
 from agent_dispatch.service.dialogue import DialogueResult, clamp_rounds, run_dialogue
-from agent_dispatch.service.remedies import library_hint
 from agent_dispatch.service.resolve import (
-    EffectiveAgent,
     aggregation_task,
     check_agent,
-    directory_exists,
     effective_agent,
     fold_group_context,
     resolve_timeout,
     validate_request,
 )
+from agent_dispatch.service.runs import ProgressCallback, run_once
 from agent_dispatch.storage.config import ConfigStore
 from agent_dispatch.storage.jobs import Job, JobStore, jobs_dir
 
-ProgressCallback = Callable[[ProgressEvent], Awaitable[None]]
 ItemCallback = Callable[[int, DispatchResult], Awaitable[None]]
 
 
@@ -61,7 +55,9 @@ class Dispatcher:
         env: Mapping[str, str] | None = None,
         clock: Callable[[], float] | None = None,
         jobs: JobStore | None = None,
+        runner: Runner | None = None,
     ) -> None:
+        self.runner: Runner = runner or ClaudeRunner()
         self._store = config if isinstance(config, ConfigStore) else None
         self._static = config if isinstance(config, Config) else None
         self._env = dict(os.environ if env is None else env)
@@ -88,10 +84,15 @@ class Dispatcher:
         env: Mapping[str, str] | None = None,
         clock: Callable[[], float] | None = None,
         jobs: JobStore | None = None,
+        runner: Runner | None = None,
     ) -> AsyncIterator[Dispatcher]:
-        """Run a Dispatcher; leaving the block cancels its jobs (their children die)."""
+        """Run a Dispatcher; leaving the block cancels its jobs (their children die).
+
+        Every run goes through `runner`: by default a ClaudeRunner (a local `claude -p`
+        child); a ScriptedRunner (agent_dispatch.runtime.scripted) answers without one.
+        """
         async with trio.open_nursery() as nursery:
-            dispatcher = cls(config, nursery, env=env, clock=clock, jobs=jobs)
+            dispatcher = cls(config, nursery, env=env, clock=clock, jobs=jobs, runner=runner)
             try:
                 yield dispatcher
             finally:
@@ -124,13 +125,9 @@ class Dispatcher:
         self._applied = cfg
 
     def claude_executable(self, cfg: Config | None = None) -> str | None:
+        """The claude executable a local run would use (None: there is no runnable one)."""
         cfg = cfg or self.config()
-        candidate = self._env.get("AGENT_DISPATCH_CLAUDE") or cfg.settings.claude_path or "claude"
-        candidate = os.path.expanduser(candidate)
-        if os.sep in candidate:
-            runnable = os.path.isfile(candidate) and os.access(candidate, os.X_OK)
-            return candidate if runnable else None
-        return shutil.which(candidate, path=self._env.get("PATH", os.defpath))
+        return find_claude(self._env, cfg.settings.claude_path)
 
     # -- validation ------------------------------------------------------------
 
@@ -186,9 +183,9 @@ class Dispatcher:
         *,
         use_cache: bool,
         on_progress: ProgressCallback | None = None,
-        on_spawn: Callable[[int], None] | None = None,
+        on_spawn: Callable[[int | None], None] | None = None,
     ) -> DispatchResult:
-        """Resolve, consult the cache, spawn under the limiter, classify, store."""
+        """Resolve, consult the cache, run through the runner under the limiter, cache."""
         refusal = self._refusal(cfg, req.agent)
         if refusal is not None:
             return refusal
@@ -212,23 +209,6 @@ class Dispatcher:
             hit = self.cache.get(key)
             if hit is not None:
                 return hit
-        if not directory_exists(eff.directory):
-            fix = UpdateAgent(agent=req.agent, field="directory")
-            return library_hint(
-                claude_classify.not_found_result(
-                    req.agent,
-                    f"agent directory does not exist: {eff.directory}",
-                    advice("Fix it with ", Choice(options=(fix,)), "."),
-                )
-            )
-        executable = self.claude_executable(cfg)
-        if executable is None:
-            return library_hint(
-                claude_classify.claude_missing(
-                    req.agent, self._env.get("AGENT_DISPATCH_CLAUDE"), cfg.settings.claude_path
-                )
-            )
-        session_id = req.session_id or claude.new_session_id()
         invocation = claude.Invocation(
             prompt=claude.build_prompt(
                 req.task,
@@ -237,7 +217,7 @@ class Dispatcher:
                 goal=req.goal,
                 response_format=req.response_format,
             ),
-            session_id=session_id,
+            session_id=req.session_id or claude.new_session_id(),
             resume=bool(req.session_id),
             stream=on_progress is not None,
             model=eff.model,
@@ -247,12 +227,20 @@ class Dispatcher:
             max_budget_usd=eff.max_budget_usd,
             append_system_prompt=eff.instructions,
         )
-        argv = claude.build_argv(executable, invocation)
-        result = await self._spawn(
-            argv,
-            eff,
-            invocation,
-            seconds=timeout,
+        spec = RunSpec(
+            agent=req.agent,
+            directory=eff.directory,
+            invocation=invocation,
+            env=claude.child_env(self._env, self._depth),
+            timeout=timeout,
+            claude_path=cfg.settings.claude_path,
+        )
+        result = await run_once(
+            self.runner,
+            self.limiter,
+            spec,
+            agent_timeout=eff.timeout,
+            max_budget_usd=eff.max_budget_usd,
             response_format=req.response_format,
             on_progress=on_progress,
             on_spawn=on_spawn,
@@ -260,70 +248,6 @@ class Dispatcher:
         if caching:
             self.cache.put(key, req.agent, result)
         return result
-
-    async def _spawn(
-        self,
-        argv: list[str],
-        eff: EffectiveAgent,
-        invocation: claude.Invocation,
-        *,
-        seconds: float,
-        response_format: str,
-        on_progress: ProgressCallback | None,
-        on_spawn: Callable[[int], None] | None,
-    ) -> DispatchResult:
-        env = claude.child_env(self._env, self._depth)
-        async with trio.open_nursery() as nursery:
-            on_line: Callable[[bytes], None] | None = None
-            send: trio.MemorySendChannel[ProgressEvent] | None = None
-            if on_progress is not None:
-                send, receive = trio.open_memory_channel[ProgressEvent](256)
-                nursery.start_soon(_forward_progress, receive, on_progress)
-                on_line = _ProgressFeed(send)
-            try:
-                async with self.limiter:
-                    try:
-                        outcome = await run_child(
-                            argv,
-                            cwd=eff.directory,
-                            env=env,
-                            deadline=trio.current_time() + seconds,
-                            is_complete=claude_output.has_result,
-                            on_stdout_line=on_line,
-                            on_spawn=on_spawn,
-                            stdin_data=claude.stdin_prompt(invocation),
-                        )
-                    except OSError as exc:
-                        if exc.errno == errno.E2BIG:
-                            return library_hint(claude_classify.command_too_long(eff.name, argv))
-                        return library_hint(
-                            claude_classify.not_found_result(
-                                eff.name,
-                                f"could not start claude: {exc}",
-                                advice(
-                                    "Check the claude executable (",
-                                    CheckInstall(),
-                                    ") and the agent's directory.",
-                                ),
-                            )
-                        )
-            finally:
-                if send is not None:
-                    send.close()
-        classified = claude_classify.classify(
-            agent=eff.name,
-            returncode=outcome.returncode,
-            stdout=outcome.stdout,
-            stderr=outcome.stderr,
-            timed_out=outcome.timed_out,
-            stopped_after_result=outcome.stopped_after_result,
-            session_id=invocation.session_id,
-            timeout_seconds=seconds,
-            agent_timeout=eff.timeout,
-            max_budget_usd=eff.max_budget_usd,
-            response_format=response_format,
-        )
-        return library_hint(classified)
 
     # -- fan-out -----------------------------------------------------------------
 
@@ -386,7 +310,7 @@ class Dispatcher:
         self,
         req: DispatchRequest,
         *,
-        on_spawn: Callable[[int], None],
+        on_spawn: Callable[[int | None], None],
         on_progress: ProgressCallback,
     ) -> DispatchResult:
         return await self._run(
@@ -442,26 +366,3 @@ class Dispatcher:
             max_rounds=rounds,
             caller=caller,
         )
-
-
-class _ProgressFeed:
-    """Turns stream-json stdout lines into ProgressEvents on a channel (sync, for process.py)."""
-
-    def __init__(self, send: trio.MemorySendChannel[ProgressEvent]) -> None:
-        self._parser = claude_output.StreamParser()
-        self._send = send
-
-    def __call__(self, line: bytes) -> None:
-        for event in self._parser.feed_line(line):
-            try:
-                self._send.send_nowait(event)
-            except (trio.WouldBlock, trio.ClosedResourceError):
-                pass  # a slow consumer loses progress lines, never the answer
-
-
-async def _forward_progress(
-    receive: trio.MemoryReceiveChannel[ProgressEvent], on_progress: ProgressCallback
-) -> None:
-    async with receive:
-        async for event in receive:
-            await on_progress(event)

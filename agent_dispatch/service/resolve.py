@@ -7,7 +7,6 @@ the field they are about (`session_id: ...`).
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
 
 import msgspec
@@ -107,11 +106,6 @@ def effective_agent(cfg: Config, name: str) -> EffectiveAgent:
         ),
         instructions=agent.instructions,
     )
-
-
-def directory_exists(path: str) -> bool:
-    """One stat: cheap enough to run on the event loop before a spawn."""
-    return os.path.isdir(path)
 
 
 def resolve_timeout(value: float | None, default: float) -> float:

@@ -1,0 +1,127 @@
+"""One run through the Runner seam: the slot, the progress relay, the classification.
+
+The Dispatcher decides what to run (a RunSpec); `run_once` holds one token of
+its CapacityLimiter for the run's whole life, relays the runner's events to an
+async progress callback, and turns the outcome (or a failed start) into a
+DispatchResult. It knows no runner but the Protocol.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import trio
+
+from agent_dispatch.claude import classify as claude_classify
+from agent_dispatch.models import DispatchResult, ProgressEvent
+from agent_dispatch.remedies import CheckInstall, Choice, UpdateAgent, advice
+from agent_dispatch.runtime.runner import (
+    ClaudeNotFound,
+    CommandTooLong,
+    DirectoryMissing,
+    Runner,
+    RunSpec,
+    StartFailed,
+)
+from agent_dispatch.service.remedies import library_hint
+
+ProgressCallback = Callable[[ProgressEvent], Awaitable[None]]
+_PROGRESS_BUFFER = 256
+
+
+async def run_once(
+    runner: Runner,
+    limiter: trio.CapacityLimiter,
+    spec: RunSpec,
+    *,
+    agent_timeout: float,
+    max_budget_usd: float | None,
+    response_format: str,
+    on_progress: ProgressCallback | None = None,
+    on_spawn: Callable[[int | None], None] | None = None,
+) -> DispatchResult:
+    """Run `spec` under one limiter token and classify what it left."""
+    async with trio.open_nursery() as nursery:
+        on_event = None
+        send: trio.MemorySendChannel[ProgressEvent] | None = None
+        if on_progress is not None:
+            send, receive = trio.open_memory_channel[ProgressEvent](_PROGRESS_BUFFER)
+            nursery.start_soon(_forward_progress, receive, on_progress)
+            on_event = _Relay(send)
+        try:
+            async with limiter:
+                try:
+                    outcome = await runner.run(
+                        spec, on_event=on_event, task_status=_Started(on_spawn)
+                    )
+                except StartFailed as exc:
+                    return library_hint(start_failure(spec.agent, exc))
+        finally:
+            if send is not None:
+                send.close()
+    classified = claude_classify.classify(
+        agent=spec.agent,
+        returncode=outcome.returncode,
+        stdout=outcome.stdout,
+        stderr=outcome.stderr,
+        timed_out=outcome.timed_out,
+        stopped_after_result=outcome.stopped_after_result,
+        session_id=spec.invocation.session_id,
+        timeout_seconds=spec.timeout,
+        agent_timeout=agent_timeout,
+        max_budget_usd=max_budget_usd,
+        response_format=response_format,
+    )
+    return library_hint(classified)
+
+
+def start_failure(agent: str, exc: StartFailed) -> DispatchResult:
+    """The failed result for a run that could not start."""
+    if isinstance(exc, DirectoryMissing):
+        fix = UpdateAgent(agent=agent, field="directory")
+        return claude_classify.not_found_result(
+            agent,
+            f"agent directory does not exist: {exc.directory}",
+            advice("Fix it with ", Choice(options=(fix,)), "."),
+        )
+    if isinstance(exc, ClaudeNotFound):
+        return claude_classify.claude_missing(agent, exc.env_value, exc.claude_path)
+    if isinstance(exc, CommandTooLong):
+        return claude_classify.command_too_long(agent, exc.argv)
+    return claude_classify.not_found_result(
+        agent,
+        f"could not start claude: {exc}",
+        advice("Check the claude executable (", CheckInstall(), ") and the agent's directory."),
+    )
+
+
+class _Started:
+    """The runner's task_status: tells `on_spawn` the run exists (and its process group)."""
+
+    def __init__(self, on_spawn: Callable[[int | None], None] | None) -> None:
+        self._on_spawn = on_spawn
+
+    def started(self, value: int | None = None) -> None:
+        if self._on_spawn is not None:
+            self._on_spawn(value)
+
+
+class _Relay:
+    """The runner's on_event: ProgressEvents onto a channel, never blocking the runner."""
+
+    def __init__(self, send: trio.MemorySendChannel[ProgressEvent]) -> None:
+        self._send = send
+
+    def __call__(self, event: ProgressEvent) -> None:
+        try:
+            self._send.send_nowait(event)
+        except (trio.WouldBlock, trio.ClosedResourceError):
+            pass  # a slow consumer loses progress lines, never the answer
+
+
+async def _forward_progress(
+    receive: trio.MemoryReceiveChannel[ProgressEvent], on_progress: ProgressCallback
+) -> None:
+    async with receive:
+        async for event in receive:
+            await on_progress(event)
