@@ -231,7 +231,7 @@ async def test_the_handshake_at_spawn_is_answered_before_the_sdk_loads(ws: Works
             assert "dispatch" in {tool["name"] for tool in listed["tools"]}
             out = structured(await server.call("list_agents"))
             assert [a["name"] for a in out["agents"]] == ["alpha", "beta"]
-    early = [line for line in server.stderr().splitlines() if "agent_dispatch.server.early" in line]
+    early = [line for line in server.stderr().splitlines() if "before the SDK was ready" in line]
     assert [line.split(" DEBUG ")[-1] for line in early] == [
         "answered initialize before the SDK was ready",
         "answered tools/list before the SDK was ready",

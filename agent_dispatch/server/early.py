@@ -212,8 +212,11 @@ class Front:
 
     async def _forward(self, verdict: wire.Forward) -> None:
         line, request = verdict.text, verdict.request
+        opening, self._opened = not self._opened, True
+        if opening:
+            log.debug("the client opened with %s", verdict.message.get("method"))
         if self._handshake is not None:
-            line, request = await self._maybe_answer(self._handshake, verdict)
+            line, request = await self._maybe_answer(self._handshake, verdict, opening=opening)
         if request is not None:
             await self._in_flight.admit(request)  # blocks the reader while the SDK is full
         if verdict.cancels is not None:
@@ -221,11 +224,10 @@ class Front:
         await self._queue_in.send(line)
 
     async def _maybe_answer(
-        self, handshake: Handshake, verdict: wire.Forward
+        self, handshake: Handshake, verdict: wire.Forward, *, opening: bool
     ) -> tuple[str, wire.RequestId | None]:
         message, method = verdict.message, verdict.message.get("method")
         line, request = verdict.text, verdict.request
-        opening, self._opened = not self._opened, True
         if opening and method != "initialize":  # not the handshake era: the SDK decides
             self._handshake = None
             return line, request

@@ -75,7 +75,7 @@ async def _serve(store: ConfigStore, env: Mapping[str, str] | None) -> None:
         dispatcher.start_recovery()  # in the background: the handshake does not wait for it
         with trio.CancelScope() as session:
             async with _claim_stdio() as (rx, tx), trio.open_nursery() as wire:
-                handshake, user_record = choose_handshake()
+                handshake, user_record = choose_handshake() if _early_on() else (None, None)
                 front = Front(
                     rx, tx, handshake, on_broken=session.cancel, max_line=_max_line(store)
                 )
@@ -89,6 +89,11 @@ async def _serve(store: ConfigStore, env: Mapping[str, str] | None) -> None:
                     wire.start_soon(_record_for_next_start, sdk, server, user_record, stale)
                 await sdk.run_session(server, front.source, front.sink)
                 wire.cancel_scope.cancel()
+
+
+def _early_on() -> bool:
+    """AGENT_DISPATCH_EARLY=0 turns the early answers off (the SDK answers everything)."""
+    return os.environ.get("AGENT_DISPATCH_EARLY", "1") != "0"
 
 
 def _max_line(store: ConfigStore) -> int:
