@@ -10,10 +10,11 @@ in these setups, each in its own HOME registered with
 `claude mcp add-json agent-dispatch ... --scope user`:
 
 - `none`: no MCP server registered (the CLI's own fixed cost);
-- `serve`: this checkout's `serve` (early answers on, the default);
-- `serve, AGENT_DISPATCH_EARLY=0`: the same with the early answers off;
+- `serve`: this checkout's `serve`;
 - `serve from DIR`: the `agent_dispatch` package of another tree (`--source`,
-  e.g. a worktree of an older commit), early answers as that tree has them.
+  e.g. `git archive aead31b agent_dispatch | tar -x -C DIR`, the tree that still
+  had the early handshake; there `--env AGENT_DISPATCH_EARLY=0` turned it off).
+  `--env KEY=VALUE` adds to every `serve` setup's registered environment.
 
 Rounds alternate the order of the setups, so drift on a shared machine hits
 all alike; the table shows the median and the range of wall seconds per run.
@@ -183,12 +184,12 @@ async def measure(args: argparse.Namespace) -> list[Setup]:
     claude = locate_claude()
     with tempfile.TemporaryDirectory(prefix="child-cost-") as tmp:
         root = Path(tmp)
+        env = dict(pair.split("=", 1) for pair in args.env)
         setups = [
             Setup("none (no MCP server registered)", None),
-            serve_setup("serve (early answers on)", root, {}, None),
-            serve_setup("serve, AGENT_DISPATCH_EARLY=0", root, {"AGENT_DISPATCH_EARLY": "0"}, None),
+            serve_setup("serve (this checkout)", root, env, None),
         ]
-        setups += [serve_setup(f"serve from {dir_}", root, {}, dir_) for dir_ in args.source]
+        setups += [serve_setup(f"serve from {dir_}", root, env, dir_) for dir_ in args.source]
         async with trio.open_nursery() as nursery:
             fake = FakeAnthropic()
             base_url = await nursery.start(fake.serve)
@@ -234,6 +235,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--source", type=Path, action="append", default=[], metavar="DIR")
+    parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args()
     setups = trio.run(measure, args)
     print(report(setups, args.rounds, cli_version(locate_claude())))
