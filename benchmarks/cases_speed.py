@@ -311,7 +311,7 @@ async def case_startup(ctx: Ctx) -> list[Row]:
             "... until a first tools/call (list_agents) answers",
             "ms",
             *medians(first_call),
-            note="informational: ours answers the handshake before the SDK has loaded",
+            note="informational",
             samples=first_call,
         ),
     ]

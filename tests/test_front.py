@@ -1,20 +1,28 @@
 """The Front between the wire and the SDK: bounded lines, bounded requests in flight.
 
 The SDK side is a stand-in that answers only when a test says so, so "the SDK
-is busy" is a fact of the test, not a race.
+is busy" is a fact of the test, not a race; the tests at the end put the real
+SDK behind the Front (`tests.front_support.harness`).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import pytest
 import trio
 import trio.testing
 
-from agent_dispatch.server.early import Front
+from agent_dispatch.server.front import Front
+from tests.front_support import INITIALIZED, harness, initialize
+from tests.front_support import request as rpc
+from tests.server_support import Workspace
+
+pytest_plugins = ("tests.server_fixtures",)  # ws
 
 
 def request(rid: int | str, method: str = "ping") -> bytes:
@@ -53,7 +61,7 @@ class Client:
 async def front(**options: Any) -> AsyncIterator[tuple[Client, StandIn]]:
     c2s_send, c2s_receive = trio.testing.memory_stream_one_way_pair()
     s2c_send, s2c_receive = trio.testing.memory_stream_one_way_pair()
-    the_front = Front(c2s_receive, s2c_send, None, on_broken=lambda: None, **options)
+    the_front = Front(c2s_receive, s2c_send, on_broken=lambda: None, **options)
     stand_in = StandIn(the_front)
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
@@ -119,3 +127,76 @@ async def test_a_line_that_breaks_json_decoders_is_answered_and_serving_goes_on(
         assert first["error"]["code"] == second["error"]["code"] == -32700
         await trio.testing.wait_all_tasks_blocked()
         assert [m["id"] for m in sdk.received] == [1]
+
+
+# -- with the real SDK behind the Front -----------------------------------------------------
+
+
+async def test_the_handshake_is_the_sdks_and_the_opening_method_is_logged(
+    ws: Workspace, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="agent_dispatch.server.front")
+    async with harness(ws) as h:
+        await h.wire.send(initialize(), INITIALIZED, rpc(2, "tools/list"))
+        await trio.testing.wait_all_tasks_blocked()
+        assert h.front.in_flight == 2  # read and passed on; nothing answered before the SDK
+        h.start_sdk()
+        assert (await h.wire.recv() or {}).get("id") == 1
+        listed = await h.wire.recv()
+        assert listed is not None and "dispatch" in {t["name"] for t in listed["result"]["tools"]}
+        await h.wire.close()
+        assert await h.wire.recv() is None
+    assert "the client opened with initialize" in caplog.messages
+
+
+HOSTILE = [  # in order: answered with these ids and codes by the Front, not the SDK
+    b"garbage\n",
+    b'{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"dispatch",'
+    # a lone surrogate, which Node's JSON.stringify sends
+    b'"arguments":{"agent":"alpha","task":"\\udc80"}}}\n',
+    b'{"jsonrpc":"2.0","id":8,"method":"tools/call","params":"x"}\n',
+    b"{}\n",
+    b"\n",  # blank: nothing to answer
+    b'{"jsonrpc":"2.0","method":"notifications/cancelled","params":"x"}\n',
+]
+
+
+@pytest.mark.parametrize("sdk_running", [False, True], ids=["before-the-sdk-runs", "serving"])
+async def test_lines_that_are_not_json_rpc_are_answered_not_dropped(
+    ws: Workspace, sdk_running: bool
+) -> None:
+    async with harness(ws) as h:
+
+        async def open_session() -> None:
+            h.start_sdk()
+            await h.wire.send(initialize(), INITIALIZED)
+            assert (await h.wire.recv() or {}).get("id") == 1
+
+        if sdk_running:
+            await open_session()
+        await h.wire.send_raw(b"".join(HOSTILE))
+        replies = [await h.wire.recv() for _ in range(4)]
+        assert [(r or {}).get("id") for r in replies] == [None, 7, 8, None]
+        codes = [(r or {})["error"]["code"] for r in replies]
+        assert codes == [-32700, -32700, -32602, -32600]
+        assert "surrogate" in (replies[1] or {})["error"]["message"]
+        if not sdk_running:
+            await open_session()
+        await h.wire.send(rpc(9, "tools/call", name="list_agents", arguments={}))
+        answer = await h.wire.recv()  # nothing else came first: the notification got no reply
+        assert answer is not None and answer["id"] == 9 and "result" in answer
+        await h.wire.close()
+        assert await h.wire.recv() is None
+
+
+async def test_a_client_that_closed_its_end_ends_the_session() -> None:
+    c2s_send, c2s_receive = trio.testing.memory_stream_one_way_pair()
+    s2c_send, s2c_receive = trio.testing.memory_stream_one_way_pair()
+    calls = []
+    the_front = Front(c2s_receive, s2c_send, on_broken=lambda: calls.append(1))
+    await s2c_receive.aclose()
+    await c2s_send.send_all(b"garbage\n")  # its error reply meets the closed end
+    await c2s_send.aclose()
+    with trio.fail_after(10):
+        await the_front.pump()
+    assert calls == [1]

@@ -23,8 +23,8 @@ import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.front_support import harness
 from tests.server_support import Tools, Workspace, in_memory_server
-from tests.test_early import harness
 
 pytest_plugins = ("tests.server_fixtures",)  # ws
 
@@ -127,7 +127,7 @@ async def test_every_request_line_gets_exactly_one_reply_and_serving_goes_on(
     ws: Workspace, lines: list[bytes]
 ) -> None:
     expected = sum(needs_reply(line) for line in lines)
-    async with harness(ws, None) as h:
+    async with harness(ws) as h:
         h.start_sdk()
         await h.wire.send_raw(b"".join(line + b"\n" for line in lines))
         marker = {"jsonrpc": "2.0", "id": "fuzz-end", "method": "ping"}

@@ -222,20 +222,17 @@ async def test_bad_config_and_non_finite_numbers_get_envelopes_and_the_server_se
     assert len(ws.runs()) == 1
 
 
-async def test_the_handshake_at_spawn_is_answered_before_the_sdk_loads(ws: Workspace) -> None:
-    # stdio_server() sends initialize as soon as the process exists; importing the
-    # mcp SDK takes most of a second, reading a pipe does not.
+async def test_serve_logs_the_method_a_client_opens_with(ws: Workspace) -> None:
+    # What a client opens with decides what it waits for (Claude Code 2.1.332 sends
+    # server/discover); DEBUG logs show it.
     with trio.fail_after(20):
         async with stdio_server(ws, AGENT_DISPATCH_LOG_LEVEL="DEBUG") as server:
             listed = await server.request("tools/list", {})
             assert "dispatch" in {tool["name"] for tool in listed["tools"]}
             out = structured(await server.call("list_agents"))
             assert [a["name"] for a in out["agents"]] == ["alpha", "beta"]
-    early = [line for line in server.stderr().splitlines() if "agent_dispatch.server.early" in line]
-    assert [line.split(" DEBUG ")[-1] for line in early] == [
-        "answered initialize before the SDK was ready",
-        "answered tools/list before the SDK was ready",
-    ]
+    front = [line for line in server.stderr().splitlines() if "agent_dispatch.server.front" in line]
+    assert [line.split(" DEBUG ")[-1] for line in front] == ["the client opened with initialize"]
 
 
 HOSTILE_LINES = [  # each needs exactly one error reply; none may end the server

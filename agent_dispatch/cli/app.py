@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from cyclopts import App, CycloptsError
 from cyclopts.exceptions import UnusedCliTokensError
 
-from agent_dispatch import __version__
+from agent_dispatch import __version__, exception_groups
 from agent_dispatch.cli import agents as cli_agents
 from agent_dispatch.cli import demo
 from agent_dispatch.cli import groups as cli_groups
@@ -60,12 +60,6 @@ app.command(demo.demo)
 
 
 # -- running -------------------------------------------------------------------------
-
-
-def _leaves(exc: BaseException) -> list[BaseException]:
-    if isinstance(exc, BaseExceptionGroup):
-        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
-    return [exc]
 
 
 def _wants_json(tokens: list[str]) -> bool:
@@ -111,32 +105,40 @@ def run(argv: Sequence[str] | None = None) -> int:
         os.dup2(devnull, sys.stdout.fileno())
         return 1
     except BaseException as exc:
-        leaves = _leaves(exc)
-        if all(isinstance(leaf, KeyboardInterrupt) for leaf in leaves):
-            warn("interrupted")
-            if as_json:
-                emit_json({"error": "interrupted", "hint": ""})
-            return 130
-        errors = [leaf for leaf in leaves if isinstance(leaf, DispatchError)]
-        if errors:
-            _print_error(errors[0].message, errors[0].hint, as_json=as_json)
-            return 1
-        if isinstance(exc, SystemExit) or os.environ.get("AGENT_DISPATCH_DEBUG"):
-            raise
-        if len(leaves) == 1 and isinstance(leaves[0], OSError):
-            _print_error(str(leaves[0]), as_json=as_json)
-            return 1
-        if not isinstance(exc, Exception):
-            raise
-        _print_error(
-            f"unexpected {type(leaves[0]).__name__}: {leaves[0]}",
-            "Run again with AGENT_DISPATCH_DEBUG=1 for the traceback, and please report it.",
-            as_json=as_json,
-        )
-        return 1
+        return _exit_status(exc, as_json=as_json)
     if isinstance(result, bool):
         return 0 if result else 1
     return result if isinstance(result, int) else 0
+
+
+def _exit_status(exc: BaseException, *, as_json: bool) -> int:
+    """The CLI's edge: what a command raised (bare or grouped by nurseries) as the exit
+    status and one error line; re-raised when it is not ours to report."""
+    _, not_interrupts = exception_groups.split(exc, KeyboardInterrupt)
+    if not_interrupts is None:  # Ctrl-C, however many tasks it reached
+        warn("interrupted")
+        if as_json:
+            emit_json({"error": "interrupted", "hint": ""})
+        return 130
+    error = exception_groups.first(exc, DispatchError)
+    if error is not None:
+        _print_error(error.message, error.hint, as_json=as_json)
+        return 1
+    if isinstance(exc, SystemExit) or os.environ.get("AGENT_DISPATCH_DEBUG"):
+        raise exc
+    only = exception_groups.sole(exc)
+    if isinstance(only, OSError):
+        _print_error(str(only), as_json=as_json)
+        return 1
+    if not isinstance(exc, Exception):
+        raise exc
+    leaf = exception_groups.leaves(exc)[0]
+    _print_error(
+        f"unexpected {type(leaf).__name__}: {leaf}",
+        "Run again with AGENT_DISPATCH_DEBUG=1 for the traceback, and please report it.",
+        as_json=as_json,
+    )
+    return 1
 
 
 def main() -> None:

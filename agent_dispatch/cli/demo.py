@@ -24,6 +24,7 @@ from typing import Annotated, Any
 import trio
 from cyclopts import Parameter
 
+from agent_dispatch import exception_groups
 from agent_dispatch.cli.common import CLAUDE_ENV_VAR, command, cut, emit, find_claude, money
 from agent_dispatch.errors import DispatchError
 from agent_dispatch.service import registry
@@ -198,10 +199,8 @@ async def _tour(out: _Out, env: dict[str, str]) -> None:
 
 
 def _demo_error(prefix: str, exc: Exception) -> DispatchError:
-    leaves: list[BaseException] = [exc]
-    while len(leaves) == 1 and isinstance(leaves[0], BaseExceptionGroup):
-        leaves = list(leaves[0].exceptions)
-    leaf = leaves[0]
+    """The demo's edge: what its server and client raised, as one error line."""
+    leaf = exception_groups.leaves(exc)[0]
     if isinstance(leaf, DispatchError):
         return DispatchError(f"{prefix}demo: {leaf.message}", leaf.hint)
     return DispatchError(

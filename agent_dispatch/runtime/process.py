@@ -32,6 +32,8 @@ from pathlib import Path
 import msgspec
 import trio
 
+from agent_dispatch import exception_groups
+
 __all__ = ["ChildOutcome", "run_child"]
 
 _CHUNK = 65536
@@ -363,10 +365,8 @@ def _earliest(timeout: float | None, deadline: float | None) -> float:
 
 
 def _raise_bare_cancelled(group: BaseExceptionGroup[BaseException]) -> None:
-    """A nursery wraps Cancelled in a group: re-raise it bare when that is all it holds."""
-    cancelled, rest = group.split(trio.Cancelled)
-    if cancelled is not None and rest is None:
-        leaf: BaseException = cancelled
-        while isinstance(leaf, BaseExceptionGroup):
-            leaf = leaf.exceptions[0]
-        raise leaf from None
+    """The process edge: a nursery wraps Cancelled in a group; re-raise it bare (the
+    first one) when that is all the group holds, so callers see a plain Cancelled."""
+    _, rest = exception_groups.split(group, trio.Cancelled)
+    if rest is None:
+        raise exception_groups.leaves(group)[0] from None

@@ -1,2 +1,2 @@
-"""The MCP face: the stdio transport (`stdio`, `early`, `wire`: none import the SDK)
+"""The MCP face: the stdio transport (`stdio`, `front`, `wire`: none import the SDK)
 and the SDK app with its tools (`app`, `tools_*`, `toolkit`)."""

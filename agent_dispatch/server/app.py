@@ -1,7 +1,7 @@
 """The MCP server: tools as thin adapters over Dispatcher, and one session over JSON-RPC lines.
 
 This is the module that imports the mcp SDK (most of a second); `stdio.py` runs
-the process around it and `early.py` answers the handshake while it imports.
+the process around it and `front.py` vets the wire in front of it.
 
 A tool body parses its arguments, calls one Dispatcher (or registry) function
 and shapes the answer. Errors the user can act on become the
@@ -10,33 +10,23 @@ and shapes the answer. Errors the user can act on become the
 
 from __future__ import annotations
 
-import importlib.metadata
-import json
-import os
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any, Protocol, cast
 
-import trio
-from mcp.server.lowlevel import NotificationOptions
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.stdio import stdio_server
 from mcp_types import CallToolResult, InputRequiredResult
-from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERSION
 from pydantic import ValidationError
 
 from agent_dispatch import __version__
 from agent_dispatch.errors import InvalidArgument
-from agent_dispatch.models import Config
-from agent_dispatch.server.early import EARLY_LISTS, installed_mcp
 from agent_dispatch.server.toolkit import error_result
 from agent_dispatch.server.tools_agents import register_agent_tools
 from agent_dispatch.server.tools_dispatch import register_dispatch_tools
 from agent_dispatch.server.tools_jobs import register_job_tools
 from agent_dispatch.service.dispatcher import Dispatcher
 from agent_dispatch.storage.config import ConfigStore
-from agent_dispatch.storage.jobs import JobStore
 
 INSTRUCTIONS = """\
 Delegate work to Claude Code agents that live in other project directories.
@@ -135,76 +125,6 @@ class LineSink(Protocol):
 async def run_session(server: MCPServer, stdin: LineSource, stdout: LineSink) -> None:
     """Serve one MCP session over JSON-RPC lines until `stdin` ends."""
     lowlevel = server._lowlevel_server  # run_stdio_async would claim fds in a thread
-    # listChanged: the early handshake (early.py) may have to correct a list it answered.
-    changed = NotificationOptions(tools_changed=True, prompts_changed=True, resources_changed=True)
-    options = lowlevel.create_initialization_options(changed)
+    options = lowlevel.create_initialization_options()
     async with stdio_server(stdin=cast(Any, stdin), stdout=cast(Any, stdout)) as (reader, writer):
         await lowlevel.run(reader, writer, options)
-
-
-async def record_handshake(server: MCPServer | None = None) -> dict[str, Any]:
-    """The SDK's own answers to `initialize` and EARLY_LISTS, per handshake protocol revision.
-
-    `scripts/gen-handshake` writes this to `handshake.json` for early.py (a test
-    checks that the file is current); `serve` records its live server into the
-    user's cache when that file does not fit the installed versions. Without a
-    server, one is built over an empty config (no tool runs).
-    """
-    if server is None:
-        async with Dispatcher.open(Config(), env={}, jobs=JobStore(Path(os.devnull))) as idle:
-            return await record_handshake(build_server(idle, ConfigStore(Path(os.devnull))))
-    answers: list[Any] = []
-    versions: dict[str, dict[str, int]] = {}
-
-    def index(result: Any) -> int:
-        if result not in answers:
-            answers.append(result)
-        return answers.index(result)
-
-    for version in HANDSHAKE_PROTOCOL_VERSIONS:
-        recorded = await _handshake(server, version)
-        versions[version] = {method: index(result) for method, result in recorded.items()}
-    return {
-        "agent_dispatch": __version__,
-        "mcp": installed_mcp() or importlib.metadata.version("mcp"),
-        "latest": LATEST_HANDSHAKE_VERSION,
-        "versions": versions,
-        "answers": answers,
-    }
-
-
-async def _handshake(server: MCPServer, version: str) -> dict[str, Any]:
-    """{method: result} for initialize and each of EARLY_LISTS the SDK answers without error."""
-    client = {"name": "record-handshake", "version": "1"}
-    methods = ["initialize", *EARLY_LISTS]
-    lines: list[dict[str, Any]] = [
-        {"jsonrpc": "2.0", "id": 0, "method": "initialize",
-         "params": {"protocolVersion": version, "capabilities": {}, "clientInfo": client}},
-        {"jsonrpc": "2.0", "method": "notifications/initialized"},
-    ]  # fmt: skip
-    lines += [{"jsonrpc": "2.0", "id": i, "method": m} for i, m in enumerate(methods) if i]
-    replies: dict[int, Any] = {}
-    done = trio.Event()
-
-    class Sink:
-        async def write(self, text: str) -> None:
-            message = json.loads(text)
-            replies[message["id"]] = message
-            if len(replies) == len(methods):
-                done.set()
-
-        async def flush(self) -> None:
-            await trio.lowlevel.checkpoint()
-
-    async def source() -> AsyncIterator[str]:
-        for line in lines:
-            yield json.dumps(line) + "\n"
-        await done.wait()  # EOF only after every answer: EOF ends the session
-
-    class Source:
-        def __aiter__(self) -> AsyncIterator[str]:
-            return source()
-
-    with trio.fail_after(30):
-        await run_session(server, Source(), Sink())
-    return {m: replies[i]["result"] for i, m in enumerate(methods) if "result" in replies[i]}

@@ -1,9 +1,9 @@
 """`agent-dispatch serve`: the MCP server process on stdin/stdout, under trio.
 
-Nothing here imports the mcp SDK: it loads in a worker thread while `early.py`
-answers the handshake, so a client sees the tools in about a third of the time
-the SDK import alone takes. The process owns its children: EOF, SIGINT and
-SIGTERM all end the Dispatcher's nursery, and with it every child's group.
+Nothing here imports the mcp SDK: it loads in a worker thread while the
+Dispatcher opens and recovers, and the wire is read by `front.py` (vetted
+lines, bounded requests in flight). The process owns its children: EOF, SIGINT
+and SIGTERM all end the Dispatcher's nursery, and with it every child's group.
 """
 
 from __future__ import annotations
@@ -13,25 +13,19 @@ import importlib
 import logging
 import os
 import signal
-import sys
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
-from pathlib import Path
 from types import ModuleType
-from typing import Any
 
-import msgspec
 import trio
 
 from agent_dispatch.errors import DispatchError
 from agent_dispatch.models import Settings
-from agent_dispatch.server.early import Front, choose_handshake, save_record
+from agent_dispatch.server.front import Front
 from agent_dispatch.service.dispatcher import Dispatcher
 from agent_dispatch.storage.config import ConfigStore, config_path
 
 log = logging.getLogger("agent_dispatch.server.stdio")
-
-_IMPORT_SWITCH_INTERVAL = 0.001  # the wire's thread waits at most this for the GIL
 
 
 def main() -> int:
@@ -75,18 +69,11 @@ async def _serve(store: ConfigStore, env: Mapping[str, str] | None) -> None:
         dispatcher.start_recovery()  # in the background: the handshake does not wait for it
         with trio.CancelScope() as session:
             async with _claim_stdio() as (rx, tx), trio.open_nursery() as wire:
-                handshake, user_record = choose_handshake()
-                front = Front(
-                    rx, tx, handshake, on_broken=session.cancel, max_line=_max_line(store)
-                )
+                front = Front(rx, tx, on_broken=session.cancel, max_line=_max_line(store))
                 wire.start_soon(front.pump)
                 with _startup_heap():
                     sdk = await _import_sdk()
                     server = sdk.build_server(dispatcher, store)
-                front.sdk_ready()
-                if user_record is not None:
-                    stale = front.stale if handshake is not None else None
-                    wire.start_soon(_record_for_next_start, sdk, server, user_record, stale)
                 await sdk.run_session(server, front.source, front.sink)
                 wire.cancel_scope.cancel()
 
@@ -100,32 +87,12 @@ def _max_line(store: ConfigStore) -> int:
     return mib * 1024 * 1024
 
 
-async def _record_for_next_start(
-    sdk: ModuleType, server: Any, path: Path, stale: trio.Event | None
-) -> None:
-    """Record this SDK's handshake for the next start: now when there was no record,
-    or once the one answered from turned out stale (then the client got list_changed)."""
-    if stale is not None:
-        await stale.wait()
-    try:
-        record = await sdk.record_handshake(server)
-    except Exception:  # only the next start's speed is at stake: never the session
-        log.warning("could not record the handshake for the next start", exc_info=True)
-        return
-    await trio.to_thread.run_sync(save_record, path, msgspec.json.encode(record))
-    log.info("recorded the handshake for the next start in %s", path)
-
-
 async def _import_sdk() -> ModuleType:
-    """Import the SDK (server.py) in a thread; the wire's thread stays responsive."""
-    interval = sys.getswitchinterval()
-    sys.setswitchinterval(_IMPORT_SWITCH_INTERVAL)
-    try:
-        return await trio.to_thread.run_sync(
-            importlib.import_module, "agent_dispatch.server.app", abandon_on_cancel=True
-        )
-    finally:
-        sys.setswitchinterval(interval)
+    """Import the SDK (server/app.py) in a thread: the Dispatcher's recovery and the
+    Front's vetting run meanwhile, and a signal still ends the process at once."""
+    return await trio.to_thread.run_sync(
+        importlib.import_module, "agent_dispatch.server.app", abandon_on_cancel=True
+    )
 
 
 @contextmanager

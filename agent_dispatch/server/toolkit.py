@@ -12,6 +12,7 @@ import msgspec
 from mcp.server.mcpserver import Context
 from mcp_types import CallToolResult, TextContent
 
+from agent_dispatch import exception_groups
 from agent_dispatch.errors import DispatchError, InvalidArgument
 from agent_dispatch.models import DispatchResult, ProgressEvent
 from agent_dispatch.server.remedies import present
@@ -46,25 +47,29 @@ def tool_errors(
         except DispatchError as exc:
             return cast(dict[str, Any], error_result(exc))
         except BaseExceptionGroup as group:
-            # Raised from inside a nursery (heartbeat, progress): unwrap a lone user error.
-            user_error = _only_dispatch_error(group)
-            if user_error is not None:
-                return cast(dict[str, Any], error_result(user_error))
-            if not isinstance(group, ExceptionGroup):  # Cancelled and friends: not ours to eat
-                raise
-            return cast(dict[str, Any], error_result(_internal_error(fn.__name__, group)))
+            return cast(dict[str, Any], error_result(_group_error(fn.__name__, group)))
         except Exception as exc:
             return cast(dict[str, Any], error_result(_internal_error(fn.__name__, exc)))
 
     return wrapper
 
 
+def _group_error(tool: str, group: BaseExceptionGroup[BaseException]) -> DispatchError:
+    """The MCP edge for what a tool's nursery (heartbeat, progress) raised: a lone user
+    error is that error; bugs of ours are an internal error; anything else, Cancelled
+    among them, is re-raised: not ours to eat."""
+    if isinstance(only := exception_groups.sole(group), DispatchError):
+        return only
+    bugs, not_ours = exception_groups.split(group, Exception)
+    if not_ours is not None or not isinstance(bugs, Exception):
+        raise group
+    return _internal_error(tool, bugs)
+
+
 def _internal_error(tool: str, exc: Exception) -> DispatchError:
     """A bug of ours reaches the caller as an envelope saying so, not as a bare failure."""
     log.error("%s failed unexpectedly", tool, exc_info=exc)
-    leaf: BaseException = exc
-    while isinstance(leaf, BaseExceptionGroup) and len(leaf.exceptions) == 1:
-        leaf = leaf.exceptions[0]
+    leaf = exception_groups.sole(exc) or exc
     return DispatchError(
         f"{tool}: internal error: {type(leaf).__name__}: {leaf}",  # DispatchError bounds it
         "This is a bug in agent-dispatch, not in your arguments: the server's log (stderr)"
@@ -107,19 +112,3 @@ def progress_reporter(ctx: Context) -> Callable[[ProgressEvent], Awaitable[None]
         await ctx.report_progress(step, None, event.message)
 
     return report
-
-
-def _only_dispatch_error(group: BaseExceptionGroup[BaseException]) -> DispatchError | None:
-    leaves: list[BaseException] = []
-
-    def walk(exc: BaseException) -> None:
-        if isinstance(exc, BaseExceptionGroup):
-            for inner in exc.exceptions:
-                walk(inner)
-        else:
-            leaves.append(exc)
-
-    walk(group)
-    if len(leaves) == 1 and isinstance(leaves[0], DispatchError):
-        return leaves[0]
-    return None

@@ -1,9 +1,8 @@
 """Claude Code as our client: the real CLI loads `agent-dispatch serve` from --mcp-config.
 
-This is how users run the server. The CLI connects at start-up, lists our tools
-(answered early, while the SDK still imports: see agent_dispatch/server/early.py),
-offers them to the model, and calls one when the (fake) model asks; the call
-is served by the SDK, which must have taken the early handshake as its own.
+This is how users run the server. The CLI connects at start-up (Claude Code
+2.1.332 opens with `server/discover`), lists our tools, offers them to the
+model, and calls one when the (fake) model asks.
 """
 
 from __future__ import annotations
@@ -14,7 +13,10 @@ from pathlib import Path
 
 import yaml
 
-from agent_dispatch.server.early import load_handshake
+from agent_dispatch.server.app import build_server
+from agent_dispatch.service.dispatcher import Dispatcher
+from agent_dispatch.storage.config import ConfigStore
+from agent_dispatch.storage.jobs import JobStore
 from tests.e2e.conftest import ClaudeRunner
 from tests.e2e.fake_anthropic import FakeAnthropic, text, tool_round_trip, tool_use
 
@@ -58,7 +60,8 @@ async def test_the_real_cli_lists_our_tools_and_calls_one(
         0
     ].items()
     ours = {name for name in init["tools"] if name.startswith("mcp__agent-dispatch__")}
-    assert ours == {f"mcp__agent-dispatch__{name}" for name in our_tool_names()}
+    listed = await our_tool_names(config, tmp_path)
+    assert ours == {f"mcp__agent-dispatch__{name}" for name in listed}
     _, second = fake_api.main_requests  # the model asked for the tool, then answered
     [result] = second.tool_results
     content = json.dumps(result["content"])
@@ -67,7 +70,8 @@ async def test_the_real_cli_lists_our_tools_and_calls_one(
     assert run.result()["result"] == "Alpha is there."
 
 
-def our_tool_names() -> set[str]:
-    handshake = load_handshake()
-    assert handshake is not None
-    return {tool["name"] for tool in handshake.answer(handshake.latest, "tools/list")["tools"]}
+async def our_tool_names(config: Path, tmp_path: Path) -> set[str]:
+    """What the SDK lists for this config, asked in-process."""
+    store = ConfigStore(config)
+    async with Dispatcher.open(store, env={}, jobs=JobStore(tmp_path / "jobs")) as dispatcher:
+        return {tool.name for tool in await build_server(dispatcher, store).list_tools()}
