@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import msgspec
 
@@ -22,23 +22,23 @@ NAME_HINT = (
 )
 _NAME_RE = re.compile(NAME_PATTERN)
 
-PERMISSION_MODES = (
-    "acceptEdits",
-    "auto",
-    "bypassPermissions",
-    "default",
-    "dontAsk",
-    "manual",
-    "plan",
-)
+# One Literal per set of names; every tuple of the names is derived from it.
 PermissionMode = Literal[
     "acceptEdits", "auto", "bypassPermissions", "default", "dontAsk", "manual", "plan"
 ]
+PERMISSION_MODES: tuple[PermissionMode, ...] = get_args(PermissionMode)
 ErrorType = Literal[
     "permission", "timeout", "recursion", "not_found", "budget", "usage_limit", "cli_error"
 ]
-JobStatus = Literal["pending", "running", "done", "failed", "cancelled"]
-TERMINAL_STATUSES: frozenset[str] = frozenset({"done", "failed", "cancelled"})
+ERROR_TYPES: tuple[ErrorType, ...] = get_args(ErrorType)
+TerminalStatus = Literal["done", "failed", "cancelled"]
+JobStatus = Literal["pending", "running", TerminalStatus]
+JOB_STATUSES: tuple[JobStatus, ...] = get_args(JobStatus)
+TERMINAL_STATUSES: frozenset[JobStatus] = frozenset(get_args(TerminalStatus))
+ResponseFormat = Literal["", "json"]
+RESPONSE_FORMATS: tuple[ResponseFormat, ...] = get_args(ResponseFormat)
+WaitMode = Literal["all", "any"]
+WAIT_MODES: tuple[WaitMode, ...] = get_args(WaitMode)
 MIN_TIMEOUT = 10.0  # seconds a dispatch may be given, at least and at most
 MAX_TIMEOUT = 7200.0
 MAX_AGENT_TIMEOUT = 7 * 24 * 3600  # an agent's configured timeout, at most (a week)
@@ -176,7 +176,7 @@ class DispatchRequest(msgspec.Struct, frozen=True, kw_only=True):
     context: str = ""
     caller: str = ""
     goal: str = ""
-    response_format: Literal["", "json"] = ""
+    response_format: ResponseFormat = ""
     timeout_seconds: float | None = None
     session_id: str | None = None  # resume this session (dispatch_session)
     group: str | None = None

@@ -12,7 +12,7 @@ import trio
 from mcp.server.mcpserver import Context, MCPServer
 
 from agent_dispatch.errors import InvalidArgument, StorageError
-from agent_dispatch.models import DispatchRequest, DispatchResult
+from agent_dispatch.models import RESPONSE_FORMATS, DispatchRequest, DispatchResult
 from agent_dispatch.server.toolkit import json_argument, progress_reporter, result_dict, tool_errors
 from agent_dispatch.service.dispatcher import Dispatcher
 from agent_dispatch.service.views import ref_payload
@@ -97,7 +97,7 @@ def request_from_args(
     group: str = "",
     session_id: str = "",
 ) -> DispatchRequest:
-    if response_format not in ("", "json"):
+    if response_format not in RESPONSE_FORMATS:
         raise InvalidArgument(f"response_format: expected '' or 'json', got {response_format!r}")
     return DispatchRequest(
         agent=agent,

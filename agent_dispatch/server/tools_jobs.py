@@ -9,14 +9,13 @@ import trio
 from mcp.server.mcpserver import MCPServer
 
 from agent_dispatch.errors import InvalidArgument
-from agent_dispatch.models import JobStatus
+from agent_dispatch.models import JOB_STATUSES
 from agent_dispatch.server.toolkit import tool_errors
 from agent_dispatch.server.tools_dispatch import request_from_args
 from agent_dispatch.service.dispatcher import Dispatcher
 from agent_dispatch.service.views import fetch_payload, job_summary, job_view
 from agent_dispatch.storage.jobs import validate_job_id
 
-JOB_STATUSES: tuple[JobStatus, ...] = ("pending", "running", "done", "failed", "cancelled")
 MAX_LIST = 1000
 
 

@@ -24,7 +24,13 @@ import msgspec
 import trio
 
 from agent_dispatch.errors import DispatchError, InvalidArgument, StorageError
-from agent_dispatch.models import TERMINAL_STATUSES, DispatchRequest, DispatchResult, ProgressEvent
+from agent_dispatch.models import (
+    TERMINAL_STATUSES,
+    WAIT_MODES,
+    DispatchRequest,
+    DispatchResult,
+    ProgressEvent,
+)
 from agent_dispatch.runtime.orphans import process_start, stop_groups
 from agent_dispatch.storage.jobs import (
     Job,
@@ -267,7 +273,7 @@ class AsyncJobs:
         self, job_ids: Sequence[str], *, mode: str, seconds: float
     ) -> tuple[list[Job], bool]:
         """Wait for all (or any) of `job_ids` to be terminal; returns (jobs, timed_out)."""
-        if mode not in ("all", "any"):
+        if mode not in WAIT_MODES:
             raise InvalidArgument(f"mode: expected 'all' or 'any', got {mode!r}")
         if isinstance(seconds, bool) or not math.isfinite(seconds) or seconds < 0:
             raise InvalidArgument(

@@ -18,6 +18,7 @@ from agent_dispatch.models import (
     MAX_TIMEOUT,
     MIN_TIMEOUT,
     NAME_HINT,
+    RESPONSE_FORMATS,
     AgentConfig,
     Config,
     DispatchRequest,
@@ -68,7 +69,7 @@ def _validate(cfg: Config, req: DispatchRequest) -> None:
     check_agent(cfg, req.agent)
     if not isinstance(req.task, str) or not req.task.strip():
         raise InvalidArgument("task: must not be empty", "Say what the agent should do.")
-    if req.response_format not in ("", "json"):
+    if req.response_format not in RESPONSE_FORMATS:
         raise InvalidArgument(
             f"response_format: expected '' or 'json', got {req.response_format!r}"
         )

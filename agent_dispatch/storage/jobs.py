@@ -42,7 +42,6 @@ log = logging.getLogger("agent_dispatch.storage.jobs")
 ENV_VAR = "AGENT_DISPATCH_JOBS_DIR"
 JOB_ID_RE = re.compile(r"[0-9a-f]{32}")
 _FILE_RE = re.compile(r"([0-9a-f]{32})\.json")
-_STATUSES = ("pending", "running", "done", "failed", "cancelled")
 
 PROGRESS_LINES = 20
 PROGRESS_LINE_CHARS = 300
@@ -370,9 +369,9 @@ class JobStore:
         Files are visited newest mtime first and decoding stops once no older
         file can rank: a record is written when created, so created_at <= mtime.
         """
-        if status is not None and status not in _STATUSES:
+        if status is not None and status not in models.JOB_STATUSES:
             raise InvalidArgument(
-                f"status: expected one of {', '.join(_STATUSES)}, got {status!r}",
+                f"status: expected one of {', '.join(models.JOB_STATUSES)}, got {status!r}",
                 "Leave the status out to list jobs of every status.",
             )
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
@@ -451,7 +450,7 @@ class JobStore:
         now = time.time() if now is None else now
         settle: builtins.list[tuple[Job, str, models.DispatchResult | None]] = []
         for job in self._records():
-            if job.status not in ("running", "pending"):
+            if job.status in models.TERMINAL_STATUSES:
                 continue
             if not pid_alive(job.owner_pid):
                 if job.status == "running":
