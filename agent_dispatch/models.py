@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal, TypeVar, get_args, get_origin, overload
 
 import msgspec
 
@@ -86,8 +86,137 @@ def shown_name(name: object) -> str:
 
 
 def _require_finite(value: float | None, field: str) -> None:
-    if value is not None and not math.isfinite(value):
+    if value is not None and not _finite(value):
         raise ValueError(f"{field}: expected a finite number")
+
+
+# -- converting arguments: each rule lives once, on the type ----------------------
+
+_T = TypeVar("_T")
+_AT_RE = re.compile(r"(?s)(.*) - at `\$(.*)`")
+_FIELD_MSG_RE = re.compile(r"(?s)([a-z_]+): (.*)")  # raised by a model's __post_init__
+_TYPE_WORDS = {"array": "list", "object": "mapping"}
+# An enum value msgspec refuses is answered with the names it takes, by field name.
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "permission_mode": PERMISSION_MODES,
+    "response_format": RESPONSE_FORMATS,
+    "status": JOB_STATUSES,
+    "mode": WAIT_MODES,
+}
+
+
+def _finite(value: float) -> bool:
+    return math.isfinite(value)  # the one finiteness check: msgspec.Meta cannot say it
+
+
+def _lookup(value: object, path: str) -> object:
+    """The part of builtins `value` at a msgspec path such as `.dispatches[2].task`."""
+    for key, index in re.findall(r"\.([^.\[]+)|\[(\d+)\]", path):
+        if key and isinstance(value, dict) and key in value:
+            value = value[key]
+        elif index and isinstance(value, list | tuple) and int(index) < len(value):
+            value = value[int(index)]
+        else:
+            return None
+    return value
+
+
+def validation_message(
+    message: str, prefix: str = "", choices: tuple[str, ...] | None = None
+) -> str:
+    """msgspec's `Expected `int` >= 1 - at `$.x`` -> `prefix.x: expected int >= 1`."""
+    body, at = message, ""
+    if m := _AT_RE.fullmatch(message):
+        body, at = m.group(1), m.group(2)
+    path = prefix + at
+    if m := _FIELD_MSG_RE.fullmatch(body):
+        path, body = f"{path}.{m.group(1)}", m.group(2)
+    elif m := re.fullmatch(r"Object contains unknown field `(.*)`", body):
+        body = f'unknown field "{m.group(1)}"'
+    elif m := re.fullmatch(r"Object missing required field `(.*)`", body):
+        body = f'missing required field "{m.group(1)}"'
+    elif m := re.fullmatch(r"Invalid enum value (.*)", body):
+        body = f"invalid value {m.group(1)}"
+        choices = choices or _CHOICES.get(re.split(r"[.\]\[]", path.rstrip("]"))[-1])
+        if choices:
+            body += f" (expected one of {', '.join(repr(c) if not c else c for c in choices)})"
+    else:
+        body = re.sub(r"`([^`]*)`", lambda t: _type_words(t.group(1)), body)
+        body = body[:1].lower() + body[1:]
+    return _at(path, body)
+
+
+def _at(path: str, body: str) -> str:
+    path = path.lstrip(".")
+    return f"{path}: {body}" if path else body
+
+
+def _type_words(spec: str) -> str:
+    return " | ".join(_TYPE_WORDS.get(part, part) for part in spec.split(" | "))
+
+
+def _non_finite(value: object, path: str = "") -> tuple[str, float] | None:
+    """The path and value of the first float in `value` that is NaN or infinite."""
+    if isinstance(value, float):
+        return None if _finite(value) else (path, value)
+    items: Any = ()
+    if isinstance(value, msgspec.Struct):
+        items = ((f".{f}", getattr(value, f)) for f in value.__struct_fields__)
+    elif isinstance(value, dict):
+        items = ((f".{k}", v) for k, v in value.items())
+    elif isinstance(value, list | tuple):
+        items = ((f"[{i}]", v) for i, v in enumerate(value))
+    for step, item in items:
+        if (found := _non_finite(item, path + step)) is not None:
+            return found
+    return None
+
+
+@overload
+def convert(
+    value: object, type_: type[_T], *, field: str = ..., hint: str = ..., strict: bool = ...
+) -> _T: ...
+@overload
+def convert(
+    value: object, type_: Any, *, field: str = ..., hint: str = ..., strict: bool = ...
+) -> Any: ...
+def convert(
+    value: object, type_: Any, *, field: str = "", hint: str = "", strict: bool = True
+) -> Any:
+    """`value` as `type_`, or InvalidArgument naming the field path (`dispatches[2].task`).
+
+    The one way an argument (MCP, command line or library) becomes data: msgspec.convert
+    applies the type's Meta constraints and enums, and every number in the result must
+    be finite (NaN and infinity pass a Meta bound that is only on one side).
+    `strict=False` also takes numbers and booleans spelled as text (command lines).
+    """
+    try:
+        out = msgspec.convert(value, type_, strict=strict)
+    except msgspec.ValidationError as exc:
+        message = str(exc)
+        at = m.group(2) if (m := _AT_RE.fullmatch(message)) else ""
+        bad = _lookup(value, at)
+        found = (at, bad) if isinstance(bad, float) and not _finite(bad) else None
+        if found is None:  # (NaN fails a bound: then the reason is said instead)
+            choices = get_args(type_) if get_origin(type_) is Literal else None
+            raise InvalidArgument(validation_message(message, field, choices), hint) from None
+    else:
+        found = _non_finite(out)
+    if found is not None:
+        path, number = found
+        raise InvalidArgument(_at(field + path, f"expected a finite number, got {number!r}"), hint)
+    return out
+
+
+def revalidated(value: _T) -> _T:
+    """A Struct built by a constructor (which checks no Meta) passed through `convert`."""
+    return convert(msgspec.to_builtins(value), type(value))
+
+
+def clamped(value: object, field: str, low: float, high: float, hint: str = "") -> float:
+    """A finite number clamped into low..high (bounds written a..b clamp, see SPEC)."""
+    number: float = convert(value, float, field=field, hint=hint)
+    return min(max(number, low), high)
 
 
 class _Strict(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -177,7 +306,7 @@ class DispatchRequest(msgspec.Struct, frozen=True, kw_only=True):
     caller: str = ""
     goal: str = ""
     response_format: ResponseFormat = ""
-    timeout_seconds: float | None = None
+    timeout_seconds: NonNegFloat | None = None  # 0 too: the agent's own
     session_id: str | None = None  # resume this session (dispatch_session)
     group: str | None = None
 

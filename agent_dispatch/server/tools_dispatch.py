@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -12,7 +11,7 @@ import trio
 from mcp.server.mcpserver import Context, MCPServer
 
 from agent_dispatch.errors import InvalidArgument, StorageError
-from agent_dispatch.models import RESPONSE_FORMATS, DispatchRequest, DispatchResult
+from agent_dispatch.models import RESPONSE_FORMATS, DispatchRequest, DispatchResult, clamped
 from agent_dispatch.server.toolkit import json_argument, progress_reporter, result_dict, tool_errors
 from agent_dispatch.service.dispatcher import Dispatcher
 from agent_dispatch.service.views import ref_payload
@@ -22,9 +21,7 @@ MAX_SUMMARY_CHARS = 100_000
 
 
 def summary_length(value: float) -> int:
-    if isinstance(value, bool) or not math.isfinite(value):
-        raise InvalidArgument(f"summary_chars: expected a number, got {value!r}")
-    return int(min(max(value, 0), MAX_SUMMARY_CHARS))
+    return int(clamped(value, "summary_chars", 0, MAX_SUMMARY_CHARS))
 
 
 def shape(

@@ -23,6 +23,7 @@ from agent_dispatch.models import (
     Group,
     GroupMember,
     check_name,
+    clamped,
 )
 from agent_dispatch.storage import describe
 from agent_dispatch.storage.config import ConfigStore, agent_directory
@@ -176,9 +177,7 @@ def get_agent(cfg: Config, name: str) -> AgentConfig:
 
 def inspect_agent(cfg: Config, name: str, preview_lines: int = 40) -> dict[str, Any]:
     agent = get_agent(cfg, name)
-    if isinstance(preview_lines, bool) or not math.isfinite(preview_lines):
-        raise InvalidArgument(f"preview_lines: expected a number, got {preview_lines!r}")
-    lines = int(min(max(preview_lines, 0), MAX_PREVIEW_LINES))
+    lines = int(clamped(preview_lines, "preview_lines", 0, MAX_PREVIEW_LINES))
     directory = agent_directory(agent)
     info = agent_brief(name, agent)
     info["config"] = msgspec.to_builtins(agent)

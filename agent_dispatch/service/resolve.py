@@ -6,7 +6,6 @@ the field they are about (`session_id: ...`).
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Sequence
 
@@ -23,7 +22,9 @@ from agent_dispatch.models import (
     Config,
     DispatchRequest,
     DispatchResult,
+    NonNegFloat,
     check_name,
+    convert,
     permission_mode_of,
 )
 from agent_dispatch.storage.config import agent_directory
@@ -115,23 +116,14 @@ def directory_exists(path: str) -> bool:
     return os.path.isdir(path)
 
 
-def resolve_timeout(value: float | None, default: float) -> float:
-    """`None`/0 means the agent's own timeout; anything else is clamped to 10..7200 s."""
-    if value is None:
+def resolve_timeout(value: object, default: float) -> float:
+    """The one timeout parser of a dispatch: `None`/0 means the agent's own timeout;
+    anything else is clamped to 10..7200 s. Negative or not a finite number: rejected."""
+    hint = "Pass seconds between 10 and 7200, or 0 for the agent's own timeout."
+    seconds = convert(value, NonNegFloat | None, field="timeout_seconds", hint=hint)
+    if not seconds:
         return default
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise InvalidArgument(
-            f"timeout_seconds: expected a finite number, got {value!r}",
-            "Pass seconds between 10 and 7200, or 0 for the agent's own timeout.",
-        )
-    if value < 0:
-        raise InvalidArgument(
-            f"timeout_seconds: must not be negative, got {value!r}",
-            "Pass seconds between 10 and 7200, or 0 for the agent's own timeout.",
-        )
-    if value == 0:
-        return default
-    return min(max(float(value), MIN_TIMEOUT), MAX_TIMEOUT)
+    return min(max(seconds, MIN_TIMEOUT), MAX_TIMEOUT)
 
 
 def fold_group_context(cfg: Config, group_name: str, agent: str, context: str) -> str:

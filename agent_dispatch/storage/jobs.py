@@ -14,7 +14,6 @@ import builtins
 import errno
 import heapq
 import logging
-import math
 import os
 import re
 import secrets
@@ -402,15 +401,10 @@ class JobStore:
         """Purge terminal records whose completed_at (else created_at) is older than
         `max_age_days` (None: any age). Returns the ids purged, or that would be.
         Unparsable records and unfinished jobs are always kept."""
-        if max_age_days is not None and (
-            isinstance(max_age_days, bool)
-            or not isinstance(max_age_days, int | float)
-            or not math.isfinite(max_age_days)
-            or max_age_days <= 0
-        ):
-            raise InvalidArgument(
-                f"max_age_days: expected a finite number > 0, got {max_age_days!r}",
-                "Pass e.g. max_age_days=7; use dry_run=true to see what would go.",
+        if max_age_days is not None:
+            hint = "Pass e.g. max_age_days=7; use dry_run=true to see what would go."
+            max_age_days = models.convert(
+                max_age_days, models.PositiveFloat, field="max_age_days", hint=hint
             )
         now = time.time() if now is None else now
         purged: builtins.list[str] = []
