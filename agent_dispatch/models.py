@@ -11,6 +11,7 @@ import re
 from typing import Annotated, Any, Literal, TypeVar, get_args, get_origin, overload
 
 import msgspec
+from msgspec import UNSET, UnsetType
 
 from agent_dispatch.errors import InvalidArgument
 
@@ -243,6 +244,44 @@ class AgentConfig(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=True
         _require_finite(self.max_budget_usd, "max_budget_usd")
         if not self.directory.strip():
             raise ValueError("directory: must not be empty")
+
+
+class AgentPatch(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A change to an agent's fields: the one spec of them that add and update take.
+
+    UNSET leaves a field as it is (for a new agent: its default); None clears it back
+    to AgentConfig's default (timeout 300, no budget cap, tool lists inherited, empty
+    text). The faces convert their spellings into this (service/agent_args.py).
+    """
+
+    directory: str | UnsetType = UNSET
+    description: str | UnsetType | None = UNSET
+    timeout: TimeoutSeconds | UnsetType | None = UNSET
+    model: str | UnsetType | None = UNSET
+    max_budget_usd: PositiveFloat | UnsetType | None = UNSET
+    permission_mode: PermissionMode | UnsetType | None = UNSET
+    allowed_tools: tuple[str, ...] | UnsetType | None = UNSET
+    disallowed_tools: tuple[str, ...] | UnsetType | None = UNSET
+    capabilities: tuple[str, ...] | UnsetType | None = UNSET
+    risky_capabilities: tuple[str, ...] | UnsetType | None = UNSET
+    instructions: str | UnsetType | None = UNSET
+
+    def given(self) -> dict[str, Any]:
+        """The fields this patch sets or clears (None: clear), by name."""
+        return {f: v for f in self.__struct_fields__ if (v := getattr(self, f)) is not UNSET}
+
+    def values(self) -> dict[str, Any]:
+        """The given fields with each clear replaced by AgentConfig's default."""
+        return {f: _AGENT_DEFAULTS[f] if v is None else v for f, v in self.given().items()}
+
+    def apply(self, agent: AgentConfig) -> AgentConfig:
+        return msgspec.structs.replace(agent, **self.values())
+
+
+_AGENT_DEFAULTS: dict[str, Any] = {
+    f.name: f.default_factory() if f.default_factory is not msgspec.NODEFAULT else f.default
+    for f in msgspec.structs.fields(AgentConfig)
+}
 
 
 class GroupMember(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=True):
