@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal, TypeVar, get_args, get_origin, overload
 
 import msgspec
@@ -123,9 +124,10 @@ def _lookup(value: object, path: str) -> object:
 
 
 def validation_message(
-    message: str, prefix: str = "", choices: tuple[str, ...] | None = None
+    message: str, prefix: str = "", choices: tuple[str, ...] | None = None, got: Any = UNSET
 ) -> str:
-    """msgspec's `Expected `int` >= 1 - at `$.x`` -> `prefix.x: expected int >= 1`."""
+    """msgspec's `Expected `int` >= 1 - at `$.x`` -> `prefix.x: expected int >= 1`;
+    with `got` (the refused value), a bound also says what it got."""
     body, at = message, ""
     if m := _AT_RE.fullmatch(message):
         body, at = m.group(1), m.group(2)
@@ -141,6 +143,10 @@ def validation_message(
         choices = choices or _CHOICES.get(re.split(r"[.\]\[]", path.rstrip("]"))[-1])
         if choices:
             body += f" (expected one of {', '.join(repr(c) if not c else c for c in choices)})"
+    elif got is not UNSET and (m := re.fullmatch(r"Expected `\w+` ([<>]=?) (\S+)", body)):
+        op, bound = m.group(1), float(m.group(2))
+        body = "must not be negative" if (op, bound) == (">=", 0) else f"must be {op} {bound:g}"
+        body += f", got {got!r}"
     else:
         body = re.sub(r"`([^`]*)`", lambda t: _type_words(t.group(1)), body)
         body = body[:1].lower() + body[1:]
@@ -200,7 +206,8 @@ def convert(
         found = (at, bad) if isinstance(bad, float) and not _finite(bad) else None
         if found is None:  # (NaN fails a bound: then the reason is said instead)
             choices = get_args(type_) if get_origin(type_) is Literal else None
-            raise InvalidArgument(validation_message(message, field, choices), hint) from None
+            message = validation_message(message, field, choices, bad)
+            raise InvalidArgument(message, hint) from None
     else:
         found = _non_finite(out)
     if found is not None:
@@ -348,6 +355,38 @@ class DispatchRequest(msgspec.Struct, frozen=True, kw_only=True):
     timeout_seconds: NonNegFloat | None = None  # 0 too: the agent's own
     session_id: str | None = None  # resume this session (dispatch_session)
     group: str | None = None
+
+
+class ParallelItem(DispatchRequest, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """One element of dispatch_parallel's `dispatches`: a dispatch's arguments."""
+
+    return_ref: bool = False
+    summary_chars: float = 500
+
+    def request(self) -> DispatchRequest:
+        return DispatchRequest(**{f: getattr(self, f) for f in DispatchRequest.__struct_fields__})
+
+
+_Request = TypeVar("_Request", bound=DispatchRequest)
+_EMPTY_IS_NONE = ("group", "session_id")  # a face's "" for these: none
+
+
+@overload
+def dispatch_request(args: Mapping[str, object], field: str = ...) -> DispatchRequest: ...
+@overload
+def dispatch_request(args: object, field: str, type_: type[_Request]) -> _Request: ...
+def dispatch_request(args: object, field: str = "", type_: Any = DispatchRequest) -> Any:
+    """The one way tool, command-line and library arguments become a DispatchRequest.
+
+    `args` are a face's parameters (a tool's `locals()` will do: DispatchRequest skips
+    names that are not its fields; a ParallelItem refuses them); an empty group or
+    session_id means none. The
+    request's types and Meta constraints check every value, so an error names the
+    field (put under `field`, e.g. `dispatches[2]`).
+    """
+    if isinstance(args, Mapping):  # anything else: convert says what it expected
+        args = {k: None if k in _EMPTY_IS_NONE and v == "" else v for k, v in args.items()}
+    return convert(args, type_, field=field)
 
 
 class DispatchResult(msgspec.Struct, kw_only=True, omit_defaults=True):

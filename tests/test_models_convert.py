@@ -16,14 +16,19 @@ from agent_dispatch.models import (
     PERMISSION_MODES,
     RESPONSE_FORMATS,
     TERMINAL_STATUSES,
+    AgentConfig,
+    Config,
     DispatchRequest,
     JobStatus,
     NonNegFloat,
+    ParallelItem,
     PositiveFloat,
     clamped,
     convert,
+    dispatch_request,
     revalidated,
 )
+from agent_dispatch.service.resolve import validate_request
 
 _scalars = (
     st.none()
@@ -97,7 +102,8 @@ def test_clamped_is_a_number_in_range_or_an_error_naming_the_field(
     [
         (math.nan, NonNegFloat, "x: expected a finite number, got nan"),
         (math.inf, PositiveFloat, "x: expected a finite number, got inf"),
-        (-1, NonNegFloat, "x: expected float >= 0.0"),
+        (-1, NonNegFloat, "x: must not be negative, got -1"),
+        (0, PositiveFloat, "x: must be > 0, got 0"),
         (True, NonNegFloat, "x: expected float, got bool"),
         ("yes", JobStatus, "x: invalid value 'yes' (expected one of pending, running"),
     ],
@@ -129,3 +135,46 @@ def test_each_set_of_names_is_one_literal() -> None:
     schema = msgspec.json.schema(DispatchRequest)
     props = schema["$defs"]["DispatchRequest"]["properties"]
     assert set(props["response_format"]["enum"]) == set(RESPONSE_FORMATS)
+
+
+# -- dispatch_request: one way arguments become a DispatchRequest ---------------------
+
+
+def test_a_tools_parameters_become_a_request_and_empty_means_none() -> None:
+    face = {"agent": "a", "task": "t", "ctx": object(), "return_ref": True, "group": ""}
+    req = dispatch_request({**face, "session_id": "", "timeout_seconds": 0})
+    assert req == DispatchRequest(agent="a", task="t", timeout_seconds=0)
+
+
+@settings(max_examples=200, deadline=None)
+@given(_json | _request_like())
+def test_random_json_is_a_parallel_item_or_an_error_naming_the_item(value: Any) -> None:
+    try:
+        item = dispatch_request(value, "dispatches[3]", ParallelItem)
+    except InvalidArgument as exc:
+        assert exc.message.startswith(("dispatches[3]:", "dispatches[3]."))
+        return
+    assert isinstance(item.request(), DispatchRequest)
+    assert type(item.request()) is DispatchRequest
+
+
+def test_a_parallel_item_refuses_unknown_fields() -> None:
+    with pytest.raises(InvalidArgument, match=r'^dispatches\[0\]: unknown field "colour"'):
+        dispatch_request(
+            {"agent": "a", "task": "t", "colour": "red"}, "dispatches[0]", ParallelItem
+        )
+
+
+@pytest.mark.parametrize(
+    ("built", "field"),
+    [
+        (DispatchRequest(agent="a", task="t", response_format="xml"), "response_format"),  # type: ignore[arg-type]
+        (DispatchRequest(agent="a", task="t", timeout_seconds=math.nan), "timeout_seconds"),
+        (DispatchRequest(agent="a", task=3), "task"),  # type: ignore[arg-type]
+    ],
+)
+def test_a_library_request_gets_the_checks_a_face_gets(built: DispatchRequest, field: str) -> None:
+    cfg = Config(agents={"a": AgentConfig(directory="/tmp")})
+    with pytest.raises(InvalidArgument) as info:
+        validate_request(cfg, built, "dispatches[1]")
+    assert info.value.message.startswith(f"dispatches[1].{field}: ")

@@ -8,9 +8,8 @@ import trio
 from mcp.server.mcpserver import MCPServer
 
 from agent_dispatch.errors import InvalidArgument
-from agent_dispatch.models import JobStatus, clamped, convert
+from agent_dispatch.models import JobStatus, clamped, convert, dispatch_request
 from agent_dispatch.server.toolkit import tool_errors
-from agent_dispatch.server.tools_dispatch import request_from_args
 from agent_dispatch.service.dispatcher import Dispatcher
 from agent_dispatch.service.views import fetch_payload, job_summary, job_view
 from agent_dispatch.storage.jobs import validate_job_id
@@ -32,15 +31,7 @@ def register_job_tools(server: MCPServer, dispatcher: Dispatcher) -> None:
     ) -> dict[str, Any]:
         """Start a dispatch in the background and return its job_id at once. Follow it with
         dispatch_wait (wakes when it finishes), dispatch_status or dispatch_cancel."""
-        req = request_from_args(
-            agent,
-            task,
-            context=context,
-            caller=caller,
-            goal=goal,
-            response_format=response_format,
-            timeout_seconds=timeout_seconds,
-        )
+        req = dispatch_request(locals())
         job = await dispatcher.dispatch_async(req)
         return {"job_id": job.id, "status": job.status, "agent": job.agent}
 

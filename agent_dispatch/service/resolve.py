@@ -17,7 +17,6 @@ from agent_dispatch.models import (
     MAX_TIMEOUT,
     MIN_TIMEOUT,
     NAME_HINT,
-    RESPONSE_FORMATS,
     AgentConfig,
     Config,
     DispatchRequest,
@@ -26,6 +25,7 @@ from agent_dispatch.models import (
     check_name,
     convert,
     permission_mode_of,
+    revalidated,
 )
 from agent_dispatch.storage.config import agent_directory
 
@@ -68,13 +68,9 @@ def validate_request(cfg: Config, req: DispatchRequest, item: str = "") -> None:
 
 def _validate(cfg: Config, req: DispatchRequest) -> None:
     check_agent(cfg, req.agent)
-    if not isinstance(req.task, str) or not req.task.strip():
+    req = revalidated(req)  # a library's request gets the checks a face's conversion made
+    if not req.task.strip():
         raise InvalidArgument("task: must not be empty", "Say what the agent should do.")
-    if req.response_format not in RESPONSE_FORMATS:
-        raise InvalidArgument(
-            f"response_format: expected '' or 'json', got {req.response_format!r}"
-        )
-    resolve_timeout(req.timeout_seconds, 300)
     if req.group is not None and req.group != "":
         if req.group not in cfg.groups:
             raise UnknownGroup(f"group: unknown group {req.group!r}")
