@@ -85,8 +85,9 @@ def add(
 def _flag_hint(verb: str) -> Callable[[str], str]:
     def hint(field: str) -> str:
         flag = "--" + field.replace("_", "-")
-        if field in ("timeout", "max_budget_usd"):
-            return f"For example {flag} 600; none (or 0) restores the default."
+        example = {"timeout": "600", "max_budget_usd": "0.5"}.get(field)
+        if example:
+            return f"For example {flag} {example}; none (or 0) restores the default."
         return f"See `agent-dispatch {verb} --help` for {flag}."
 
     return hint

@@ -9,7 +9,10 @@ unchanged; the CLI and add: the default), which the caller says.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, Literal
+from typing import Any, Literal, Union, get_args
+
+import msgspec
+from msgspec import UnsetType
 
 from agent_dispatch.errors import InvalidArgument
 from agent_dispatch.models import AgentPatch, convert
@@ -51,13 +54,30 @@ def parse_tool_list(text: str, field: str) -> tuple[str, ...]:
     return tools
 
 
-def _is_zero(value: object) -> bool:
+def _value_type(annotation: Any) -> Any:
+    """A patch field's type without its UNSET and None (clear) options."""
+    kept = tuple(t for t in get_args(annotation) if t not in (UnsetType, type(None)))
+    return kept[0] if len(kept) == 1 else Union[kept]  # noqa: UP007 - a runtime union
+
+
+_FIELDS = msgspec.structs.fields(AgentPatch)
+_VALUE_TYPES = {f.name: _value_type(f.type) for f in _FIELDS}
+_CLEARABLE = frozenset(f.name for f in _FIELDS if type(None) in get_args(f.type))
+
+
+def _number(field: str, value: Any, hint: str) -> Any:
+    """A number as text (a command line) parsed; a whole float made an int (MCP sends
+    `42.0` for 42)."""
     if isinstance(value, str):
         try:
-            return float(value) == 0
+            value = float(value)
         except ValueError:
-            return False
-    return not isinstance(value, bool) and isinstance(value, int | float) and value == 0
+            raise InvalidArgument(
+                f"{field}: expected a number or none, got {value!r}", hint
+            ) from None
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
 
 
 def _spelled(field: str, raw: object) -> tuple[bool, Any]:
@@ -91,13 +111,22 @@ def patch_from_args(
     """
     fields: dict[str, Any] = {}
     for field, raw in args.items():
+        if field not in _VALUE_TYPES:
+            raise InvalidArgument(f'unknown field "{field}"', hint(field) or "")
         given, value = _spelled(field, raw)
         if not given:
             continue
-        if field in _NUMBERS and _is_zero(value):
-            if zero == "unchanged":
-                continue
-            value = None
-        one = convert({field: value}, AgentPatch, strict=False, hint=hint(field) or "")
-        fields[field] = getattr(one, field)
+        field_hint = hint(field) or ""
+        if value is None:
+            if field not in _CLEARABLE:
+                raise InvalidArgument(f"{field}: cannot be cleared", field_hint)
+        elif field in _NUMBERS:
+            value = _number(field, value, field_hint)
+            if value == 0 and not isinstance(value, bool):
+                if zero == "unchanged":
+                    continue
+                value = None
+        if value is not None:
+            value = convert(value, _VALUE_TYPES[field], field=field, hint=field_hint)
+        fields[field] = value
     return AgentPatch(**fields)
