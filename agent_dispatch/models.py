@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Annotated, Any, Literal
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal, TypeVar, get_args, get_origin, overload
 
 import msgspec
+from msgspec import UNSET, UnsetType
 
 from agent_dispatch.errors import InvalidArgument
 from agent_dispatch.remedies import Advice
@@ -23,23 +25,23 @@ NAME_HINT = (
 )
 _NAME_RE = re.compile(NAME_PATTERN)
 
-PERMISSION_MODES = (
-    "acceptEdits",
-    "auto",
-    "bypassPermissions",
-    "default",
-    "dontAsk",
-    "manual",
-    "plan",
-)
+# One Literal per set of names; every tuple of the names is derived from it.
 PermissionMode = Literal[
     "acceptEdits", "auto", "bypassPermissions", "default", "dontAsk", "manual", "plan"
 ]
+PERMISSION_MODES: tuple[PermissionMode, ...] = get_args(PermissionMode)
 ErrorType = Literal[
     "permission", "timeout", "recursion", "not_found", "budget", "usage_limit", "cli_error"
 ]
-JobStatus = Literal["pending", "running", "done", "failed", "cancelled"]
-TERMINAL_STATUSES: frozenset[str] = frozenset({"done", "failed", "cancelled"})
+ERROR_TYPES: tuple[ErrorType, ...] = get_args(ErrorType)
+TerminalStatus = Literal["done", "failed", "cancelled"]
+JobStatus = Literal["pending", "running", TerminalStatus]
+JOB_STATUSES: tuple[JobStatus, ...] = get_args(JobStatus)
+TERMINAL_STATUSES: frozenset[JobStatus] = frozenset(get_args(TerminalStatus))
+ResponseFormat = Literal["", "json"]
+RESPONSE_FORMATS: tuple[ResponseFormat, ...] = get_args(ResponseFormat)
+WaitMode = Literal["all", "any"]
+WAIT_MODES: tuple[WaitMode, ...] = get_args(WaitMode)
 MIN_TIMEOUT = 10.0  # seconds a dispatch may be given, at least and at most
 MAX_TIMEOUT = 7200.0
 MAX_AGENT_TIMEOUT = 7 * 24 * 3600  # an agent's configured timeout, at most (a week)
@@ -87,8 +89,143 @@ def shown_name(name: object) -> str:
 
 
 def _require_finite(value: float | None, field: str) -> None:
-    if value is not None and not math.isfinite(value):
+    if value is not None and not _finite(value):
         raise ValueError(f"{field}: expected a finite number")
+
+
+# -- converting arguments: each rule lives once, on the type ----------------------
+
+_T = TypeVar("_T")
+_AT_RE = re.compile(r"(?s)(.*) - at `\$(.*)`")
+_FIELD_MSG_RE = re.compile(r"(?s)([a-z_]+): (.*)")  # raised by a model's __post_init__
+_TYPE_WORDS = {"array": "list", "object": "mapping"}
+# An enum value msgspec refuses is answered with the names it takes, by field name.
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "permission_mode": PERMISSION_MODES,
+    "response_format": RESPONSE_FORMATS,
+    "status": JOB_STATUSES,
+    "mode": WAIT_MODES,
+}
+
+
+def _finite(value: float) -> bool:
+    return math.isfinite(value)  # the one finiteness check: msgspec.Meta cannot say it
+
+
+def _lookup(value: object, path: str) -> object:
+    """The part of builtins `value` at a msgspec path such as `.dispatches[2].task`."""
+    for key, index in re.findall(r"\.([^.\[]+)|\[(\d+)\]", path):
+        if key and isinstance(value, dict) and key in value:
+            value = value[key]
+        elif index and isinstance(value, list | tuple) and int(index) < len(value):
+            value = value[int(index)]
+        else:
+            return None
+    return value
+
+
+def validation_message(
+    message: str, prefix: str = "", choices: tuple[str, ...] | None = None, got: Any = UNSET
+) -> str:
+    """msgspec's `Expected `int` >= 1 - at `$.x`` -> `prefix.x: expected int >= 1`;
+    with `got` (the refused value), a bound also says what it got."""
+    body, at = message, ""
+    if m := _AT_RE.fullmatch(message):
+        body, at = m.group(1), m.group(2)
+    path = prefix + at
+    if m := _FIELD_MSG_RE.fullmatch(body):
+        path, body = f"{path}.{m.group(1)}", m.group(2)
+    elif m := re.fullmatch(r"Object contains unknown field `(.*)`", body):
+        body = f'unknown field "{m.group(1)}"'
+    elif m := re.fullmatch(r"Object missing required field `(.*)`", body):
+        body = f'missing required field "{m.group(1)}"'
+    elif m := re.fullmatch(r"Invalid enum value (.*)", body):
+        body = f"invalid value {m.group(1)}"
+        choices = choices or _CHOICES.get(re.split(r"[.\]\[]", path.rstrip("]"))[-1])
+        if choices:
+            body += f" (expected one of {', '.join(repr(c) if not c else c for c in choices)})"
+    elif got is not UNSET and (m := re.fullmatch(r"Expected `\w+` ([<>]=?) (\S+)", body)):
+        op, bound = m.group(1), float(m.group(2))
+        body = "must not be negative" if (op, bound) == (">=", 0) else f"must be {op} {bound:g}"
+        body += f", got {got!r}"
+    else:
+        body = re.sub(r"`([^`]*)`", lambda t: _type_words(t.group(1)), body)
+        body = body[:1].lower() + body[1:]
+    return _at(path, body)
+
+
+def _at(path: str, body: str) -> str:
+    path = path.lstrip(".")
+    return f"{path}: {body}" if path else body
+
+
+def _type_words(spec: str) -> str:
+    return " | ".join(_TYPE_WORDS.get(part, part) for part in spec.split(" | "))
+
+
+def _non_finite(value: object, path: str = "") -> tuple[str, float] | None:
+    """The path and value of the first float in `value` that is NaN or infinite."""
+    if isinstance(value, float):
+        return None if _finite(value) else (path, value)
+    items: Any = ()
+    if isinstance(value, msgspec.Struct):
+        items = ((f".{f}", getattr(value, f)) for f in value.__struct_fields__)
+    elif isinstance(value, dict):
+        items = ((f".{k}", v) for k, v in value.items())
+    elif isinstance(value, list | tuple):
+        items = ((f"[{i}]", v) for i, v in enumerate(value))
+    for step, item in items:
+        if (found := _non_finite(item, path + step)) is not None:
+            return found
+    return None
+
+
+@overload
+def convert(
+    value: object, type_: type[_T], *, field: str = ..., hint: str = ..., strict: bool = ...
+) -> _T: ...
+@overload
+def convert(
+    value: object, type_: Any, *, field: str = ..., hint: str = ..., strict: bool = ...
+) -> Any: ...
+def convert(
+    value: object, type_: Any, *, field: str = "", hint: str = "", strict: bool = True
+) -> Any:
+    """`value` as `type_`, or InvalidArgument naming the field path (`dispatches[2].task`).
+
+    The one way an argument (MCP, command line or library) becomes data: msgspec.convert
+    applies the type's Meta constraints and enums, and every number in the result must
+    be finite (NaN and infinity pass a Meta bound that is only on one side).
+    `strict=False` also takes numbers and booleans spelled as text (command lines).
+    """
+    try:
+        out = msgspec.convert(value, type_, strict=strict)
+    except msgspec.ValidationError as exc:
+        message = str(exc)
+        at = m.group(2) if (m := _AT_RE.fullmatch(message)) else ""
+        bad = _lookup(value, at)
+        found = (at, bad) if isinstance(bad, float) and not _finite(bad) else None
+        if found is None:  # (NaN fails a bound: then the reason is said instead)
+            choices = get_args(type_) if get_origin(type_) is Literal else None
+            message = validation_message(message, field, choices, bad)
+            raise InvalidArgument(message, hint) from None
+    else:
+        found = _non_finite(out)
+    if found is not None:
+        path, number = found
+        raise InvalidArgument(_at(field + path, f"expected a finite number, got {number!r}"), hint)
+    return out
+
+
+def revalidated(value: _T) -> _T:
+    """A Struct built by a constructor (which checks no Meta) passed through `convert`."""
+    return convert(msgspec.to_builtins(value), type(value))
+
+
+def clamped(value: object, field: str, low: float, high: float, hint: str = "") -> float:
+    """A finite number clamped into low..high (bounds written a..b clamp, see SPEC)."""
+    number: float = convert(value, float, field=field, hint=hint)
+    return min(max(number, low), high)
 
 
 class _Strict(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -115,6 +252,44 @@ class AgentConfig(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=True
         _require_finite(self.max_budget_usd, "max_budget_usd")
         if not self.directory.strip():
             raise ValueError("directory: must not be empty")
+
+
+class AgentPatch(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A change to an agent's fields: the one spec of them that add and update take.
+
+    UNSET leaves a field as it is (for a new agent: its default); None clears it back
+    to AgentConfig's default (timeout 300, no budget cap, tool lists inherited, empty
+    text). The faces convert their spellings into this (service/agent_args.py).
+    """
+
+    directory: str | UnsetType = UNSET
+    description: str | UnsetType | None = UNSET
+    timeout: TimeoutSeconds | UnsetType | None = UNSET
+    model: str | UnsetType | None = UNSET
+    max_budget_usd: PositiveFloat | UnsetType | None = UNSET
+    permission_mode: PermissionMode | UnsetType | None = UNSET
+    allowed_tools: tuple[str, ...] | UnsetType | None = UNSET
+    disallowed_tools: tuple[str, ...] | UnsetType | None = UNSET
+    capabilities: tuple[str, ...] | UnsetType | None = UNSET
+    risky_capabilities: tuple[str, ...] | UnsetType | None = UNSET
+    instructions: str | UnsetType | None = UNSET
+
+    def given(self) -> dict[str, Any]:
+        """The fields this patch sets or clears (None: clear), by name."""
+        return {f: v for f in self.__struct_fields__ if (v := getattr(self, f)) is not UNSET}
+
+    def values(self) -> dict[str, Any]:
+        """The given fields with each clear replaced by AgentConfig's default."""
+        return {f: _AGENT_DEFAULTS[f] if v is None else v for f, v in self.given().items()}
+
+    def apply(self, agent: AgentConfig) -> AgentConfig:
+        return msgspec.structs.replace(agent, **self.values())
+
+
+_AGENT_DEFAULTS: dict[str, Any] = {
+    f.name: f.default_factory() if f.default_factory is not msgspec.NODEFAULT else f.default
+    for f in msgspec.structs.fields(AgentConfig)
+}
 
 
 class GroupMember(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -177,10 +352,42 @@ class DispatchRequest(msgspec.Struct, frozen=True, kw_only=True):
     context: str = ""
     caller: str = ""
     goal: str = ""
-    response_format: Literal["", "json"] = ""
-    timeout_seconds: float | None = None
+    response_format: ResponseFormat = ""
+    timeout_seconds: NonNegFloat | None = None  # 0 too: the agent's own
     session_id: str | None = None  # resume this session (dispatch_session)
     group: str | None = None
+
+
+class ParallelItem(DispatchRequest, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """One element of dispatch_parallel's `dispatches`: a dispatch's arguments."""
+
+    return_ref: bool = False
+    summary_chars: float = 500
+
+    def request(self) -> DispatchRequest:
+        return DispatchRequest(**{f: getattr(self, f) for f in DispatchRequest.__struct_fields__})
+
+
+_Request = TypeVar("_Request", bound=DispatchRequest)
+_EMPTY_IS_NONE = ("group", "session_id")  # a face's "" for these: none
+
+
+@overload
+def dispatch_request(args: Mapping[str, object], field: str = ...) -> DispatchRequest: ...
+@overload
+def dispatch_request(args: object, field: str, type_: type[_Request]) -> _Request: ...
+def dispatch_request(args: object, field: str = "", type_: Any = DispatchRequest) -> Any:
+    """The one way tool, command-line and library arguments become a DispatchRequest.
+
+    `args` are a face's parameters (a tool's `locals()` will do: DispatchRequest skips
+    names that are not its fields; a ParallelItem refuses them); an empty group or
+    session_id means none. The
+    request's types and Meta constraints check every value, so an error names the
+    field (put under `field`, e.g. `dispatches[2]`).
+    """
+    if isinstance(args, Mapping):  # anything else: convert says what it expected
+        args = {k: None if k in _EMPTY_IS_NONE and v == "" else v for k, v in args.items()}
+    return convert(args, type_, field=field)
 
 
 class DispatchResult(msgspec.Struct, kw_only=True, omit_defaults=True):

@@ -21,7 +21,7 @@ import yaml
 
 from agent_dispatch import __version__
 from agent_dispatch.launch import run
-from agent_dispatch.models import Config
+from agent_dispatch.models import AgentPatch, Config
 from agent_dispatch.service import registry
 from agent_dispatch.storage.config import ConfigStore, load_config
 
@@ -548,8 +548,8 @@ def test_concurrent_cli_adds_and_server_updates_lose_nothing(cli):
         child.stdin.write("go\n")
         child.stdin.flush()
         for i in range(count):
-            registry.update_agent(store, "base", description=f"edit {i}")
-            registry.add_agent(store, f"srv{i}", str(shared))
+            registry.update_agent(store, "base", AgentPatch(description=f"edit {i}"))
+            registry.add_agent(store, f"srv{i}", AgentPatch(directory=str(shared)))
         _, stderr = child.communicate(timeout=120)
         assert child.returncode == 0, stderr
     cfg = cli.load()

@@ -6,22 +6,23 @@ makes agents read-only over MCP; the CLI keeps full power.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 import pytest
 
+from agent_dispatch.models import AgentPatch
 from agent_dispatch.service import registry
 from agent_dispatch.storage.config import ConfigStore
 from tests.server_support import Tools, Workspace
 
 pytest_plugins = ("tests.server_fixtures",)  # ws, served, tools
 
-BYPASS = "bypassPermissions"
+BYPASS: Final = "bypassPermissions"
 
 
 def make_bypass(ws: Workspace, name: str = "alpha") -> None:
     """What a person does from the CLI: give one agent bypassPermissions."""
-    registry.update_agent(ConfigStore(ws.config), name, permission_mode=BYPASS)
+    registry.update_agent(ConfigStore(ws.config), name, AgentPatch(permission_mode=BYPASS))
 
 
 async def test_add_agent_refuses_bypass_and_names_the_cli_command(
@@ -80,7 +81,7 @@ async def test_a_bypass_default_is_not_inherited_through_an_mcp_edit(
     tools: Tools, ws: Workspace
 ) -> None:
     ws.write_config(default_permission_mode=BYPASS)  # alpha inherits it; beta does not
-    registry.update_agent(ConfigStore(ws.config), "beta", permission_mode="plan")
+    registry.update_agent(ConfigStore(ws.config), "beta", AgentPatch(permission_mode="plan"))
     before = ws.config.read_bytes()
     refusals: list[tuple[str, dict[str, Any], str]] = [
         ("add_agent", {"name": "newbie", "directory": str(ws.alpha)}, "would inherit"),
@@ -116,5 +117,5 @@ async def test_mcp_agent_edits_false_makes_agents_read_only_over_mcp(
     assert ws.config.read_bytes() == before
     # Reading stays open, and the CLI (registry without a guard) still edits.
     assert (await tools("inspect_agent", name="alpha")).ok["name"] == "alpha"
-    registry.update_agent(ConfigStore(ws.config), "alpha", permission_mode=BYPASS)
+    registry.update_agent(ConfigStore(ws.config), "alpha", AgentPatch(permission_mode=BYPASS))
     assert ConfigStore(ws.config).load().agents["alpha"].permission_mode == BYPASS

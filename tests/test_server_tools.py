@@ -347,6 +347,8 @@ PARALLEL_REJECTS: list[tuple[Any, str]] = [
     ([{"agent": "alpha", "task": "ok", "group": "nope"}], "unknown group"),
     ('[{"agent": "alpha", "task": "x", "timeout_seconds": NaN}]', "timeout_seconds"),
     ([5], "dispatches"),
+    ([{"agent": "alpha", "task": "ok", "session_id": ""}], 'dispatches[0]: unknown field "se'),
+    ([{"agent": "alpha", "task": "ok", "response_format": "xml"}], "expected one of '', json"),
 ]
 
 

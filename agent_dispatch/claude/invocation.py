@@ -6,7 +6,6 @@ prints and claude_classify.py turns that into a DispatchResult.
 
 from __future__ import annotations
 
-import math
 import re
 import uuid
 from collections.abc import Mapping
@@ -16,7 +15,7 @@ import msgspec
 
 from agent_dispatch.claude.output import clean_text
 from agent_dispatch.errors import InvalidArgument
-from agent_dispatch.models import PERMISSION_MODES
+from agent_dispatch.models import PERMISSION_MODES, PositiveFloat, convert
 
 DEPTH_VAR = "AGENT_DISPATCH_DEPTH"
 # What a parent Claude Code session sets for itself, never for a child: the nesting markers
@@ -141,12 +140,9 @@ def _check_tools(field: str, tools: object) -> None:
 
 def _format_budget(value: object) -> str:
     hint = "Use a positive amount in USD, e.g. 0.5."
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise InvalidArgument("max_budget_usd: expected a number", hint)
-    if not math.isfinite(value) or value <= 0:
-        raise InvalidArgument(f"max_budget_usd: expected a finite number > 0, got {value!r}", hint)
+    budget = convert(value, PositiveFloat, field="max_budget_usd", hint=hint)
     # repr-like but never in exponent notation: 0.5 -> "0.5", 1e-05 -> "0.00001".
-    return format(Decimal(repr(float(value))), "f")
+    return format(Decimal(repr(budget)), "f")
 
 
 def _argv_text(field: str, text: object) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import math
+from collections.abc import Callable
 from typing import Any
 
 from agent_dispatch.cli.common import (
@@ -19,8 +19,9 @@ from agent_dispatch.cli.common import (
 )
 from agent_dispatch.cli.setup import group_repair_command
 from agent_dispatch.errors import InvalidArgument
-from agent_dispatch.models import Config
+from agent_dispatch.models import AgentPatch, Config
 from agent_dispatch.service import registry
+from agent_dispatch.service.agent_args import patch_from_args
 
 # -- agents ------------------------------------------------------------------------
 
@@ -70,21 +71,9 @@ def add(
     instructions
         Text appended to the agent's system prompt.
     """
-    out = registry.add_agent(
-        config_store(),
-        name,
-        directory,
-        description=description,
-        timeout=timeout,
-        max_budget_usd=max_budget_usd,
-        model=None if (model or "").strip().lower() == registry.CLEAR else model,
-        permission_mode=permission_mode,
-        allowed_tools=allowed_tools,
-        disallowed_tools=disallowed_tools,
-        capabilities=capabilities,
-        risky_capabilities=risky_capabilities,
-        instructions=instructions,
-    )
+    args = {k: v for k, v in locals().items() if k in AgentPatch.__struct_fields__}
+    patch = patch_from_args(args, zero="default", hint=_flag_hint("add"))
+    out = registry.add_agent(config_store(), name, patch)
     agent = out["agent"]
     emit(f"added agent {name}: {agent['directory']}")
     auto = "" if description.strip() else " (generated; change it with --description)"
@@ -93,23 +82,15 @@ def add(
     return 0
 
 
-def _number(value: str | None, flag: str) -> float | str | None:
-    """An update option that takes a number or `none`; 0 means the default, like `add`."""
-    if value is None:
-        return None
-    text = value.strip()
-    if text.lower() == registry.CLEAR:
-        return registry.CLEAR
-    try:
-        number = float(text)
-    except ValueError:
-        number = math.nan
-    if not math.isfinite(number) or number < 0:
-        raise InvalidArgument(
-            f"{flag}: expected a number >= 0 or none, got {value!r}",
-            f"For example {flag} 600; none (or 0) restores the default.",
-        )
-    return registry.CLEAR if number == 0 else number
+def _flag_hint(verb: str) -> Callable[[str], str]:
+    def hint(field: str) -> str:
+        flag = "--" + field.replace("_", "-")
+        example = {"timeout": "600", "max_budget_usd": "0.5"}.get(field)
+        if example:
+            return f"For example {flag} {example}; none (or 0) restores the default."
+        return f"See `agent-dispatch {verb} --help` for {flag}."
+
+    return hint
 
 
 def update(
@@ -157,26 +138,15 @@ def update(
     instructions
         Text appended to the system prompt; none = empty.
     """
-    fields: dict[str, Any] = {
-        "directory": directory,
-        "description": description,
-        "timeout": _number(timeout, "--timeout"),
-        "max_budget_usd": _number(max_budget_usd, "--max-budget-usd"),
-        "model": model,
-        "permission_mode": permission_mode,
-        "allowed_tools": allowed_tools,
-        "disallowed_tools": disallowed_tools,
-        "capabilities": capabilities,
-        "risky_capabilities": risky_capabilities,
-        "instructions": instructions,
-    }
-    if all(value is None or value == "" for value in fields.values()):
+    args = {k: v for k, v in locals().items() if k in AgentPatch.__struct_fields__}
+    patch = patch_from_args(args, zero="default", hint=_flag_hint("update"))
+    if not patch.given():
         raise InvalidArgument(
             "update: nothing to change",
             f"Pass an option, e.g. `agent-dispatch update {name} --timeout 600`; "
             "see `agent-dispatch update --help`.",
         )
-    out = registry.update_agent(config_store(), name, **fields)
+    out = registry.update_agent(config_store(), name, patch)
     changed = ", ".join(out["fields"]) or "nothing"
     emit(f"updated agent {name}: {changed}")
     return 0

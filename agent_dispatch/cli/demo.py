@@ -27,6 +27,7 @@ from cyclopts import Parameter
 from agent_dispatch import exception_groups
 from agent_dispatch.cli.common import CLAUDE_ENV_VAR, command, cut, emit, find_claude, money
 from agent_dispatch.errors import DispatchError
+from agent_dispatch.models import AgentPatch
 from agent_dispatch.service import registry
 from agent_dispatch.storage.config import ENV_VAR as CONFIG_ENV_VAR
 from agent_dispatch.storage.config import ConfigStore
@@ -107,7 +108,7 @@ def _setup(root: Path, simulated: bool) -> dict[str, str]:
     """Config, sample agents and the server's environment under `root`."""
     store = ConfigStore(root / "config" / "agents.yaml")
     for name, directory in _make_projects(root).items():
-        registry.add_agent(store, name, str(directory), timeout=180)
+        registry.add_agent(store, name, AgentPatch(directory=str(directory), timeout=180))
     env = dict(os.environ)
     env.pop("AGENT_DISPATCH_DEPTH", None)  # the demo is a fresh start, not a nested dispatch
     env[CONFIG_ENV_VAR] = str(store.path)

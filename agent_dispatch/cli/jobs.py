@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 from typing import Annotated
 
@@ -23,7 +22,7 @@ from agent_dispatch.cli.common import (
 )
 from agent_dispatch.cli.remedies import present_job
 from agent_dispatch.errors import InvalidArgument
-from agent_dispatch.models import TERMINAL_STATUSES
+from agent_dispatch.models import TERMINAL_STATUSES, PositiveFloat, convert
 from agent_dispatch.runtime.orphans import stop_group
 from agent_dispatch.service.views import job_summary, job_view
 from agent_dispatch.storage.jobs import Job, now_iso, pid_alive, validate_job_id
@@ -187,11 +186,9 @@ def gc(
             "gc: give --days or --all, not both",
             "--days N purges finished jobs older than N days; --all purges them at any age.",
         )
-    if days is not None and (not math.isfinite(days) or days <= 0):
-        raise InvalidArgument(
-            f"--days: expected a number > 0, got {days:g}",
-            "Use --all to delete finished jobs of every age.",
-        )
+    if days is not None:
+        hint = "Use --all to delete finished jobs of every age."
+        days = convert(days, PositiveFloat, field="--days", hint=hint)
     age = None if all_ else (DEFAULT_GC_DAYS if days is None else days)
     ids = job_store().gc(max_age_days=age, dry_run=dry_run)
     scope = "" if age is None else f" older than {age:g} days"

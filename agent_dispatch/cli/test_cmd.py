@@ -23,10 +23,10 @@ from agent_dispatch.cli.common import (
 )
 from agent_dispatch.models import (
     AgentConfig,
-    DispatchRequest,
     DispatchResult,
     ProgressEvent,
     Settings,
+    dispatch_request,
 )
 from agent_dispatch.remedies import CallTimeout, Remedy, RemoveAgent, UpdateAgent
 from agent_dispatch.service import registry
@@ -63,7 +63,7 @@ async def test(
     cfg = store.load()
     agent = registry.get_agent(cfg, name)
     seconds = resolve_timeout(timeout_seconds, float(agent.timeout))
-    req = DispatchRequest(agent=name, task=task, timeout_seconds=timeout_seconds)
+    req = dispatch_request({"agent": name, "task": task, "timeout_seconds": timeout_seconds})
     async with Dispatcher.open(store) as dispatcher:
         dispatcher.validate(req)
         emit(f"testing {name} in {agent.directory} (timeout {seconds:g}s)...")

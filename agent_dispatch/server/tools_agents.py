@@ -8,10 +8,11 @@ from typing import Any
 import trio
 from mcp.server.mcpserver import MCPServer
 
-from agent_dispatch.errors import InvalidArgument
+from agent_dispatch.models import AgentPatch
 from agent_dispatch.server.toolkit import tool_errors
 from agent_dispatch.service import edit_policy as mcp_policy
 from agent_dispatch.service import registry
+from agent_dispatch.service.agent_args import patch_from_args
 from agent_dispatch.service.dispatcher import Dispatcher
 from agent_dispatch.storage.config import ConfigStore
 
@@ -68,24 +69,10 @@ def register_agent_tools(server: MCPServer, dispatcher: Dispatcher, store: Confi
         timeout 0 = 300 s; max_budget_usd 0 = no cap; a tool list of "[]" means none.
         permission_mode bypassPermissions is set only from the CLI."""
         mcp_policy.check_edits_allowed(await config(), name, "add")
+        args = {k: v for k, v in locals().items() if k in AgentPatch.__struct_fields__}
+        patch = patch_from_args(args, zero="default", hint=_ADD_HINTS.get)
         return await trio.to_thread.run_sync(
-            functools.partial(
-                registry.add_agent,
-                store,
-                name,
-                directory,
-                description=description,
-                timeout=timeout,
-                max_budget_usd=max_budget_usd,
-                model=model,
-                permission_mode=permission_mode,
-                allowed_tools=allowed_tools,
-                disallowed_tools=disallowed_tools,
-                capabilities=capabilities,
-                risky_capabilities=risky_capabilities,
-                instructions=instructions,
-                guard=mcp_policy.check_edit,
-            )
+            functools.partial(registry.add_agent, store, name, patch, guard=mcp_policy.check_edit)
         )
 
     @server.tool()
@@ -108,22 +95,11 @@ def register_agent_tools(server: MCPServer, dispatcher: Dispatcher, store: Confi
         (timeout back to 300 s, max_budget_usd to no cap). permission_mode
         bypassPermissions, and agents that run with it, are changed only from the CLI."""
         mcp_policy.check_edits_allowed(await config(), name, "update")
-        fields = {
-            "directory": directory,
-            "description": description,
-            "timeout": _number_or_clear("timeout", timeout),
-            "max_budget_usd": _number_or_clear("max_budget_usd", max_budget_usd),
-            "model": model,
-            "permission_mode": permission_mode,
-            "allowed_tools": allowed_tools,
-            "disallowed_tools": disallowed_tools,
-            "capabilities": capabilities,
-            "risky_capabilities": risky_capabilities,
-            "instructions": instructions,
-        }
+        args = {k: v for k, v in locals().items() if k in AgentPatch.__struct_fields__}
+        patch = patch_from_args(args, zero="unchanged", hint=_UPDATE_HINTS.get)
         return await trio.to_thread.run_sync(
             functools.partial(
-                registry.update_agent, store, name, guard=mcp_policy.check_edit, **fields
+                registry.update_agent, store, name, patch, guard=mcp_policy.check_edit
             )
         )
 
@@ -151,13 +127,13 @@ def register_agent_tools(server: MCPServer, dispatcher: Dispatcher, store: Confi
         return {"cleared": dispatcher.cache.clear()}
 
 
-def _number_or_clear(field: str, value: float | str) -> float | str:
-    """update_agent's numbers: a number (0 = unchanged), or "none" to clear the field."""
-    if not isinstance(value, str):
-        return value
-    if value.strip().lower() == registry.CLEAR:
-        return registry.CLEAR
-    raise InvalidArgument(
-        f'{field}: expected a number or "none", got {value!r}',
-        f'Pass seconds or dollars as a number (0 = unchanged), or "none" to clear {field}.',
-    )
+_ADD_HINTS = {
+    "timeout": "Pass whole seconds, or 0 for the default timeout (300 s).",
+    "max_budget_usd": "Pass dollars, or 0 for no budget cap.",
+    "permission_mode": "Leave it empty (or 'none') for the claude CLI's default mode.",
+}
+_UPDATE_HINTS = {
+    **_ADD_HINTS,
+    "timeout": 'Pass whole seconds (0 = unchanged), or "none" for the default (300 s).',
+    "max_budget_usd": 'Pass dollars (0 = unchanged), or "none" for no budget cap.',
+}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -12,7 +11,13 @@ import trio
 from mcp.server.mcpserver import Context, MCPServer
 
 from agent_dispatch.errors import InvalidArgument, StorageError
-from agent_dispatch.models import DispatchRequest, DispatchResult
+from agent_dispatch.models import (
+    DispatchRequest,
+    DispatchResult,
+    ParallelItem,
+    clamped,
+    dispatch_request,
+)
 from agent_dispatch.server.remedies import present_job
 from agent_dispatch.server.toolkit import json_argument, progress_reporter, result_dict, tool_errors
 from agent_dispatch.service.dispatcher import Dispatcher
@@ -23,9 +28,7 @@ MAX_SUMMARY_CHARS = 100_000
 
 
 def summary_length(value: float) -> int:
-    if isinstance(value, bool) or not math.isfinite(value):
-        raise InvalidArgument(f"summary_chars: expected a number, got {value!r}")
-    return int(min(max(value, 0), MAX_SUMMARY_CHARS))
+    return int(clamped(value, "summary_chars", 0, MAX_SUMMARY_CHARS))
 
 
 def shape(
@@ -49,21 +52,6 @@ def shape(
     return ref_payload(present_job(job), summary_chars)
 
 
-class ParallelItem(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    """One element of dispatch_parallel's `dispatches`."""
-
-    agent: str
-    task: str
-    context: str = ""
-    caller: str = ""
-    goal: str = ""
-    response_format: str = ""
-    timeout_seconds: float = 0
-    group: str = ""
-    return_ref: bool = False
-    summary_chars: float = 500
-
-
 _DISPATCHES_HINT = 'Pass a list like [{"agent": "backend", "task": "..."}].'
 
 
@@ -78,39 +66,13 @@ def parse_dispatches(dispatches: list[dict[str, Any]] | str) -> list[ParallelIte
         )
     items = []
     for i, entry in enumerate(raw):
-        try:
-            items.append(msgspec.convert(entry, ParallelItem))
-        except msgspec.ValidationError as exc:
-            message = str(exc).replace(" - at `$`", "").replace("`$.", "`")
-            raise InvalidArgument(f"dispatches[{i}]: {message}") from None
+        if isinstance(entry, dict) and "session_id" in entry:  # items are what dispatch takes
+            raise InvalidArgument(
+                f'dispatches[{i}]: unknown field "session_id"',
+                "Continue sessions one at a time with dispatch_session.",
+            )
+        items.append(dispatch_request(entry, f"dispatches[{i}]", ParallelItem))
     return items
-
-
-def request_from_args(
-    agent: str,
-    task: str,
-    *,
-    context: str = "",
-    caller: str = "",
-    goal: str = "",
-    response_format: str = "",
-    timeout_seconds: float = 0,
-    group: str = "",
-    session_id: str = "",
-) -> DispatchRequest:
-    if response_format not in ("", "json"):
-        raise InvalidArgument(f"response_format: expected '' or 'json', got {response_format!r}")
-    return DispatchRequest(
-        agent=agent,
-        task=task,
-        context=context,
-        caller=caller,
-        goal=goal,
-        response_format="json" if response_format == "json" else "",
-        timeout_seconds=timeout_seconds,
-        group=group or None,
-        session_id=session_id or None,
-    )
 
 
 @asynccontextmanager
@@ -152,16 +114,7 @@ def register_dispatch_tools(server: MCPServer, dispatcher: Dispatcher) -> None:
         """Delegate one task to an agent and wait for its answer (clean answers are cached).
         timeout_seconds: 0 = the agent's own; else clamped to 10..7200. return_ref=true
         returns a short summary and a ref for fetch_result instead of the whole answer."""
-        req = request_from_args(
-            agent,
-            task,
-            context=context,
-            caller=caller,
-            goal=goal,
-            response_format=response_format,
-            timeout_seconds=timeout_seconds,
-            group=group,
-        )
+        req = dispatch_request(locals())
         chars = summary_length(summary_chars)
         async with heartbeat(ctx, f"dispatch to {agent}"):
             result = await dispatcher.dispatch(req)
@@ -182,16 +135,7 @@ def register_dispatch_tools(server: MCPServer, dispatcher: Dispatcher) -> None:
     ) -> dict[str, Any]:
         """Start a conversation with an agent, or continue one by passing the session_id of
         an earlier result (also how a timed-out dispatch is resumed). Never cached."""
-        req = request_from_args(
-            agent,
-            task,
-            context=context,
-            caller=caller,
-            goal=goal,
-            response_format=response_format,
-            timeout_seconds=timeout_seconds,
-            session_id=session_id,
-        )
+        req = dispatch_request(locals())
         async with heartbeat(ctx, f"session with {agent}"):
             result = await dispatcher.dispatch_session(req)
         return result_dict(result, req.response_format)
@@ -210,15 +154,7 @@ def register_dispatch_tools(server: MCPServer, dispatcher: Dispatcher) -> None:
     ) -> dict[str, Any]:
         """Like dispatch_session, with the agent's text, tool calls and retries sent live as
         progress notifications."""
-        req = request_from_args(
-            agent,
-            task,
-            context=context,
-            caller=caller,
-            goal=goal,
-            response_format=response_format,
-            timeout_seconds=timeout_seconds,
-        )
+        req = dispatch_request(locals())
         result = await dispatcher.dispatch_stream(req, progress_reporter(ctx))
         return result_dict(result, req.response_format)
 
@@ -235,19 +171,7 @@ def register_dispatch_tools(server: MCPServer, dispatcher: Dispatcher) -> None:
         before anything runs."""
         items = parse_dispatches(dispatches)
         chars = [summary_length(it.summary_chars) for it in items]
-        requests = [
-            request_from_args(
-                it.agent,
-                it.task,
-                context=it.context,
-                caller=it.caller,
-                goal=it.goal,
-                response_format=it.response_format,
-                timeout_seconds=it.timeout_seconds,
-                group=it.group,
-            )
-            for it in items
-        ]
+        requests = [it.request() for it in items]
         done = 0
 
         async def item_done(index: int, result: DispatchResult) -> None:

@@ -2,29 +2,20 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import trio
 from mcp.server.mcpserver import MCPServer
 
 from agent_dispatch.errors import InvalidArgument
-from agent_dispatch.models import JobStatus
+from agent_dispatch.models import JobStatus, clamped, convert, dispatch_request
 from agent_dispatch.server.remedies import present_job
 from agent_dispatch.server.toolkit import tool_errors
-from agent_dispatch.server.tools_dispatch import request_from_args
 from agent_dispatch.service.dispatcher import Dispatcher
 from agent_dispatch.service.views import fetch_payload, job_summary, job_view
 from agent_dispatch.storage.jobs import validate_job_id
 
-JOB_STATUSES: tuple[JobStatus, ...] = ("pending", "running", "done", "failed", "cancelled")
 MAX_LIST = 1000
-
-
-def _bounded_int(value: float, field: str, low: int, high: int) -> int:
-    if isinstance(value, bool) or not math.isfinite(value):
-        raise InvalidArgument(f"{field}: expected a number from {low} to {high}, got {value!r}")
-    return int(min(max(value, low), high))
 
 
 def register_job_tools(server: MCPServer, dispatcher: Dispatcher) -> None:
@@ -41,15 +32,7 @@ def register_job_tools(server: MCPServer, dispatcher: Dispatcher) -> None:
     ) -> dict[str, Any]:
         """Start a dispatch in the background and return its job_id at once. Follow it with
         dispatch_wait (wakes when it finishes), dispatch_status or dispatch_cancel."""
-        req = request_from_args(
-            agent,
-            task,
-            context=context,
-            caller=caller,
-            goal=goal,
-            response_format=response_format,
-            timeout_seconds=timeout_seconds,
-        )
+        req = dispatch_request(locals())
         job = await dispatcher.dispatch_async(req)
         return {"job_id": job.id, "status": job.status, "agent": job.agent}
 
@@ -93,12 +76,9 @@ def register_job_tools(server: MCPServer, dispatcher: Dispatcher) -> None:
     @tool_errors
     async def dispatch_jobs(status: str = "", limit: float = 50, agent: str = "") -> dict[str, Any]:
         """Recent jobs, newest first (status: pending/running/done/failed/cancelled)."""
-        if status and status not in JOB_STATUSES:
-            raise InvalidArgument(
-                f"status: expected one of {', '.join(JOB_STATUSES)}, got {status!r}",
-                'Pass status="" to list jobs of every status.',
-            )
-        count = _bounded_int(limit, "limit", 1, MAX_LIST)
+        if status:
+            convert(status, JobStatus, field="status", hint='Pass status="" for every status.')
+        count = int(clamped(limit, "limit", 1, MAX_LIST))
         await dispatcher.jobs.recovered()
         found = await trio.to_thread.run_sync(
             lambda: dispatcher.jobs.store.listing(

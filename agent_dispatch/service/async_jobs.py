@@ -24,7 +24,15 @@ import msgspec
 import trio
 
 from agent_dispatch.errors import DispatchError, InvalidArgument, StorageError
-from agent_dispatch.models import TERMINAL_STATUSES, DispatchRequest, DispatchResult, ProgressEvent
+from agent_dispatch.models import (
+    TERMINAL_STATUSES,
+    DispatchRequest,
+    DispatchResult,
+    NonNegFloat,
+    ProgressEvent,
+    WaitMode,
+    convert,
+)
 from agent_dispatch.runtime.orphans import process_start, stop_groups
 from agent_dispatch.storage.jobs import (
     Job,
@@ -267,12 +275,8 @@ class AsyncJobs:
         self, job_ids: Sequence[str], *, mode: str, seconds: float
     ) -> tuple[list[Job], bool]:
         """Wait for all (or any) of `job_ids` to be terminal; returns (jobs, timed_out)."""
-        if mode not in ("all", "any"):
-            raise InvalidArgument(f"mode: expected 'all' or 'any', got {mode!r}")
-        if isinstance(seconds, bool) or not math.isfinite(seconds) or seconds < 0:
-            raise InvalidArgument(
-                f"timeout_seconds: expected a finite number >= 0, got {seconds!r}"
-            )
+        convert(mode, WaitMode, field="mode")
+        seconds = convert(seconds, NonNegFloat, field="timeout_seconds")
         seconds = min(max(seconds, 1.0), MAX_WAIT_SECONDS)
         ids = [validate_job_id(j) for j in job_ids]
         if not ids:

@@ -6,13 +6,11 @@ resume it), so neither has to be re-told the conversation.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Awaitable, Callable
 
 import msgspec
 
-from agent_dispatch.errors import InvalidArgument
-from agent_dispatch.models import DispatchRequest, DispatchResult
+from agent_dispatch.models import DispatchRequest, DispatchResult, clamped
 
 RESOLVED = "[RESOLVED]"
 MAX_ROUNDS = 10
@@ -47,11 +45,7 @@ class DialogueResult(msgspec.Struct, kw_only=True, omit_defaults=True):
 
 
 def clamp_rounds(value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise InvalidArgument(
-            f"max_rounds: expected a number from 1 to {MAX_ROUNDS}, got {value!r}"
-        )
-    return int(min(max(value, 1), MAX_ROUNDS))
+    return int(clamped(value, "max_rounds", 1, MAX_ROUNDS))
 
 
 def _opening(requester: str, responder: str, topic: str) -> str:

@@ -6,24 +6,26 @@ Every mutation is one `ConfigStore.update` (a locked read-modify-write).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import msgspec
+from msgspec import UNSET
 
 from agent_dispatch.claude.invocation import CONTROL_RE
 from agent_dispatch.errors import InvalidArgument, UnknownAgent, UnknownGroup
 from agent_dispatch.models import (
-    MAX_AGENT_TIMEOUT,
-    PERMISSION_MODES,
     AgentConfig,
+    AgentPatch,
     Config,
     Group,
     GroupMember,
     check_name,
+    clamped,
+    revalidated,
 )
+from agent_dispatch.service.agent_args import CLEAR, split_list
 from agent_dispatch.storage import describe
 from agent_dispatch.storage.config import ConfigStore, agent_directory
 
@@ -31,71 +33,7 @@ EditGuard = Callable[[Config, str, AgentConfig | None, AgentConfig | None], None
 """Called inside the config lock with (config, name, agent before, agent after); raises
 to refuse the change. The MCP tools pass `mcp_policy.check_edit`; the CLI passes none."""
 
-CLEAR = "none"  # update: this value clears a field
-EMPTY_LIST = "[]"  # a tool list that allows/denies nothing (vs. inheriting defaults)
 MAX_PREVIEW_LINES = 200
-
-
-def split_list(text: str) -> tuple[str, ...]:
-    """Split a comma list, keeping commas inside parentheses (`Bash(git log:*, ...)`)."""
-    items: list[str] = []
-    depth, current = 0, list[str]()
-    for ch in text:
-        if ch == "," and depth == 0:
-            items.append("".join(current))
-            current = []
-            continue
-        depth += (ch == "(") - (ch == ")")
-        current.append(ch)
-    items.append("".join(current))
-    return tuple(item.strip() for item in items if item.strip())
-
-
-def parse_tool_list(text: str | None, field: str) -> tuple[str, ...] | None:
-    """`""`/None: inherit (null); `"[]"`: none; else the comma list. Names are checked."""
-    if text is None or not text.strip() or text.strip().lower() == CLEAR:
-        return None
-    if text.strip() == EMPTY_LIST:
-        return ()
-    tools = split_list(text)
-    if not tools:  # ",,," is a typo, not a wish to allow nothing
-        raise InvalidArgument(
-            f"{field}: no tool names in {text!r}",
-            f'Use "{EMPTY_LIST}" for no tools, or leave it out to inherit the defaults.',
-        )
-    for tool in tools:
-        if tool.startswith("-"):
-            raise InvalidArgument(f"{field}: tool name {tool!r} must not start with '-'")
-    return tools
-
-
-def _check_budget(value: float | None, field: str) -> float | None:
-    """0/None: no cap. Negative or non-finite: rejected."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not math.isfinite(value) or value < 0:
-        raise InvalidArgument(
-            f"{field}: expected a finite number >= 0, got {value!r}", "Use 0 for no budget cap."
-        )
-    return float(value) or None
-
-
-def _check_timeout(value: float | None, field: str = "timeout") -> int | None:
-    """0/None: the default. Negative, fractional, non-finite or over a week: rejected."""
-    if value is None:
-        return None
-    if (
-        isinstance(value, bool)
-        or not math.isfinite(value)
-        or value < 0
-        or value != int(value)
-        or value > MAX_AGENT_TIMEOUT
-    ):
-        raise InvalidArgument(
-            f"{field}: expected a whole number of seconds, 0..{MAX_AGENT_TIMEOUT}, got {value!r}",
-            "Use 0 for the default timeout (300 s).",
-        )
-    return int(value) or None
 
 
 def _check_model(value: str) -> str | None:
@@ -107,17 +45,6 @@ def _check_model(value: str) -> str | None:
             "Pass a name such as sonnet or opus, or 'none' to use the CLI's default.",
         )
     return model or None
-
-
-def _check_mode(value: str | None) -> str | None:
-    if value is None or not value.strip() or value.strip().lower() == CLEAR:
-        return None
-    if value not in PERMISSION_MODES:
-        raise InvalidArgument(
-            f"permission_mode: {value!r} is not one of {', '.join(PERMISSION_MODES)}",
-            "Leave it empty (or 'none') for the claude CLI's default mode.",
-        )
-    return value
 
 
 def _check_directory(directory: str) -> str:
@@ -176,9 +103,7 @@ def get_agent(cfg: Config, name: str) -> AgentConfig:
 
 def inspect_agent(cfg: Config, name: str, preview_lines: int = 40) -> dict[str, Any]:
     agent = get_agent(cfg, name)
-    if isinstance(preview_lines, bool) or not math.isfinite(preview_lines):
-        raise InvalidArgument(f"preview_lines: expected a number, got {preview_lines!r}")
-    lines = int(min(max(preview_lines, 0), MAX_PREVIEW_LINES))
+    lines = int(clamped(preview_lines, "preview_lines", 0, MAX_PREVIEW_LINES))
     directory = agent_directory(agent)
     info = agent_brief(name, agent)
     info["config"] = msgspec.to_builtins(agent)
@@ -191,38 +116,34 @@ def inspect_agent(cfg: Config, name: str, preview_lines: int = 40) -> dict[str, 
     return info
 
 
+def _checked(patch: AgentPatch) -> AgentPatch:
+    """`patch` with its types and bounds checked (a constructed one too), the directory
+    resolved, and the model and tool names usable as `claude` arguments."""
+    patch = revalidated(patch)
+    fixes: dict[str, Any] = {}
+    if isinstance(patch.directory, str):
+        fixes["directory"] = _check_directory(patch.directory)
+    if isinstance(patch.model, str):
+        fixes["model"] = _check_model(patch.model)
+    for field in ("allowed_tools", "disallowed_tools"):
+        for tool in getattr(patch, field) or ():
+            if tool.startswith("-"):
+                raise InvalidArgument(f"{field}: tool name {tool!r} must not start with '-'")
+    return msgspec.structs.replace(patch, **fixes)
+
+
 def add_agent(
-    store: ConfigStore,
-    name: str,
-    directory: str,
-    *,
-    description: str = "",
-    timeout: float | None = None,
-    max_budget_usd: float | None = None,
-    model: str | None = None,
-    permission_mode: str | None = None,
-    allowed_tools: str | None = None,
-    disallowed_tools: str | None = None,
-    capabilities: str = "",
-    risky_capabilities: str = "",
-    instructions: str = "",
-    guard: EditGuard | None = None,
+    store: ConfigStore, name: str, patch: AgentPatch, *, guard: EditGuard | None = None
 ) -> dict[str, Any]:
+    """Add agent `name` with the patch's fields (a directory is required; unset fields
+    take their defaults; an empty description is generated from the project)."""
     check_name(name)
-    path = _check_directory(directory)
-    agent = AgentConfig(
-        directory=path,
-        description=description.strip() or describe.auto_description(Path(path)),
-        timeout=_check_timeout(timeout) or 300,
-        model=_check_model(model or ""),
-        max_budget_usd=_check_budget(max_budget_usd, "max_budget_usd"),
-        permission_mode=_check_mode(permission_mode),  # type: ignore[arg-type]
-        allowed_tools=parse_tool_list(allowed_tools, "allowed_tools"),
-        disallowed_tools=parse_tool_list(disallowed_tools, "disallowed_tools"),
-        capabilities=split_list(capabilities),
-        risky_capabilities=split_list(risky_capabilities),
-        instructions=instructions,
-    )
+    if patch.directory is UNSET:
+        raise InvalidArgument("directory: must not be empty")
+    fields = _checked(patch).values()
+    if not fields.get("description", "").strip():
+        fields["description"] = describe.auto_description(Path(fields["directory"]))
+    agent = AgentConfig(**fields)
 
     def change(cfg: Config) -> Config:
         if name in cfg.agents:
@@ -238,52 +159,23 @@ def add_agent(
     return {"added": name, "agent": msgspec.to_builtins(agent)}
 
 
-_TEXT_FIELDS = ("description", "instructions")
-
-
 def update_agent(
-    store: ConfigStore, name: str, *, guard: EditGuard | None = None, **fields: Any
+    store: ConfigStore, name: str, patch: AgentPatch, *, guard: EditGuard | None = None
 ) -> dict[str, Any]:
-    """Apply the given fields; `None`/"" leave a field unchanged, "none" clears it."""
+    """Apply the patch to agent `name`: unset fields stay, None clears to the default."""
     check_name(name)
-    changes: dict[str, Any] = {}
-    for field, raw in fields.items():
-        if raw is None or (isinstance(raw, str) and raw == ""):
-            continue
-        clear = isinstance(raw, str) and raw.strip().lower() == CLEAR
-        if field in _TEXT_FIELDS:
-            changes[field] = "" if clear else raw
-        elif field == "directory":
-            changes[field] = _check_directory(raw)
-        elif field == "model":
-            changes[field] = None if clear else _check_model(raw)
-        elif field == "permission_mode":
-            changes[field] = _check_mode(raw)
-        elif field in ("allowed_tools", "disallowed_tools"):
-            changes[field] = parse_tool_list(raw, field)
-        elif field in ("capabilities", "risky_capabilities"):
-            changes[field] = () if clear else split_list(raw)
-        elif field == "timeout":
-            if raw == 0:
-                continue
-            changes[field] = 300 if clear else _check_timeout(raw)
-        elif field == "max_budget_usd":
-            if raw == 0:
-                continue
-            changes[field] = None if clear else _check_budget(raw, field)
-        else:
-            raise InvalidArgument(f"unknown field {field!r}")
+    patch = _checked(patch)
 
     def change(cfg: Config) -> Config:
         if name not in cfg.agents:
             raise UnknownAgent(f"unknown agent {name!r}")
-        agent = msgspec.structs.replace(cfg.agents[name], **changes)
+        agent = patch.apply(cfg.agents[name])
         if guard is not None:
             guard(cfg, name, cfg.agents[name], agent)
         return msgspec.structs.replace(cfg, agents={**cfg.agents, name: agent})
 
     store.update(change)
-    return {"updated": name, "fields": sorted(changes)}
+    return {"updated": name, "fields": sorted(patch.given())}
 
 
 def remove_agent(store: ConfigStore, name: str, guard: EditGuard | None = None) -> dict[str, Any]:

@@ -6,7 +6,6 @@ the field they are about (`session_id: ...`).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import msgspec
@@ -21,8 +20,11 @@ from agent_dispatch.models import (
     Config,
     DispatchRequest,
     DispatchResult,
+    NonNegFloat,
     check_name,
+    convert,
     permission_mode_of,
+    revalidated,
 )
 from agent_dispatch.storage.config import agent_directory
 
@@ -65,13 +67,9 @@ def validate_request(cfg: Config, req: DispatchRequest, item: str = "") -> None:
 
 def _validate(cfg: Config, req: DispatchRequest) -> None:
     check_agent(cfg, req.agent)
-    if not isinstance(req.task, str) or not req.task.strip():
+    req = revalidated(req)  # a library's request gets the checks a face's conversion made
+    if not req.task.strip():
         raise InvalidArgument("task: must not be empty", "Say what the agent should do.")
-    if req.response_format not in ("", "json"):
-        raise InvalidArgument(
-            f"response_format: expected '' or 'json', got {req.response_format!r}"
-        )
-    resolve_timeout(req.timeout_seconds, 300)
     if req.group is not None and req.group != "":
         if req.group not in cfg.groups:
             raise UnknownGroup(f"group: unknown group {req.group!r}")
@@ -108,23 +106,14 @@ def effective_agent(cfg: Config, name: str) -> EffectiveAgent:
     )
 
 
-def resolve_timeout(value: float | None, default: float) -> float:
-    """`None`/0 means the agent's own timeout; anything else is clamped to 10..7200 s."""
-    if value is None:
+def resolve_timeout(value: object, default: float) -> float:
+    """The one timeout parser of a dispatch: `None`/0 means the agent's own timeout;
+    anything else is clamped to 10..7200 s. Negative or not a finite number: rejected."""
+    hint = "Pass seconds between 10 and 7200, or 0 for the agent's own timeout."
+    seconds = convert(value, NonNegFloat | None, field="timeout_seconds", hint=hint)
+    if not seconds:
         return default
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise InvalidArgument(
-            f"timeout_seconds: expected a finite number, got {value!r}",
-            "Pass seconds between 10 and 7200, or 0 for the agent's own timeout.",
-        )
-    if value < 0:
-        raise InvalidArgument(
-            f"timeout_seconds: must not be negative, got {value!r}",
-            "Pass seconds between 10 and 7200, or 0 for the agent's own timeout.",
-        )
-    if value == 0:
-        return default
-    return min(max(float(value), MIN_TIMEOUT), MAX_TIMEOUT)
+    return min(max(seconds, MIN_TIMEOUT), MAX_TIMEOUT)
 
 
 def fold_group_context(cfg: Config, group_name: str, agent: str, context: str) -> str:

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from agent_dispatch import models
-from agent_dispatch.errors import InvalidArgument
 
 if TYPE_CHECKING:
     from agent_dispatch.storage.jobs import Job
@@ -68,15 +66,9 @@ def ref_payload(job: Job, summary_chars: int) -> dict[str, Any]:
 def fetch_payload(job: Job, max_chars: float) -> dict[str, Any]:
     """The full result behind a ref or job id; `max_chars > 0` cuts the text and says
     `truncated` and `full_size`. An unfinished job gives its status and progress."""
-    if (
-        isinstance(max_chars, bool)
-        or not isinstance(max_chars, int | float)
-        or not math.isfinite(max_chars)
-        or max_chars < 0
-    ):
-        raise InvalidArgument(
-            f"max_chars: expected a finite number >= 0 (0 = all), got {max_chars!r}"
-        )
+    max_chars = models.convert(
+        max_chars, models.NonNegFloat, field="max_chars", hint="0 returns it all."
+    )
     res = _result_of(job)
     if res is None:
         return {

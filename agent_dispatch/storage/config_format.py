@@ -6,7 +6,6 @@ Errors name the dotted path of the bad value (`agents.x.timeout: ...`).
 from __future__ import annotations
 
 import contextlib
-import re
 from typing import Any, TypeVar
 
 import msgspec
@@ -16,13 +15,13 @@ from agent_dispatch.errors import ConfigError
 from agent_dispatch.models import (
     MAX_NAME_LENGTH,
     NAME_HINT,
-    PERMISSION_MODES,
     AgentConfig,
     Config,
     Group,
     Settings,
     name_problem,
     shown_name,
+    validation_message,
 )
 
 _TOP_LEVEL = ("agents", "groups", "settings")
@@ -148,38 +147,7 @@ def _convert(value: Any, type_: type[_T], path: str) -> _T:
     try:
         return msgspec.convert(value, type_)
     except msgspec.ValidationError as exc:
-        raise ConfigError(_translate(str(exc), path)) from None
-
-
-_AT_RE = re.compile(r"(?s)(.*) - at `\$(.*)`")
-_FIELD_MSG_RE = re.compile(r"(?s)([a-z_]+): (.*)")  # raised by a model's __post_init__
-_TYPE_WORDS = {"array": "list", "object": "mapping"}
-
-
-def _translate(message: str, prefix: str) -> str:
-    """msgspec's `Expected `int` >= 1 - at `$.x`` -> `prefix.x: expected int >= 1`."""
-    body, at = message, ""
-    if m := _AT_RE.fullmatch(message):
-        body, at = m.group(1), m.group(2)
-    path = prefix + at
-    if m := _FIELD_MSG_RE.fullmatch(body):
-        path, body = f"{path}.{m.group(1)}", m.group(2)
-    elif m := re.fullmatch(r"Object contains unknown field `(.*)`", body):
-        body = f'unknown field "{m.group(1)}"'
-    elif m := re.fullmatch(r"Object missing required field `(.*)`", body):
-        body = f'missing required field "{m.group(1)}"'
-    elif m := re.fullmatch(r"Invalid enum value (.*)", body):
-        body = f"invalid value {m.group(1)}"
-        if path.endswith("permission_mode"):
-            body += f" (expected one of {', '.join(PERMISSION_MODES)})"
-    else:
-        body = re.sub(r"`([^`]*)`", lambda t: _type_words(t.group(1)), body)
-        body = body[:1].lower() + body[1:]
-    return f"{path}: {body}"
-
-
-def _type_words(spec: str) -> str:
-    return " | ".join(_TYPE_WORDS.get(part, part) for part in spec.split(" | "))
+        raise ConfigError(validation_message(str(exc), path)) from None
 
 
 def _type_name(value: object) -> str:

@@ -14,7 +14,6 @@ import builtins
 import errno
 import heapq
 import logging
-import math
 import os
 import re
 import secrets
@@ -42,7 +41,6 @@ log = logging.getLogger("agent_dispatch.storage.jobs")
 ENV_VAR = "AGENT_DISPATCH_JOBS_DIR"
 JOB_ID_RE = re.compile(r"[0-9a-f]{32}")
 _FILE_RE = re.compile(r"([0-9a-f]{32})\.json")
-_STATUSES = ("pending", "running", "done", "failed", "cancelled")
 
 PROGRESS_LINES = 20
 PROGRESS_LINE_CHARS = 300
@@ -370,9 +368,9 @@ class JobStore:
         Files are visited newest mtime first and decoding stops once no older
         file can rank: a record is written when created, so created_at <= mtime.
         """
-        if status is not None and status not in _STATUSES:
+        if status is not None and status not in models.JOB_STATUSES:
             raise InvalidArgument(
-                f"status: expected one of {', '.join(_STATUSES)}, got {status!r}",
+                f"status: expected one of {', '.join(models.JOB_STATUSES)}, got {status!r}",
                 "Leave the status out to list jobs of every status.",
             )
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
@@ -403,15 +401,10 @@ class JobStore:
         """Purge terminal records whose completed_at (else created_at) is older than
         `max_age_days` (None: any age). Returns the ids purged, or that would be.
         Unparsable records and unfinished jobs are always kept."""
-        if max_age_days is not None and (
-            isinstance(max_age_days, bool)
-            or not isinstance(max_age_days, int | float)
-            or not math.isfinite(max_age_days)
-            or max_age_days <= 0
-        ):
-            raise InvalidArgument(
-                f"max_age_days: expected a finite number > 0, got {max_age_days!r}",
-                "Pass e.g. max_age_days=7; use dry_run=true to see what would go.",
+        if max_age_days is not None:
+            hint = "Pass e.g. max_age_days=7; use dry_run=true to see what would go."
+            max_age_days = models.convert(
+                max_age_days, models.PositiveFloat, field="max_age_days", hint=hint
             )
         now = time.time() if now is None else now
         purged: builtins.list[str] = []
@@ -451,7 +444,7 @@ class JobStore:
         now = time.time() if now is None else now
         settle: builtins.list[tuple[Job, str, models.DispatchResult | None]] = []
         for job in self._records():
-            if job.status not in ("running", "pending"):
+            if job.status in models.TERMINAL_STATUSES:
                 continue
             if not pid_alive(job.owner_pid):
                 if job.status == "running":
