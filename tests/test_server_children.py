@@ -17,7 +17,7 @@ import mcp
 import trio
 
 from agent_dispatch.runtime.orphans import process_start
-from agent_dispatch.storage.jobs import JobStore
+from agent_dispatch.storage.jobs import Job, JobStore
 from tests.fake_claude import pid_alive, wait_dead, wait_started
 from tests.server_support import (
     ProgressLog,
@@ -48,6 +48,24 @@ async def start_job(tools: Tools, agent: str, task: str) -> str:
 
 async def status(tools: Tools, job_id: str) -> dict[str, Any]:
     out: dict[str, Any] = (await tools("dispatch_status", job_id=job_id)).ok
+    return out
+
+
+async def record_of_running(ws: Workspace, job_id: str) -> Job:
+    """The job's record once it says `running`: a worker thread writes it just after the
+    server saw the child start. Callers bound it with trio.fail_after."""
+    while (record := JobStore(ws.jobs).require(job_id)).status == "pending":
+        await trio.sleep(0.01)  # another thread's write: nothing to wait on
+    return record
+
+
+async def running_status(tools: Tools, job_id: str) -> dict[str, Any]:
+    """The job's status once the server has seen its child start. The child can be
+    running (and have written its start record) a moment before: trio spawns in a
+    worker thread and hands the pid back to the job's task after exec. Callers bound
+    it with trio.fail_after."""
+    while (out := await status(tools, job_id))["status"] == "pending":
+        await trio.sleep(0.01)  # the hand-back has no event a client could wait on
     return out
 
 
@@ -179,11 +197,11 @@ async def test_wait_wakes_as_soon_as_the_job_finishes(real_tools: Tools, ws: Wor
         async with trio.open_nursery() as nursery:
             nursery.start_soon(waiter)
             run = only(await wait_started(ws.log))
-            running = await status(tools, job_id)
+            running = await running_status(tools, job_id)
             assert running["status"] == "running" and running["started_at"]
             assert answer == {}
             # For `cancel` and the next start, should this server be killed outright.
-            record = JobStore(ws.jobs).require(job_id)
+            record = await record_of_running(ws, job_id)
             assert record.child_pgid == run["pgid"] == run["pid"]
             assert record.child_started == process_start(run["pid"])
             release.touch()
@@ -206,6 +224,7 @@ async def test_cancel_a_running_job_kills_its_process_group(
         run = only(await wait_started(ws.log))
         leader, grandchild = pids_of(run)
         assert pid_alive(leader) and pid_alive(grandchild)
+        await running_status(tools, job_id)  # the server has seen the child start
         out = (await tools("dispatch_cancel", job_id=job_id)).ok
         assert out == {"job_id": job_id, "outcome": "cancelled_running", "status": "cancelled"}
         assert not pid_alive(leader)  # reaped before the answer

@@ -79,14 +79,11 @@ def register_job_tools(server: MCPServer, dispatcher: Dispatcher) -> None:
         if status:
             convert(status, JobStatus, field="status", hint='Pass status="" for every status.')
         count = int(clamped(limit, "limit", 1, MAX_LIST))
-        await dispatcher.jobs.recovered()
-        found = await trio.to_thread.run_sync(
-            lambda: dispatcher.jobs.store.listing(
-                status=status or None, agent=agent or None, limit=count
-            )
+        found = await dispatcher.jobs.listing(
+            status=status or None, agent=agent or None, limit=count
         )
         out: dict[str, Any] = {
-            "jobs": [job_summary(dispatcher.jobs.freshest(j)) for j in found.jobs],
+            "jobs": [job_summary(j) for j in found.jobs],
             "count": len(found.jobs),
         }
         if found.unreadable:  # named, so they are neither hidden nor fatal

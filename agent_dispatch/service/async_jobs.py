@@ -37,6 +37,7 @@ from agent_dispatch.runtime.orphans import process_start, stop_groups
 from agent_dispatch.storage.jobs import (
     Job,
     JobStore,
+    Listing,
     Unreadable,
     add_progress,
     new_job_id,
@@ -143,6 +144,27 @@ class AsyncJobs:
             return live.job
         await self.recovered()
         return await trio.to_thread.run_sync(self.store.require, job_id)
+
+    async def listing(
+        self, *, status: str | None = None, agent: str | None = None, limit: int = 50
+    ) -> Listing:
+        """Newest first, as the store lists them, but with this process's running jobs
+        as they are now: their records lag (they are written from worker threads), so a
+        job that just started is listed as running, not left out of `status="running"`."""
+        await self.recovered()
+        found = await trio.to_thread.run_sync(
+            lambda: self.store.listing(status=status, agent=agent, limit=limit)
+        )
+        listed = [self.freshest(job) for job in found.jobs]  # the store's order
+        seen = {job.id for job in listed}
+        listed += [
+            live.job
+            for live in self._live.values()
+            if live.job.id not in seen and (agent is None or live.job.agent == agent)
+        ]
+        matching = [job for job in listed if status is None or job.status == status]
+        matching.sort(key=lambda job: job.created_at, reverse=True)  # stable: ties keep order
+        return Listing(jobs=matching[:limit], unreadable=found.unreadable)
 
     def freshest(self, job: Job) -> Job:
         """`job` as this process knows it now: the file lags a running job's progress."""
