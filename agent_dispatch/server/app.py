@@ -21,7 +21,7 @@ from pydantic import ValidationError
 
 from agent_dispatch import __version__
 from agent_dispatch.errors import InvalidArgument
-from agent_dispatch.server.toolkit import error_result
+from agent_dispatch.server.toolkit import Toolbox, error_result
 from agent_dispatch.server.tools_agents import register_agent_tools
 from agent_dispatch.server.tools_dispatch import register_dispatch_tools
 from agent_dispatch.server.tools_jobs import register_job_tools
@@ -102,11 +102,13 @@ def _invalid_arguments(tool: str, exc: ValidationError) -> InvalidArgument:
 
 def build_server(dispatcher: Dispatcher, store: ConfigStore) -> MCPServer:
     """The composition root of the MCP surface: every tool closes over one Dispatcher."""
-    server = _Server(name="agent-dispatch", instructions=INSTRUCTIONS, version=__version__)
-    register_agent_tools(server, dispatcher, store)
-    register_dispatch_tools(server, dispatcher)
-    register_job_tools(server, dispatcher)
-    return server
+    box = Toolbox()
+    register_agent_tools(box, dispatcher, store)
+    register_dispatch_tools(box, dispatcher)
+    register_job_tools(box, dispatcher)
+    return _Server(
+        name="agent-dispatch", instructions=INSTRUCTIONS, version=__version__, tools=box.tools
+    )
 
 
 # -- sessions ----------------------------------------------------------------------

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 import logging
+import types
+import typing
 from collections.abc import Awaitable, Callable
 from typing import Any, ParamSpec, cast
 
 import msgspec
 from mcp.server.mcpserver import Context
+from mcp.server.mcpserver.tools import Tool
 from mcp_types import CallToolResult, TextContent
 
 from agent_dispatch import exception_groups
@@ -54,6 +58,86 @@ def tool_errors(
     return wrapper
 
 
+def output_schema(answer: Any) -> dict[str, Any]:
+    """The outputSchema of a tool answering `answer`, a Struct or a union of Structs:
+    msgspec's JSON Schema with an object root, as MCP requires, and one `$defs`."""
+    arms = typing.get_args(answer) if isinstance(answer, types.UnionType) else (answer,)
+    if len(arms) == 1:
+        schema = msgspec.json.schema(arms[0])
+        ref = schema.pop("$ref", None)
+        if ref is not None:  # the Struct's own definition becomes the root
+            schema = {**schema["$defs"][ref.removeprefix("#/$defs/")], **schema}
+    else:
+        schema = either(*arms).extra_json_schema or {}
+    return _hoisted({"type": "object", **schema})
+
+
+def either(*answers: Any) -> msgspec.Meta:
+    """The schema of a value that is one of several untagged Structs. msgspec's own schema
+    refuses such a union (it could not decode it back); an answer is only ever encoded."""
+    return msgspec.Meta(extra_json_schema={"anyOf": [msgspec.json.schema(a) for a in answers]})
+
+
+def _hoisted(schema: dict[str, Any]) -> dict[str, Any]:
+    """`schema` with every nested `$defs` moved to the root, where its `#/$defs/` refs point."""
+    defs: dict[str, Any] = {}
+
+    def lift(node: Any) -> Any:
+        if isinstance(node, list):
+            return [lift(item) for item in node]
+        if not isinstance(node, dict):
+            return node
+        if "$defs" in node:
+            defs.update(lift(node["$defs"]))
+        return {key: lift(value) for key, value in node.items() if key != "$defs"}
+
+    out = cast(dict[str, Any], lift(schema))
+    return {**out, "$defs": defs} if defs else out
+
+
+class Toolbox:
+    """The tools of one server, each registered from an async function that returns a
+    Struct (its return annotation is the answer type). The tool publishes that type's JSON
+    Schema as its outputSchema and answers with the Struct as plain JSON; a DispatchError
+    becomes the error envelope (an isError result, which clients do not validate).
+
+    The SDK derives outputSchema only from pydantic-readable annotations, so the tool
+    function it sees is annotated `dict[str, Any]` (its JSON text and structuredContent
+    are built exactly as for any dict) and the schema is set on the tool's metadata,
+    which the SDK reads live (`FuncMetadata`)."""
+
+    def __init__(self) -> None:
+        self.tools: list[Tool] = []
+
+    def tool(self, fn: Callable[P, Awaitable[msgspec.Struct]]) -> Callable[P, Awaitable[Any]]:
+        hints = typing.get_type_hints(fn)
+        encoded = tool_errors(_encoding(fn))
+        plain = {**hints, "return": dict[str, Any]}
+        encoded.__annotations__ = plain
+        signature = inspect.signature(fn, eval_str=True)
+        encoded.__signature__ = signature.replace(  # type: ignore[attr-defined]
+            return_annotation=dict[str, Any]
+        )
+        tool = Tool.from_function(encoded)
+        tool.fn_metadata.output_schema = output_schema(hints["return"])
+        self.tools.append(tool)
+        return encoded
+
+    def untyped(self, fn: Callable[P, Awaitable[dict[str, Any]]]) -> Callable[P, Awaitable[Any]]:
+        """A tool still answering a plain dict (its outputSchema is a bare object)."""
+        wrapped = tool_errors(fn)
+        self.tools.append(Tool.from_function(wrapped))
+        return wrapped
+
+
+def _encoding(fn: Callable[P, Awaitable[msgspec.Struct]]) -> Callable[P, Awaitable[dict[str, Any]]]:
+    @functools.wraps(fn)
+    async def encode(*args: P.args, **kwargs: P.kwargs) -> dict[str, Any]:
+        return cast(dict[str, Any], msgspec.to_builtins(await fn(*args, **kwargs)))
+
+    return encode
+
+
 def _group_error(tool: str, group: BaseExceptionGroup[BaseException]) -> DispatchError:
     """The MCP edge for what a tool's nursery (heartbeat, progress) raised: a lone user
     error is that error; bugs of ours are an internal error; anything else, Cancelled
@@ -96,11 +180,19 @@ def json_argument(field: str, text: str, hint: str) -> Any:
         raise InvalidArgument(f"{field}: JSON not decodable: {exc}", hint) from None
 
 
-def result_dict(result: DispatchResult, response_format: str = "") -> dict[str, Any]:
-    out = cast(dict[str, Any], msgspec.to_builtins(present(result)))
+class JsonResult(DispatchResult, kw_only=True, omit_defaults=True):
+    """A successful response_format="json" result: `parsed_result` is always there, null
+    meaning "did not parse", not "absent"."""
+
+    parsed_result: Any = msgspec.UNSET
+
+
+def result_answer(result: DispatchResult, response_format: str = "") -> DispatchResult:
+    """`result` as a tool answers with it (see `present`)."""
+    shown = present(result)
     if response_format == "json" and result.success:
-        out.setdefault("parsed_result", None)  # null means "did not parse", not "absent"
-    return out
+        return JsonResult(**msgspec.structs.asdict(shown))
+    return shown
 
 
 def progress_reporter(ctx: Context) -> Callable[[ProgressEvent], Awaitable[None]]:

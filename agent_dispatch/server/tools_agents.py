@@ -6,10 +6,9 @@ import functools
 from typing import Any
 
 import trio
-from mcp.server.mcpserver import MCPServer
 
 from agent_dispatch.models import AgentPatch
-from agent_dispatch.server.toolkit import tool_errors
+from agent_dispatch.server.toolkit import Toolbox
 from agent_dispatch.service import edit_policy as mcp_policy
 from agent_dispatch.service import registry
 from agent_dispatch.service.agent_args import patch_from_args
@@ -17,40 +16,35 @@ from agent_dispatch.service.dispatcher import Dispatcher
 from agent_dispatch.storage.config import ConfigStore
 
 
-def register_agent_tools(server: MCPServer, dispatcher: Dispatcher, store: ConfigStore) -> None:
+def register_agent_tools(box: Toolbox, dispatcher: Dispatcher, store: ConfigStore) -> None:
     """Agents, groups and the cache: config reads and locked config edits."""
 
     async def config() -> Any:
         return dispatcher.config()  # raises ConfigError -> envelope
 
-    @server.tool()
-    @tool_errors
+    @box.untyped
     async def list_agents() -> dict[str, Any]:
         """List the configured agents with health and detected facts (stacks, DBs, MCP servers)."""
         cfg = await config()
         return {"agents": await trio.to_thread.run_sync(registry.list_agents, cfg)}
 
-    @server.tool()
-    @tool_errors
+    @box.untyped
     async def inspect_agent(name: str, preview_lines: int = 40) -> dict[str, Any]:
         """Full config, detected facts and CLAUDE.md / README.md previews of one agent."""
         cfg = await config()
         return await trio.to_thread.run_sync(registry.inspect_agent, cfg, name, preview_lines)
 
-    @server.tool()
-    @tool_errors
+    @box.untyped
     async def list_groups() -> dict[str, Any]:
         """List agent groups; members that are not configured agents say `unknown: true`."""
         return {"groups": registry.list_groups(await config())}
 
-    @server.tool()
-    @tool_errors
+    @box.untyped
     async def inspect_group(name: str) -> dict[str, Any]:
         """One group's description, shared context and members."""
         return registry.inspect_group(await config(), name)
 
-    @server.tool()
-    @tool_errors
+    @box.untyped
     async def add_agent(
         name: str,
         directory: str,
@@ -75,8 +69,7 @@ def register_agent_tools(server: MCPServer, dispatcher: Dispatcher, store: Confi
             functools.partial(registry.add_agent, store, name, patch, guard=mcp_policy.check_edit)
         )
 
-    @server.tool()
-    @tool_errors
+    @box.untyped
     async def update_agent(
         name: str,
         directory: str = "",
@@ -103,8 +96,7 @@ def register_agent_tools(server: MCPServer, dispatcher: Dispatcher, store: Confi
             )
         )
 
-    @server.tool()
-    @tool_errors
+    @box.untyped
     async def remove_agent(name: str) -> dict[str, Any]:
         """Remove an agent from the config (its directory is untouched)."""
         mcp_policy.check_edits_allowed(await config(), name, "remove")
@@ -112,15 +104,13 @@ def register_agent_tools(server: MCPServer, dispatcher: Dispatcher, store: Confi
             registry.remove_agent, store, name, mcp_policy.check_edit
         )
 
-    @server.tool()
-    @tool_errors
+    @box.untyped
     async def cache_stats() -> dict[str, Any]:
         """Result cache size, hits, misses, evictions, hit rate and TTL."""
         await config()
         return dict(dispatcher.cache.stats())
 
-    @server.tool()
-    @tool_errors
+    @box.untyped
     async def cache_clear() -> dict[str, Any]:
         """Drop every cached dispatch result."""
         await config()  # like every tool: a broken config is reported, not skipped

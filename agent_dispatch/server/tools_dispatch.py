@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 import trio
-from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver import Context
 
 from agent_dispatch.errors import InvalidArgument, StorageError
 from agent_dispatch.models import (
@@ -19,9 +19,16 @@ from agent_dispatch.models import (
     dispatch_request,
 )
 from agent_dispatch.server.remedies import present_job
-from agent_dispatch.server.toolkit import json_argument, progress_reporter, result_dict, tool_errors
+from agent_dispatch.server.toolkit import (
+    Toolbox,
+    either,
+    json_argument,
+    progress_reporter,
+    result_answer,
+)
+from agent_dispatch.service.dialogue import DialogueResult
 from agent_dispatch.service.dispatcher import Dispatcher
-from agent_dispatch.service.views import ref_payload
+from agent_dispatch.service.views import RefAnswer, ref_answer
 
 HEARTBEAT_SECONDS = 15.0
 MAX_SUMMARY_CHARS = 100_000
@@ -38,18 +45,30 @@ def shape(
     *,
     return_ref: bool,
     summary_chars: int,
-) -> dict[str, Any]:
+) -> DispatchResult | RefAnswer:
     """The tool answer for one dispatch: the result, or a ref payload to fetch it later."""
     if not return_ref:
-        return result_dict(result, req.response_format)
+        return result_answer(result, req.response_format)
     try:
         job = dispatcher.store_ref(req, result)
     except StorageError as exc:  # the run is done (and paid for): never lose its answer
-        out = result_dict(result, req.response_format)
+        out = result_answer(result, req.response_format)
         note = f"return_ref failed, so this is the whole result: {exc.message}"
-        out["hint"] = f"{out['hint']} {note}" if out.get("hint") else note
-        return out
-    return ref_payload(present_job(job), summary_chars)
+        return msgspec.structs.replace(out, hint=f"{out.hint} {note}" if out.hint else note)
+    return ref_answer(present_job(job), summary_chars)
+
+
+class ParallelResults(msgspec.Struct, kw_only=True):
+    """dispatch_parallel without an aggregate: one answer per item, in input order."""
+
+    results: list[Annotated[Any, either(DispatchResult, RefAnswer)]]
+
+
+class ParallelAggregated(msgspec.Struct, kw_only=True):
+    """dispatch_parallel with an aggregate: the items' answers and the merged one."""
+
+    individual_results: list[Annotated[Any, either(DispatchResult, RefAnswer)]]
+    aggregated: DispatchResult
 
 
 _DISPATCHES_HINT = 'Pass a list like [{"agent": "backend", "task": "..."}].'
@@ -95,9 +114,8 @@ async def heartbeat(ctx: Context, what: str) -> AsyncIterator[None]:
             nursery.cancel_scope.cancel()
 
 
-def register_dispatch_tools(server: MCPServer, dispatcher: Dispatcher) -> None:
-    @server.tool()
-    @tool_errors
+def register_dispatch_tools(box: Toolbox, dispatcher: Dispatcher) -> None:
+    @box.tool
     async def dispatch(
         agent: str,
         task: str,
@@ -110,7 +128,7 @@ def register_dispatch_tools(server: MCPServer, dispatcher: Dispatcher) -> None:
         group: str = "",
         return_ref: bool = False,
         summary_chars: float = 500,
-    ) -> dict[str, Any]:
+    ) -> DispatchResult | RefAnswer:
         """Delegate one task to an agent and wait for its answer (clean answers are cached).
         timeout_seconds: 0 = the agent's own; else clamped to 10..7200. return_ref=true
         returns a short summary and a ref for fetch_result instead of the whole answer."""
@@ -120,8 +138,7 @@ def register_dispatch_tools(server: MCPServer, dispatcher: Dispatcher) -> None:
             result = await dispatcher.dispatch(req)
         return shape(dispatcher, req, result, return_ref=return_ref, summary_chars=chars)
 
-    @server.tool()
-    @tool_errors
+    @box.tool
     async def dispatch_session(
         agent: str,
         task: str,
@@ -132,16 +149,15 @@ def register_dispatch_tools(server: MCPServer, dispatcher: Dispatcher) -> None:
         goal: str = "",
         response_format: str = "",
         timeout_seconds: float = 0,
-    ) -> dict[str, Any]:
+    ) -> DispatchResult:
         """Start a conversation with an agent, or continue one by passing the session_id of
         an earlier result (also how a timed-out dispatch is resumed). Never cached."""
         req = dispatch_request(locals())
         async with heartbeat(ctx, f"session with {agent}"):
             result = await dispatcher.dispatch_session(req)
-        return result_dict(result, req.response_format)
+        return result_answer(result, req.response_format)
 
-    @server.tool()
-    @tool_errors
+    @box.tool
     async def dispatch_stream(
         agent: str,
         task: str,
@@ -151,20 +167,19 @@ def register_dispatch_tools(server: MCPServer, dispatcher: Dispatcher) -> None:
         goal: str = "",
         response_format: str = "",
         timeout_seconds: float = 0,
-    ) -> dict[str, Any]:
+    ) -> DispatchResult:
         """Like dispatch_session, with the agent's text, tool calls and retries sent live as
         progress notifications."""
         req = dispatch_request(locals())
         result = await dispatcher.dispatch_stream(req, progress_reporter(ctx))
-        return result_dict(result, req.response_format)
+        return result_answer(result, req.response_format)
 
-    @server.tool()
-    @tool_errors
+    @box.tool
     async def dispatch_parallel(
         dispatches: list[dict[str, Any]] | str,
         ctx: Context,
         aggregate: str = "",
-    ) -> dict[str, Any]:
+    ) -> ParallelResults | ParallelAggregated:
         """Run several dispatches at once (each item: agent, task, and optionally context,
         caller, goal, response_format, timeout_seconds, group). Results come back in input
         order; `aggregate` names an agent that merges them. The whole batch is validated
@@ -190,22 +205,23 @@ def register_dispatch_tools(server: MCPServer, dispatcher: Dispatcher) -> None:
             for r, req, it, n in zip(outcome.results, requests, items, chars, strict=True)
         ]
         if outcome.aggregated is None:
-            return {"results": shaped}
-        return {"individual_results": shaped, "aggregated": result_dict(outcome.aggregated)}
+            return ParallelResults(results=shaped)
+        return ParallelAggregated(
+            individual_results=shaped, aggregated=result_answer(outcome.aggregated)
+        )
 
-    @server.tool()
-    @tool_errors
+    @box.tool
     async def dispatch_dialogue(
         requester: str,
         responder: str,
         topic: str,
         ctx: Context,
         max_rounds: float = 3,
-    ) -> dict[str, Any]:
+    ) -> DialogueResult:
         """Two agents talk about a topic until one side ends a message with [RESOLVED]
         (max_rounds 1..10). Returns the whole conversation and the final answer."""
         async with heartbeat(ctx, f"dialogue {requester} <-> {responder}"):
             result = await dispatcher.dispatch_dialogue(
                 requester=requester, responder=responder, topic=topic, max_rounds=max_rounds
             )
-        return dict(msgspec.to_builtins(result))
+        return result

@@ -1,8 +1,13 @@
-"""What the job tools answer: pure views of a job record (status, list line, ref, result)."""
+"""What the job tools answer: pure views of a job record (status, list line, ref, result).
+
+Each answer is a Struct: its JSON Schema is what the MCP face publishes as the
+tool's outputSchema, and `msgspec.to_builtins` of it is the JSON the tool sends.
+Optional fields are omitted when unset, as the answers always have.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import msgspec
 
@@ -39,31 +44,73 @@ def _result_of(job: Job) -> models.DispatchResult | None:
     return None
 
 
-def ref_payload(job: Job, summary_chars: int) -> dict[str, Any]:
+class RefAnswer(msgspec.Struct, kw_only=True, omit_defaults=True):
     """The compact answer for `return_ref`: a summary plus the ref to fetch the rest."""
+
+    ref: str
+    agent: str
+    success: bool
+    size: int
+    summary: str
+    summary_chars: int
+    session_id: str | None
+    cost_usd: float | None
+    duration_ms: int | None
+    parsed_result: Any = None
+    error: str | None = None
+    error_type: models.ErrorType | None = None
+    hint: str | None = None
+    denied_tools: list[str] | None = None
+    budget_exceeded: bool | None = None
+    cached: bool | None = None
+
+
+def ref_answer(job: Job, summary_chars: int) -> RefAnswer:
     limit = max(0, min(int(summary_chars), SUMMARY_MAX_CHARS))
     res = _result_of(job) or models.DispatchResult(agent=job.agent, success=False)
-    out: dict[str, Any] = {
-        "ref": job.id,
-        "agent": job.agent,
-        "success": res.success,
-        "size": len(res.result),
-        "summary": _cut(res.result, limit),
-        "summary_chars": limit,
-        "session_id": res.session_id,
-        "cost_usd": res.cost_usd,
-        "duration_ms": res.duration_ms,
-    }
-    if res.parsed_result is not None:
-        out["parsed_result"] = res.parsed_result
-    for key in ("error", "error_type", "hint", "denied_tools", "budget_exceeded", "cached"):
-        value = getattr(res, key)
-        if value is not None:
-            out[key] = value
-    return out
+    return RefAnswer(
+        ref=job.id,
+        agent=job.agent,
+        success=res.success,
+        size=len(res.result),
+        summary=_cut(res.result, limit),
+        summary_chars=limit,
+        session_id=res.session_id,
+        cost_usd=res.cost_usd,
+        duration_ms=res.duration_ms,
+        parsed_result=res.parsed_result,
+        error=res.error,
+        error_type=res.error_type,
+        hint=res.hint,
+        denied_tools=res.denied_tools,
+        budget_exceeded=res.budget_exceeded,
+        cached=res.cached,
+    )
 
 
-def fetch_payload(job: Job, max_chars: float) -> dict[str, Any]:
+class FetchedResult(models.DispatchResult, kw_only=True, omit_defaults=True):
+    """A finished job's result behind a ref or job id, named by both."""
+
+    result: str  # always present, even when empty
+    ref: str
+    job_id: str
+    status: models.JobStatus
+    truncated: bool | None = None
+    full_size: int | None = None
+
+
+class UnfinishedResult(msgspec.Struct, kw_only=True):
+    """What fetch_result answers for a job that has not finished."""
+
+    ref: str
+    job_id: str
+    agent: str
+    status: models.JobStatus
+    progress: list[str]
+    hint: str
+
+
+def fetch_answer(job: Job, max_chars: float) -> FetchedResult | UnfinishedResult:
     """The full result behind a ref or job id; `max_chars > 0` cuts the text and says
     `truncated` and `full_size`. An unfinished job gives its status and progress."""
     max_chars = models.convert(
@@ -71,57 +118,155 @@ def fetch_payload(job: Job, max_chars: float) -> dict[str, Any]:
     )
     res = _result_of(job)
     if res is None:
-        return {
-            "ref": job.id,
-            "job_id": job.id,
-            "agent": job.agent,
-            "status": job.status,
-            "progress": list(job.progress),
-            "hint": "The job has not finished; call dispatch_wait with this job_id.",
-        }
-    out: dict[str, Any] = msgspec.to_builtins(res)
-    out.setdefault("result", "")
-    out.update(ref=job.id, job_id=job.id, status=job.status)
+        return UnfinishedResult(
+            ref=job.id,
+            job_id=job.id,
+            agent=job.agent,
+            status=job.status,
+            progress=list(job.progress),
+            hint="The job has not finished; call dispatch_wait with this job_id.",
+        )
+    fields = msgspec.structs.asdict(res)
     limit = int(max_chars)
     if limit > 0 and len(res.result) > limit:
-        out["result"] = res.result[:limit]
-        out["truncated"] = True
-        out["full_size"] = len(res.result)
-    return out
+        fields.update(result=res.result[:limit], truncated=True, full_size=len(res.result))
+    return FetchedResult(**fields, ref=job.id, job_id=job.id, status=job.status)
+
+
+class JobRecord(msgspec.Struct, kw_only=True):
+    """The dispatch_status record."""
+
+    id: str
+    agent: str
+    task: str
+    status: models.JobStatus
+    kind: Literal["async", "ref"]
+    created_at: str
+    started_at: str | None
+    completed_at: str | None
+    result: models.DispatchResult | None
+    error: str | None
+    progress: list[str]
+
+
+def job_record(job: Job) -> JobRecord:
+    return JobRecord(
+        id=job.id,
+        agent=job.agent,
+        task=job.task,
+        status=job.status,
+        kind=job.kind,
+        created_at=job.created_at,
+        started_at=job.started_at,
+        completed_at=job.completed_at,
+        result=job.result,
+        error=job.error,
+        progress=list(job.progress),
+    )
+
+
+class JobLine(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """One line of dispatch_jobs."""
+
+    id: str
+    agent: str
+    status: models.JobStatus
+    kind: Literal["async", "ref"]
+    created_at: str
+    completed_at: str | None
+    task: str
+    success: bool | None = None
+    error: str | None = None
+    last_progress: str | None = None
+
+
+def job_line(job: Job) -> JobLine:
+    return JobLine(
+        id=job.id,
+        agent=job.agent,
+        status=job.status,
+        kind=job.kind,
+        created_at=job.created_at,
+        completed_at=job.completed_at,
+        task=_cut(job.task, TASK_PREVIEW_CHARS),
+        success=None if job.result is None else job.result.success,
+        error=None if job.error is None else _cut(job.error, TASK_PREVIEW_CHARS),
+        last_progress=job.progress[-1] if job.status == "running" and job.progress else None,
+    )
+
+
+class Accepted(msgspec.Struct, kw_only=True):
+    """dispatch_async: the job that was started."""
+
+    job_id: str
+    status: models.JobStatus
+    agent: str
+
+
+class WaitedJob(JobRecord, kw_only=True):
+    """dispatch_wait on one job_id: its record, and whether the wait hit its deadline."""
+
+    timed_out_waiting: bool
+
+
+class WaitedJobs(msgspec.Struct, kw_only=True):
+    """dispatch_wait on job_ids: their records, and whether the wait hit its deadline."""
+
+    jobs: list[JobRecord]
+    mode: str
+    timed_out_waiting: bool
+
+
+class Cancelled(msgspec.Struct, kw_only=True):
+    """dispatch_cancel: what became of the job."""
+
+    job_id: str
+    outcome: Literal["cancelled", "cancelled_running", "not_found", "already_terminal", "running"]
+    status: models.JobStatus | None
+
+
+class UnreadableRecord(msgspec.Struct, kw_only=True):
+    path: str
+    reason: str
+
+
+class JobList(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """dispatch_jobs: recent jobs, newest first; unreadable record files are named."""
+
+    jobs: list[JobLine]
+    count: int
+    unreadable: list[UnreadableRecord] | None = None
+    hint: str | None = None
+
+
+class Purged(msgspec.Struct, kw_only=True):
+    """dispatch_gc: the job records deleted."""
+
+    purged: int
+    job_ids: list[str]
+
+
+class WouldPurge(msgspec.Struct, kw_only=True):
+    """dispatch_gc with dry_run: the job records it would delete."""
+
+    would_purge: int
+    job_ids: list[str]
+
+
+# The same answers as plain JSON values, for the CLI and for tests that read fields.
+
+
+def ref_payload(job: Job, summary_chars: int) -> dict[str, Any]:
+    return cast(dict[str, Any], msgspec.to_builtins(ref_answer(job, summary_chars)))
+
+
+def fetch_payload(job: Job, max_chars: float) -> dict[str, Any]:
+    return cast(dict[str, Any], msgspec.to_builtins(fetch_answer(job, max_chars)))
 
 
 def job_view(job: Job) -> dict[str, Any]:
-    """The dispatch_status record."""
-    return {
-        "id": job.id,
-        "agent": job.agent,
-        "task": job.task,
-        "status": job.status,
-        "kind": job.kind,
-        "created_at": job.created_at,
-        "started_at": job.started_at,
-        "completed_at": job.completed_at,
-        "result": None if job.result is None else msgspec.to_builtins(job.result),
-        "error": job.error,
-        "progress": list(job.progress),
-    }
+    return cast(dict[str, Any], msgspec.to_builtins(job_record(job)))
 
 
 def job_summary(job: Job) -> dict[str, Any]:
-    """One line of dispatch_jobs."""
-    out: dict[str, Any] = {
-        "id": job.id,
-        "agent": job.agent,
-        "status": job.status,
-        "kind": job.kind,
-        "created_at": job.created_at,
-        "completed_at": job.completed_at,
-        "task": _cut(job.task, TASK_PREVIEW_CHARS),
-    }
-    if job.result is not None:
-        out["success"] = job.result.success
-    if job.error is not None:
-        out["error"] = _cut(job.error, TASK_PREVIEW_CHARS)
-    if job.status == "running" and job.progress:
-        out["last_progress"] = job.progress[-1]
-    return out
+    return cast(dict[str, Any], msgspec.to_builtins(job_line(job)))
