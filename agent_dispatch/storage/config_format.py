@@ -193,7 +193,7 @@ def dump_config(cfg: Config) -> bytes:
 
     Tri-state tool lists survive: None is omitted (read back as None), () is `[]`.
     """
-    data: dict[str, Any] = _plain(cfg)
+    data: dict[str, Any] = _plain(cfg, {})
     out: dict[str, Any] = {"agents": data.get("agents", {})}
     out.update((k, v) for k, v in data.items() if k != "agents")
     text = yaml.dump(
@@ -207,27 +207,33 @@ def dump_config(cfg: Config) -> bytes:
     return _HEADER + text.encode("utf-8")
 
 
-def _plain(value: Any) -> Any:
+def _plain(value: Any, fields_of: dict[type, tuple[msgspec.structs.FieldInfo, ...]]) -> Any:
+    """Builtins for YAML; `fields_of` keeps each Struct type's fields for this one dump
+    (msgspec resolves the annotations on every `fields` call: most of a dump's time)."""
     if isinstance(value, msgspec.Struct):
         out: dict[str, Any] = {}
-        for field in msgspec.structs.fields(value):
+        kind = type(value)
+        fields = fields_of.get(kind)
+        if fields is None:
+            fields = fields_of[kind] = msgspec.structs.fields(kind)
+        for field in fields:
             item = getattr(value, field.name)
             if field.default is not msgspec.NODEFAULT:
                 default = field.default
             elif field.default_factory is not msgspec.NODEFAULT:
                 default = field.default_factory()
             else:
-                out[field.encode_name] = _plain(item)
+                out[field.encode_name] = _plain(item, fields_of)
                 continue
             if item is default or (type(item) is type(default) and item == default):
                 continue
             numbers = (int, float)
             if type(item) in numbers and type(default) in numbers and item == default:
                 continue  # 300 vs 300.0
-            out[field.encode_name] = _plain(item)
+            out[field.encode_name] = _plain(item, fields_of)
         return out
     if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
+        return {k: _plain(v, fields_of) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
+        return [_plain(v, fields_of) for v in value]
     return value
