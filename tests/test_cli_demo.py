@@ -5,7 +5,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from agent_dispatch.cli import demo_agent
 from agent_dispatch.cli.demo import _logged_in
@@ -37,21 +40,65 @@ def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def _demo(tmp_path: Path, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "agent_dispatch", "demo", *args],
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=_env(tmp_path, **extra),
-        timeout=120,
-        check=False,
-    )
+# The demo runs the tests below check, by name: (demo arguments, environment).
+DEMO_RUNS: dict[str, tuple[tuple[str, ...], dict[str, str]]] = {
+    "simulated": ((), {}),
+    "logged in": (
+        (),
+        {"ANTHROPIC_API_KEY": "sk-test", "FAKE_CLAUDE_PYTHON": sys.executable, "PATH": BIN_DIR},
+    ),
+    "--simulated": (
+        ("--simulated",),
+        {"ANTHROPIC_API_KEY": "sk-test", "AGENT_DISPATCH_CLAUDE": CLAUDE_BIN},
+    ),
+    "failing agents": (
+        (),
+        {
+            "ANTHROPIC_API_KEY": "sk-test",
+            "FAKE_CLAUDE_PYTHON": sys.executable,
+            "FAKE_CLAUDE_DEFAULTS": "@fake api_error=401",
+            "PATH": BIN_DIR,
+        },
+    ),
+}
 
 
-def test_demo_runs_simulated_without_claude_and_labels_every_line(tmp_path):
-    proc = _demo(tmp_path)
+class _Demo:
+    def __init__(self, tmp_path: Path, *args: str, **extra: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "agent_dispatch", "demo", *args],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=tmp_path,
+            env=_env(tmp_path, **extra),
+        )
+
+    def result(self) -> subprocess.CompletedProcess[str]:
+        out, err = self.proc.communicate(timeout=120)
+        return subprocess.CompletedProcess(self.proc.args, self.proc.returncode, out, err)
+
+
+@pytest.fixture(scope="module")
+def demos(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, _Demo]]:
+    """Every demo run of this module, started together: each is two Pythons importing
+    the mcp SDK (seconds of CPU), so they overlap instead of queueing."""
+    runs = {
+        name: _Demo(tmp_path_factory.mktemp("demo"), *args, **extra)
+        for name, (args, extra) in DEMO_RUNS.items()
+    }
+    try:
+        yield runs
+    finally:
+        for run in runs.values():
+            if run.proc.poll() is None:
+                run.proc.kill()
+            run.proc.communicate()
+
+
+def test_demo_runs_simulated_without_claude_and_labels_every_line(demos):
+    proc = demos["simulated"].result()
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert len(lines) > 20
@@ -67,11 +114,9 @@ def test_demo_runs_simulated_without_claude_and_labels_every_line(tmp_path):
     assert not os.path.exists(workspace)  # cleaned up
 
 
-def test_demo_uses_a_logged_in_claude_for_real(tmp_path):
+def test_demo_uses_a_logged_in_claude_for_real(demos):
     """With a claude on PATH and credentials, the agents run it (here: the test fake)."""
-    proc = _demo(
-        tmp_path, ANTHROPIC_API_KEY="sk-test", FAKE_CLAUDE_PYTHON=sys.executable, PATH=BIN_DIR
-    )
+    proc = demos["logged in"].result()
     assert proc.returncode == 0, proc.stderr
     assert "[simulated]" not in proc.stdout
     assert "agents run your claude CLI" in proc.stdout
@@ -80,24 +125,16 @@ def test_demo_uses_a_logged_in_claude_for_real(tmp_path):
         assert section in proc.stdout, section
 
 
-def test_demo_simulated_flag_wins_over_a_logged_in_claude(tmp_path):
-    proc = _demo(
-        tmp_path, "--simulated", ANTHROPIC_API_KEY="sk-test", AGENT_DISPATCH_CLAUDE=CLAUDE_BIN
-    )
+def test_demo_simulated_flag_wins_over_a_logged_in_claude(demos):
+    proc = demos["--simulated"].result()
     assert proc.returncode == 0, proc.stderr
     assert "forced by --simulated" in proc.stdout
     assert all(line.startswith("[simulated]") for line in proc.stdout.splitlines())
 
 
-def test_demo_fails_when_the_agents_fail(tmp_path):
+def test_demo_fails_when_the_agents_fail(demos):
     """A claude that looks logged in but cannot answer: the demo says so and exits 1."""
-    proc = _demo(
-        tmp_path,
-        ANTHROPIC_API_KEY="sk-test",
-        FAKE_CLAUDE_PYTHON=sys.executable,
-        FAKE_CLAUDE_DEFAULTS="@fake api_error=401",
-        PATH=BIN_DIR,
-    )
+    proc = demos["failing agents"].result()
     assert proc.returncode == 1
     assert "FAILED (cli_error)" in proc.stdout
     assert proc.stderr.startswith("error: demo: ")
