@@ -37,8 +37,8 @@ def test_miss_then_hit_marks_cached_and_counts() -> None:
     hit = cache.get(key("t"))
     assert hit is not None and hit.cached is True and hit.result == "answer"
     stats = cache.stats()
-    assert (stats["hits"], stats["misses"], stats["size"]) == (1, 1, 1)
-    assert stats["hit_rate"] == 0.5
+    assert (stats.hits, stats.misses, stats.size) == (1, 1, 1)
+    assert stats.hit_rate == 0.5
 
 
 def test_entry_expires_at_ttl_from_insertion() -> None:
@@ -49,7 +49,7 @@ def test_entry_expires_at_ttl_from_insertion() -> None:
     assert cache.get(key("t")) is not None
     clock.now += 0.1
     assert cache.get(key("t")) is None
-    assert cache.stats()["size"] == 0
+    assert cache.stats().size == 0
 
 
 def test_fifo_eviction_at_max_size_counts_evictions() -> None:
@@ -61,7 +61,7 @@ def test_fifo_eviction_at_max_size_counts_evictions() -> None:
     assert cache.get(key("one")) is None
     assert cache.get(key("two")) is not None
     assert cache.get(key("three")) is not None
-    assert cache.stats()["evictions"] == 1
+    assert cache.stats().evictions == 1
 
 
 def test_only_clean_successes_are_stored() -> None:
@@ -75,7 +75,7 @@ def test_only_clean_successes_are_stored() -> None:
     for i, result in enumerate(dirty):
         assert not is_cacheable(result)
         assert not cache.put(key(str(i)), "a", result)
-    assert cache.stats()["size"] == 0
+    assert cache.stats().size == 0
 
 
 def test_invalidate_agent_drops_only_that_agent() -> None:
@@ -110,9 +110,9 @@ def test_configure_shrinks_and_clear_empties() -> None:
     for task in "abcde":
         cache.put(key(task), "a", ok())
     cache.configure(ttl=60, max_size=2)
-    assert cache.stats()["size"] == 2
+    assert cache.stats().size == 2
     assert cache.clear() == 2
-    assert cache.stats()["size"] == 0
+    assert cache.stats().size == 0
 
 
 def test_zero_ttl_or_size_disables_storage() -> None:

@@ -306,7 +306,7 @@ def test_list_json_matches_the_list_agents_tool(cli):
     res = cli("list", "--json")
     assert res.rc == 0
     data = msgspec.json.decode(res.out)
-    assert data == {"agents": registry.list_agents(cli.load())}
+    assert data == {"agents": msgspec.to_builtins(registry.list_agents(cli.load()))}
     by_name = {a["name"]: a for a in data["agents"]}
     assert by_name["a"]["allowed_tools"] == []
     assert by_name["b"]["allowed_tools"] == ["Bash"]

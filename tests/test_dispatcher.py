@@ -175,7 +175,7 @@ async def test_cache_hit_miss_ttl_and_eviction_with_injected_clock(
         await d.dispatch(req("same"))
         assert len(runner.calls) == 4
         stats = d.cache.stats()
-        assert (stats["hits"], stats["misses"], stats["evictions"]) == (1, 4, 2)
+        assert (stats.hits, stats.misses, stats.evictions) == (1, 4, 2)
 
 
 async def test_sessions_and_streams_are_never_cached(
@@ -368,7 +368,7 @@ async def test_config_change_resizes_the_limiter_and_drops_the_agents_cache(
     store = ConfigStore(path)
     async with Dispatcher.open(store, env=ENV, jobs=JobStore(tmp_path / "j"), runner=runner) as d:
         await d.dispatch(req("t"))
-        assert d.cache.stats()["size"] == 1
+        assert d.cache.stats().size == 1
         store.update(
             lambda c: msgspec.structs.replace(
                 c,
@@ -381,7 +381,7 @@ async def test_config_change_resizes_the_limiter_and_drops_the_agents_cache(
         )
         d.config()
         assert d.limiter.total_tokens == 4
-        assert d.cache.stats()["size"] == 0
+        assert d.cache.stats().size == 0
         await d.dispatch(req("t"))
     assert runner.calls[-1].spec.invocation.model == "opus"
 

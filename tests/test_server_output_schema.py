@@ -12,8 +12,9 @@ import pytest
 from agent_dispatch.models import DispatchResult
 from agent_dispatch.runtime.scripted import Script, ScriptedRunner
 from agent_dispatch.server.toolkit import output_schema
-from agent_dispatch.service import views
-from tests.server_support import Tools
+from agent_dispatch.service import registry, views
+from agent_dispatch.service.cache import CacheStats
+from tests.server_support import Tools, Workspace
 
 pytest_plugins = ("tests.server_fixtures",)  # ws, runner, served, tools
 
@@ -30,6 +31,15 @@ TYPED = {
     "dispatch_jobs",
     "fetch_result",
     "dispatch_gc",
+    "list_agents",
+    "inspect_agent",
+    "list_groups",
+    "inspect_group",
+    "add_agent",
+    "update_agent",
+    "remove_agent",
+    "cache_stats",
+    "cache_clear",
 }
 
 
@@ -49,7 +59,7 @@ async def test_every_typed_tool_publishes_the_shape_of_its_answer(tools: Tools) 
 
 
 async def test_each_tool_answers_what_its_output_schema_says(
-    tools: Tools, runner: ScriptedRunner
+    tools: Tools, runner: ScriptedRunner, ws: Workspace
 ) -> None:
     runner.on(Script(reply="[RESOLVED] agreed"), prompt="")
     schemas = await _schemas(tools)
@@ -80,6 +90,29 @@ async def test_each_tool_answers_what_its_output_schema_says(
         ("dispatch_jobs", {}),
         ("dispatch_gc", {"dry_run": True}),
         ("dispatch_gc", {"max_age_days": 1}),
+        ("list_agents", {}),
+        ("inspect_agent", {"name": "alpha"}),
+        ("inspect_agent", {"name": "alpha", "preview_lines": 0}),
+        ("list_groups", {}),
+        ("inspect_group", {"name": "team"}),
+        (
+            "add_agent",
+            {
+                "name": "gamma",
+                "directory": str(ws.beta),
+                "max_budget_usd": 1.5,
+                "permission_mode": "plan",
+                "allowed_tools": "Read",
+                "disallowed_tools": "[]",
+                "risky_capabilities": "deploy",
+            },
+        ),
+        ("inspect_agent", {"name": "gamma"}),
+        ("list_agents", {}),
+        ("update_agent", {"name": "gamma", "timeout": "none"}),
+        ("remove_agent", {"name": "gamma"}),
+        ("cache_stats", {}),
+        ("cache_clear", {}),
     ]
     seen = {"dispatch_async"}
     for name, args in calls:
@@ -91,7 +124,16 @@ async def test_each_tool_answers_what_its_output_schema_says(
 
 @pytest.mark.parametrize(
     "answer",
-    [DispatchResult, views.RefAnswer, views.JobRecord, views.JobList, views.Cancelled],
+    [
+        DispatchResult,
+        views.RefAnswer,
+        views.JobRecord,
+        views.JobList,
+        views.Cancelled,
+        registry.AgentInfo,
+        registry.GroupInfo,
+        CacheStats,
+    ],
 )
 def test_a_struct_answer_publishes_msgspecs_schema_of_that_struct(answer: type) -> None:
     schema = output_schema(answer)

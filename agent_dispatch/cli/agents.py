@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import msgspec
+
 from agent_dispatch.cli.common import (
     JsonFlag,
     command,
@@ -74,7 +76,7 @@ def add(
     args = {k: v for k, v in locals().items() if k in AgentPatch.__struct_fields__}
     patch = patch_from_args(args, zero="default", hint=_flag_hint("add"))
     out = registry.add_agent(config_store(), name, patch)
-    agent = out["agent"]
+    agent = msgspec.to_builtins(out.agent)
     emit(f"added agent {name}: {agent['directory']}")
     auto = "" if description.strip() else " (generated; change it with --description)"
     emit(f"  description: {agent.get('description', '')}{auto}")
@@ -147,7 +149,7 @@ def update(
             "see `agent-dispatch update --help`.",
         )
     out = registry.update_agent(config_store(), name, patch)
-    changed = ", ".join(out["fields"]) or "nothing"
+    changed = ", ".join(out.fields) or "nothing"
     emit(f"updated agent {name}: {changed}")
     return 0
 
@@ -195,7 +197,7 @@ def list_(*, json: JsonFlag = False) -> int:
     """
     store = config_store()
     cfg = store.load()
-    briefs = registry.list_agents(cfg)
+    briefs = msgspec.to_builtins(registry.list_agents(cfg))
     if json:
         emit_json({"agents": briefs})
         return 0
@@ -237,7 +239,7 @@ def describe(name: str, /, *, json: JsonFlag = False, preview_lines: int = 20) -
         Lines of CLAUDE.md and README.md to show (0..200).
     """
     cfg = config_store().load()
-    info = registry.inspect_agent(cfg, name, preview_lines)
+    info = msgspec.to_builtins(registry.inspect_agent(cfg, name, preview_lines))
     if json:
         emit_json(info)
         return 0

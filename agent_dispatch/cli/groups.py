@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
-
+import msgspec
 from cyclopts import App
 
 from agent_dispatch.cli.common import JsonFlag, command, config_store, cut, emit, emit_json, table
@@ -15,17 +14,17 @@ group_app = App(name="group", help="Manage agent groups (add, list, inspect, upd
 # -- groups ------------------------------------------------------------------------
 
 
-def _print_group(info: dict[str, Any]) -> None:
-    emit(info["name"])
-    emit(f"  description     {info['description'] or '-'}")
-    if info.get("shared_context"):
-        emit(f"  shared_context  {info['shared_context']}")
-    if not info["members"]:
+def _print_group(info: registry.GroupInfo) -> None:
+    emit(info.name)
+    emit(f"  description     {info.description or '-'}")
+    if info.shared_context:
+        emit(f"  shared_context  {info.shared_context}")
+    if not info.members:
         emit("  members         (none)")
-    for member in info["members"]:
-        flag = "  (UNKNOWN agent)" if member.get("unknown") else ""
-        use = f": {member['use_for']}" if member["use_for"] else ""
-        emit(f"  member          {member['agent']}{use}{flag}")
+    for member in info.members:
+        flag = "  (UNKNOWN agent)" if member.unknown is True else ""
+        use = f": {member.use_for}" if member.use_for else ""
+        emit(f"  member          {member.agent}{use}{flag}")
 
 
 @group_app.command(name="add")
@@ -108,7 +107,7 @@ def group_list(*, json: JsonFlag = False) -> int:
     """List the groups and their members (unknown members are flagged)."""
     groups = registry.list_groups(config_store().load())
     if json:
-        emit_json({"groups": groups})
+        emit_json({"groups": msgspec.to_builtins(groups)})
         return 0
     if not groups:
         emit("no groups")
@@ -116,8 +115,8 @@ def group_list(*, json: JsonFlag = False) -> int:
         return 0
     rows = []
     for g in groups:
-        names = [m["agent"] + ("(UNKNOWN)" if m.get("unknown") else "") for m in g["members"]]
-        rows.append([g["name"], ",".join(names) or "-", cut(g["description"], 60)])
+        names = [m.agent + ("(UNKNOWN)" if m.unknown is True else "") for m in g.members]
+        rows.append([g.name, ",".join(names) or "-", cut(g.description, 60)])
     for line in table(["NAME", "MEMBERS", "DESCRIPTION"], rows):
         emit(line)
     return 0
@@ -134,7 +133,7 @@ def group_inspect(name: str, /, *, json: JsonFlag = False) -> int:
     """
     info = registry.inspect_group(config_store().load(), name)
     if json:
-        emit_json(info)
+        emit_json(msgspec.to_builtins(info))
     else:
         _print_group(info)
     return 0

@@ -123,12 +123,6 @@ class Toolbox:
         self.tools.append(tool)
         return encoded
 
-    def untyped(self, fn: Callable[P, Awaitable[dict[str, Any]]]) -> Callable[P, Awaitable[Any]]:
-        """A tool still answering a plain dict (its outputSchema is a bare object)."""
-        wrapped = tool_errors(fn)
-        self.tools.append(Tool.from_function(wrapped))
-        return wrapped
-
 
 def _encoding(fn: Callable[P, Awaitable[msgspec.Struct]]) -> Callable[P, Awaitable[dict[str, Any]]]:
     @functools.wraps(fn)

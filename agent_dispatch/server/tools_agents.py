@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
+import msgspec
 import trio
 
 from agent_dispatch.models import AgentPatch
@@ -12,8 +13,23 @@ from agent_dispatch.server.toolkit import Toolbox
 from agent_dispatch.service import edit_policy as mcp_policy
 from agent_dispatch.service import registry
 from agent_dispatch.service.agent_args import patch_from_args
+from agent_dispatch.service.cache import CacheStats
 from agent_dispatch.service.dispatcher import Dispatcher
 from agent_dispatch.storage.config import ConfigStore
+
+
+class AgentList(msgspec.Struct, kw_only=True):
+    agents: list[registry.AgentBrief]
+
+
+class GroupList(msgspec.Struct, kw_only=True):
+    groups: list[registry.GroupBrief]
+
+
+class Cleared(msgspec.Struct, kw_only=True):
+    """How many cached results `cache_clear` dropped."""
+
+    cleared: int
 
 
 def register_agent_tools(box: Toolbox, dispatcher: Dispatcher, store: ConfigStore) -> None:
@@ -22,29 +38,29 @@ def register_agent_tools(box: Toolbox, dispatcher: Dispatcher, store: ConfigStor
     async def config() -> Any:
         return dispatcher.config()  # raises ConfigError -> envelope
 
-    @box.untyped
-    async def list_agents() -> dict[str, Any]:
+    @box.tool
+    async def list_agents() -> AgentList:
         """List the configured agents with health and detected facts (stacks, DBs, MCP servers)."""
         cfg = await config()
-        return {"agents": await trio.to_thread.run_sync(registry.list_agents, cfg)}
+        return AgentList(agents=await trio.to_thread.run_sync(registry.list_agents, cfg))
 
-    @box.untyped
-    async def inspect_agent(name: str, preview_lines: int = 40) -> dict[str, Any]:
+    @box.tool
+    async def inspect_agent(name: str, preview_lines: int = 40) -> registry.AgentInfo:
         """Full config, detected facts and CLAUDE.md / README.md previews of one agent."""
         cfg = await config()
         return await trio.to_thread.run_sync(registry.inspect_agent, cfg, name, preview_lines)
 
-    @box.untyped
-    async def list_groups() -> dict[str, Any]:
+    @box.tool
+    async def list_groups() -> GroupList:
         """List agent groups; members that are not configured agents say `unknown: true`."""
-        return {"groups": registry.list_groups(await config())}
+        return GroupList(groups=registry.list_groups(await config()))
 
-    @box.untyped
-    async def inspect_group(name: str) -> dict[str, Any]:
+    @box.tool
+    async def inspect_group(name: str) -> registry.GroupInfo:
         """One group's description, shared context and members."""
         return registry.inspect_group(await config(), name)
 
-    @box.untyped
+    @box.tool
     async def add_agent(
         name: str,
         directory: str,
@@ -58,7 +74,7 @@ def register_agent_tools(box: Toolbox, dispatcher: Dispatcher, store: ConfigStor
         risky_capabilities: str = "",
         instructions: str = "",
         model: str = "",
-    ) -> dict[str, Any]:
+    ) -> registry.AgentAdded:
         """Register a project directory as an agent. Lists are comma separated;
         timeout 0 = 300 s; max_budget_usd 0 = no cap; a tool list of "[]" means none.
         permission_mode bypassPermissions is set only from the CLI."""
@@ -69,7 +85,7 @@ def register_agent_tools(box: Toolbox, dispatcher: Dispatcher, store: ConfigStor
             functools.partial(registry.add_agent, store, name, patch, guard=mcp_policy.check_edit)
         )
 
-    @box.untyped
+    @box.tool
     async def update_agent(
         name: str,
         directory: str = "",
@@ -83,7 +99,7 @@ def register_agent_tools(box: Toolbox, dispatcher: Dispatcher, store: ConfigStor
         capabilities: str = "",
         risky_capabilities: str = "",
         instructions: str = "",
-    ) -> dict[str, Any]:
+    ) -> registry.AgentUpdated:
         """Change fields of an agent. Empty (or 0) = unchanged; "none" clears a field
         (timeout back to 300 s, max_budget_usd to no cap). permission_mode
         bypassPermissions, and agents that run with it, are changed only from the CLI."""
@@ -96,25 +112,25 @@ def register_agent_tools(box: Toolbox, dispatcher: Dispatcher, store: ConfigStor
             )
         )
 
-    @box.untyped
-    async def remove_agent(name: str) -> dict[str, Any]:
+    @box.tool
+    async def remove_agent(name: str) -> registry.Removed:
         """Remove an agent from the config (its directory is untouched)."""
         mcp_policy.check_edits_allowed(await config(), name, "remove")
         return await trio.to_thread.run_sync(
             registry.remove_agent, store, name, mcp_policy.check_edit
         )
 
-    @box.untyped
-    async def cache_stats() -> dict[str, Any]:
+    @box.tool
+    async def cache_stats() -> CacheStats:
         """Result cache size, hits, misses, evictions, hit rate and TTL."""
         await config()
-        return dict(dispatcher.cache.stats())
+        return dispatcher.cache.stats()
 
-    @box.untyped
-    async def cache_clear() -> dict[str, Any]:
+    @box.tool
+    async def cache_clear() -> Cleared:
         """Drop every cached dispatch result."""
         await config()  # like every tool: a broken config is reported, not skipped
-        return {"cleared": dispatcher.cache.clear()}
+        return Cleared(cleared=dispatcher.cache.clear())
 
 
 _ADD_HINTS = {

@@ -12,6 +12,18 @@ import msgspec
 from agent_dispatch.models import DispatchResult
 
 
+class CacheStats(msgspec.Struct, kw_only=True):
+    """The cache's size and counters, as `cache_stats` answers them."""
+
+    size: int
+    max_size: int
+    hits: int
+    misses: int
+    evictions: int
+    hit_rate: float
+    ttl: float
+
+
 def cache_key(
     *,
     agent: str,
@@ -102,20 +114,20 @@ class ResultCache:
         self._entries.clear()
         return n
 
-    def stats(self) -> dict[str, float | int]:
+    def stats(self) -> CacheStats:
         now = self._clock()
         for k in [k for k, e in self._entries.items() if now - e.stored_at >= self._ttl]:
             del self._entries[k]
         looked_up = self.hits + self.misses
-        return {
-            "size": len(self._entries),
-            "max_size": self._max_size,
-            "hits": self.hits,
-            "misses": self.misses,
-            "evictions": self.evictions,
-            "hit_rate": round(self.hits / looked_up, 4) if looked_up else 0.0,
-            "ttl": self._ttl,
-        }
+        return CacheStats(
+            size=len(self._entries),
+            max_size=self._max_size,
+            hits=self.hits,
+            misses=self.misses,
+            evictions=self.evictions,
+            hit_rate=round(self.hits / looked_up, 4) if looked_up else 0.0,
+            ttl=self._ttl,
+        )
 
     def _evict_to(self, size: int) -> None:
         while len(self._entries) > max(size, 0):

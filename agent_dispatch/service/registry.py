@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
-from msgspec import UNSET
+from msgspec import UNSET, UnsetType
 
 from agent_dispatch.claude.invocation import CONTROL_RE
 from agent_dispatch.errors import InvalidArgument, UnknownAgent, UnknownGroup
@@ -21,6 +21,7 @@ from agent_dispatch.models import (
     Config,
     Group,
     GroupMember,
+    PermissionMode,
     check_name,
     clamped,
     revalidated,
@@ -34,6 +35,82 @@ EditGuard = Callable[[Config, str, AgentConfig | None, AgentConfig | None], None
 to refuse the change. The MCP tools pass `mcp_policy.check_edit`; the CLI passes none."""
 
 MAX_PREVIEW_LINES = 200
+
+
+# -- answers --------------------------------------------------------------------
+# What list/inspect/add/update/remove answer, as the MCP tools publish them (outputSchema)
+# and the CLI prints them as JSON. Fields in the order of the JSON; a field whose
+# default is UNSET is left out when unset, as these answers always have.
+
+
+class AgentBrief(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """One agent as `list_agents` shows it: where it is, its health and detected facts.
+    `problem` says why an unhealthy directory is; the permission fields are there only
+    when the agent sets them."""
+
+    name: str
+    directory: str
+    description: str
+    healthy: bool | Literal["UNREADABLE"]
+    has_claude_md: bool
+    has_mcp_config: bool
+    mcp_servers: list[str]
+    stacks: list[str]
+    dbs: list[str]
+    capabilities: list[str]
+    problem: str | UnsetType = UNSET
+    permission_mode: PermissionMode | UnsetType = UNSET
+    allowed_tools: list[str] | UnsetType = UNSET
+    disallowed_tools: list[str] | UnsetType = UNSET
+    max_budget_usd: float | UnsetType = UNSET
+    risky_capabilities: list[str] | UnsetType = UNSET
+
+
+class AgentInfo(AgentBrief, kw_only=True, omit_defaults=True):
+    """One agent in full: its brief, its config, the groups listing it, and (unless
+    preview_lines is 0) the start of its CLAUDE.md and README.md, null when absent."""
+
+    config: AgentConfig
+    groups: list[str]
+    claude_md_preview: str | UnsetType | None = UNSET
+    readme_preview: str | UnsetType | None = UNSET
+
+
+class AgentAdded(msgspec.Struct, kw_only=True):
+    added: str
+    agent: AgentConfig
+
+
+class AgentUpdated(msgspec.Struct, kw_only=True):
+    updated: str
+    fields: list[str]
+
+
+class Removed(msgspec.Struct, kw_only=True):
+    """An agent or group removed from the config."""
+
+    removed: str
+
+
+class MemberView(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """A group member; `unknown: true` when it names no configured agent."""
+
+    agent: str
+    use_for: str
+    unknown: bool | UnsetType = UNSET
+
+
+class GroupBrief(msgspec.Struct, kw_only=True):
+    name: str
+    description: str
+    members: list[MemberView]
+
+
+class GroupInfo(msgspec.Struct, kw_only=True):
+    name: str
+    description: str
+    shared_context: str
+    members: list[MemberView]
 
 
 def _check_model(value: str) -> str | None:
@@ -65,9 +142,16 @@ def _check_directory(directory: str) -> str:
 # -- agents ---------------------------------------------------------------------
 
 
-def agent_brief(name: str, agent: AgentConfig) -> dict[str, Any]:
+def _brief_fields(name: str, agent: AgentConfig) -> dict[str, Any]:
     facts = describe.detect(agent_directory(agent))
-    brief: dict[str, Any] = {
+
+    def given(value: Any) -> Any:
+        """A set optional field as the answer shows it (tuples as lists); UNSET if not set."""
+        if value is None:
+            return UNSET
+        return list(value) if isinstance(value, tuple) else value
+
+    return {
         "name": name,
         "directory": str(agent_directory(agent)),
         "description": agent.description,
@@ -78,19 +162,20 @@ def agent_brief(name: str, agent: AgentConfig) -> dict[str, Any]:
         "stacks": facts.stacks,
         "dbs": facts.dbs,
         "capabilities": list(agent.capabilities),
+        "problem": facts.error or UNSET,
+        "permission_mode": given(agent.permission_mode),
+        "allowed_tools": given(agent.allowed_tools),
+        "disallowed_tools": given(agent.disallowed_tools),
+        "max_budget_usd": given(agent.max_budget_usd),
+        "risky_capabilities": given(agent.risky_capabilities or None),
     }
-    if facts.error:
-        brief["problem"] = facts.error
-    for field in ("permission_mode", "allowed_tools", "disallowed_tools", "max_budget_usd"):
-        value = getattr(agent, field)
-        if value is not None:
-            brief[field] = list(value) if isinstance(value, tuple) else value
-    if agent.risky_capabilities:
-        brief["risky_capabilities"] = list(agent.risky_capabilities)
-    return brief
 
 
-def list_agents(cfg: Config) -> list[dict[str, Any]]:
+def agent_brief(name: str, agent: AgentConfig) -> AgentBrief:
+    return AgentBrief(**_brief_fields(name, agent))
+
+
+def list_agents(cfg: Config) -> list[AgentBrief]:
     return [agent_brief(name, cfg.agents[name]) for name in sorted(cfg.agents)]
 
 
@@ -101,18 +186,20 @@ def get_agent(cfg: Config, name: str) -> AgentConfig:
     return cfg.agents[name]
 
 
-def inspect_agent(cfg: Config, name: str, preview_lines: int = 40) -> dict[str, Any]:
+def inspect_agent(cfg: Config, name: str, preview_lines: int = 40) -> AgentInfo:
     agent = get_agent(cfg, name)
     lines = int(clamped(preview_lines, "preview_lines", 0, MAX_PREVIEW_LINES))
     directory = agent_directory(agent)
-    info = agent_brief(name, agent)
-    info["config"] = msgspec.to_builtins(agent)
-    info["groups"] = sorted(
-        g for g, grp in cfg.groups.items() if any(m.agent == name for m in grp.members)
+    info = AgentInfo(
+        **_brief_fields(name, agent),
+        config=agent,
+        groups=sorted(
+            g for g, grp in cfg.groups.items() if any(m.agent == name for m in grp.members)
+        ),
     )
     if lines:
-        info["claude_md_preview"] = describe.preview(directory, "CLAUDE.md", lines)
-        info["readme_preview"] = describe.preview(directory, "README.md", lines)
+        info.claude_md_preview = describe.preview(directory, "CLAUDE.md", lines)
+        info.readme_preview = describe.preview(directory, "README.md", lines)
     return info
 
 
@@ -134,7 +221,7 @@ def _checked(patch: AgentPatch) -> AgentPatch:
 
 def add_agent(
     store: ConfigStore, name: str, patch: AgentPatch, *, guard: EditGuard | None = None
-) -> dict[str, Any]:
+) -> AgentAdded:
     """Add agent `name` with the patch's fields (a directory is required; unset fields
     take their defaults; an empty description is generated from the project)."""
     check_name(name)
@@ -156,12 +243,12 @@ def add_agent(
         return msgspec.structs.replace(cfg, agents={**cfg.agents, name: agent})
 
     store.update(change)
-    return {"added": name, "agent": msgspec.to_builtins(agent)}
+    return AgentAdded(added=name, agent=agent)
 
 
 def update_agent(
     store: ConfigStore, name: str, patch: AgentPatch, *, guard: EditGuard | None = None
-) -> dict[str, Any]:
+) -> AgentUpdated:
     """Apply the patch to agent `name`: unset fields stay, None clears to the default."""
     check_name(name)
     patch = _checked(patch)
@@ -175,10 +262,10 @@ def update_agent(
         return msgspec.structs.replace(cfg, agents={**cfg.agents, name: agent})
 
     store.update(change)
-    return {"updated": name, "fields": sorted(patch.given())}
+    return AgentUpdated(updated=name, fields=sorted(patch.given()))
 
 
-def remove_agent(store: ConfigStore, name: str, guard: EditGuard | None = None) -> dict[str, Any]:
+def remove_agent(store: ConfigStore, name: str, guard: EditGuard | None = None) -> Removed:
     check_name(name)
 
     def change(cfg: Config) -> Config:
@@ -190,29 +277,22 @@ def remove_agent(store: ConfigStore, name: str, guard: EditGuard | None = None) 
         return msgspec.structs.replace(cfg, agents=agents)
 
     store.update(change)
-    return {"removed": name}
+    return Removed(removed=name)
 
 
 # -- groups ---------------------------------------------------------------------
 
 
-def _members_view(cfg: Config, group: Group) -> list[dict[str, Any]]:
-    out = []
-    for m in group.members:
-        item: dict[str, Any] = {"agent": m.agent, "use_for": m.use_for}
-        if m.agent not in cfg.agents:
-            item["unknown"] = True
-        out.append(item)
-    return out
-
-
-def list_groups(cfg: Config) -> list[dict[str, Any]]:
+def _members_view(cfg: Config, group: Group) -> list[MemberView]:
     return [
-        {
-            "name": name,
-            "description": group.description,
-            "members": _members_view(cfg, group),
-        }
+        MemberView(agent=m.agent, use_for=m.use_for, unknown=m.agent not in cfg.agents or UNSET)
+        for m in group.members
+    ]
+
+
+def list_groups(cfg: Config) -> list[GroupBrief]:
+    return [
+        GroupBrief(name=name, description=group.description, members=_members_view(cfg, group))
         for name, group in sorted(cfg.groups.items())
     ]
 
@@ -224,14 +304,14 @@ def get_group(cfg: Config, name: str) -> Group:
     return cfg.groups[name]
 
 
-def inspect_group(cfg: Config, name: str) -> dict[str, Any]:
+def inspect_group(cfg: Config, name: str) -> GroupInfo:
     group = get_group(cfg, name)
-    return {
-        "name": name,
-        "description": group.description,
-        "shared_context": group.shared_context,
-        "members": _members_view(cfg, group),
-    }
+    return GroupInfo(
+        name=name,
+        description=group.description,
+        shared_context=group.shared_context,
+        members=_members_view(cfg, group),
+    )
 
 
 def parse_members(text: str) -> tuple[GroupMember, ...]:
@@ -257,7 +337,7 @@ def save_group(
     description: str | None = None,
     shared_context: str | None = None,
     members: str | None = None,
-) -> dict[str, Any]:
+) -> GroupInfo:
     check_name(name)
     parsed = parse_members(members) if members else None
 
@@ -288,7 +368,7 @@ def save_group(
     return inspect_group(cfg, name)
 
 
-def remove_group(store: ConfigStore, name: str) -> dict[str, Any]:
+def remove_group(store: ConfigStore, name: str) -> Removed:
     check_name(name)
 
     def change(cfg: Config) -> Config:
@@ -299,4 +379,4 @@ def remove_group(store: ConfigStore, name: str) -> dict[str, Any]:
         )
 
     store.update(change)
-    return {"removed": name}
+    return Removed(removed=name)
