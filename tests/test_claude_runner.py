@@ -17,33 +17,13 @@ import pytest
 import trio
 
 from agent_dispatch.claude.invocation import Invocation, new_session_id
-from agent_dispatch.models import Config, DispatchRequest, ProgressEvent
+from agent_dispatch.models import DispatchRequest, ProgressEvent
 from agent_dispatch.runtime.claude_runner import CLAUDE_ENV_VAR, ClaudeRunner, find_claude
 from agent_dispatch.runtime.runner import RunOutcome, RunSpec
 from agent_dispatch.service.dispatcher import Dispatcher
-from agent_dispatch.storage.config import parse_config
 from agent_dispatch.storage.jobs import JobStore
+from tests.dispatcher_config import make_config
 from tests.fake_claude import fake_env, pid_alive, read_runs, wait_dead, wait_started
-
-
-def make_config(tmp: Path, *, settings: str = "", agents: str = "") -> Config:
-    for name in ("backend", "web"):
-        (tmp / name).mkdir(exist_ok=True)
-    text = f"""
-agents:
-  backend: {{directory: {tmp / "backend"}, timeout: 2}}
-  web: {{directory: {tmp / "web"}}}
-{agents}
-groups:
-  team:
-    description: The product team
-    shared_context: We ship on Fridays.
-    members: [{{agent: backend, use_for: APIs}}, {{agent: web}}]
-settings:
-  max_concurrency: 2
-{settings}
-"""
-    return parse_config(text.encode())
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ import trio
 import trio.testing
 
 from agent_dispatch.errors import InvalidArgument, UnknownAgent, UnknownGroup
-from agent_dispatch.models import Config, DispatchRequest, ProgressEvent
+from agent_dispatch.models import DispatchRequest, ProgressEvent
 from agent_dispatch.runtime.claude_runner import ClaudeRunner
 from agent_dispatch.runtime.runner import (
     ClaudeNotFound,
@@ -29,8 +29,9 @@ from agent_dispatch.runtime.runner import (
 )
 from agent_dispatch.runtime.scripted import Script, ScriptedRunner
 from agent_dispatch.service.dispatcher import Dispatcher
-from agent_dispatch.storage.config import ConfigStore, parse_config
+from agent_dispatch.storage.config import ConfigStore
 from agent_dispatch.storage.jobs import JobStore
+from tests.dispatcher_config import make_config
 
 ENV = {"PATH": "/usr/bin", "HOME": "/home/someone"}
 
@@ -41,26 +42,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-def make_config(tmp: Path, *, settings: str = "", agents: str = "") -> Config:
-    for name in ("backend", "web"):
-        (tmp / name).mkdir(exist_ok=True)
-    text = f"""
-agents:
-  backend: {{directory: {tmp / "backend"}, timeout: 2}}
-  web: {{directory: {tmp / "web"}}}
-{agents}
-groups:
-  team:
-    description: The product team
-    shared_context: We ship on Fridays.
-    members: [{{agent: backend, use_for: APIs}}, {{agent: web}}]
-settings:
-  max_concurrency: 2
-{settings}
-"""
-    return parse_config(text.encode())
 
 
 @pytest.fixture

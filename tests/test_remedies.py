@@ -32,8 +32,9 @@ from agent_dispatch.service import remedies as lib_remedies
 from agent_dispatch.service.dispatcher import Dispatcher
 from agent_dispatch.service.views import fetch_payload, job_view
 from agent_dispatch.storage.jobs import Job, JobStore
+from tests.dispatcher_config import make_config
 from tests.fake_claude import fake_env
-from tests.test_dispatcher import make_config, req
+from tests.test_dispatcher import req
 
 SID = "0b8e3a1c-5d2f-4e6a-9b7c-1d2e3f405162"
 # Words of one face or another: the classifier's prose never holds them.
