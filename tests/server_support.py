@@ -187,6 +187,19 @@ class Tools:
         return Reply(is_error=bool(result.is_error), data=data, text=text)
 
 
+async def start_job(tools: Tools, agent: str, task: str) -> str:
+    """dispatch_async; the new job's id (it is pending when the answer comes)."""
+    out = (await tools("dispatch_async", agent=agent, task=task)).ok
+    assert out["status"] == "pending" and out["agent"] == agent
+    job_id: str = out["job_id"]
+    return job_id
+
+
+async def status(tools: Tools, job_id: str) -> dict[str, Any]:
+    out: dict[str, Any] = (await tools("dispatch_status", job_id=job_id)).ok
+    return out
+
+
 class ProgressLog:
     """A progress callback for `mcp.Client`.
 

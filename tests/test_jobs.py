@@ -29,6 +29,7 @@ from agent_dispatch.storage.jobs import (
     pid_alive,
     validate_job_id,
 )
+from tests.process_groups import stubborn_groups
 
 NOW = 1_900_000_000.0  # a fixed "now" for age computations
 DAY = 86400.0
@@ -503,17 +504,7 @@ def test_recovery_stops_every_orphan_group_in_one_grace_period(store: JobStore) 
     """Groups that ignore SIGTERM cost the whole grace period each: serially, N of them
     took N seconds before the server answered anything."""
     count = 6
-    leftovers = [
-        subprocess.Popen(
-            ["sh", "-c", "trap '' TERM; echo ready; exec sleep 60"],
-            stdout=subprocess.PIPE,
-            start_new_session=True,
-        )
-        for _ in range(count)
-    ]
-    try:
-        for proc in leftovers:
-            assert proc.stdout is not None and proc.stdout.readline() == b"ready\n"
+    with stubborn_groups(count) as leftovers:
         owner = dead_pid()
         jobs = [
             make_job(
@@ -533,12 +524,6 @@ def test_recovery_stops_every_orphan_group_in_one_grace_period(store: JobStore) 
         elapsed = time.monotonic() - started
         for proc in leftovers:
             assert proc.wait(timeout=5) == -9  # SIGTERM ignored, so SIGKILL after the grace
-    finally:
-        for proc in leftovers:
-            proc.kill()
-            proc.wait()
-            assert proc.stdout is not None
-            proc.stdout.close()
     assert elapsed < count / 2, elapsed  # one 1 s grace (generously), not one per group
     for job in jobs:
         assert (store.require(job.id).error or "").endswith(

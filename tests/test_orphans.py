@@ -14,6 +14,7 @@ import pytest
 
 from agent_dispatch.runtime.orphans import process_start, stop_group, stop_groups
 from tests.fake_claude import pid_alive
+from tests.process_groups import stubborn_groups
 
 # A group leader that ignores nothing, with a grandchild in its group.
 LEADER = (
@@ -63,26 +64,10 @@ def test_a_group_that_is_gone_is_nothing_to_stop() -> None:
 
 def test_stopping_many_groups_takes_one_grace_period_not_one_each() -> None:
     grace, count = 0.5, 6
-    procs = [
-        subprocess.Popen(
-            ["sh", "-c", "trap '' TERM; echo ready; exec sleep 60"],
-            stdout=subprocess.PIPE,
-            start_new_session=True,
-        )
-        for _ in range(count)
-    ]
-    try:
-        for proc in procs:
-            assert proc.stdout is not None and proc.stdout.readline() == b"ready\n"
+    with stubborn_groups(count) as procs:
         started = time.monotonic()
         stopped = stop_groups([(p.pid, process_start(p.pid)) for p in procs], grace=grace)
         elapsed = time.monotonic() - started
         assert stopped == {p.pid for p in procs}
         assert [p.wait(timeout=5) for p in procs] == [-signal.SIGKILL] * count
-    finally:
-        for proc in procs:
-            proc.kill()
-            proc.wait()
-            assert proc.stdout is not None
-            proc.stdout.close()
     assert grace <= elapsed < count * grace / 2, elapsed

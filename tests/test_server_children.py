@@ -28,6 +28,8 @@ from tests.server_support import (
     job_record,
     only,
     pids_of,
+    start_job,
+    status,
     stdio_params,
     stdio_server,
 )
@@ -37,18 +39,6 @@ pytest_plugins = ("tests.server_fixtures",)  # ws, real_tools
 # Finishing a job and answering the wait is a handful of syscalls and channel hops;
 # a poll-driven wait would sit out its interval. Generous for a loaded CI box.
 PROMPT_WAKE_SECONDS = 0.5
-
-
-async def start_job(tools: Tools, agent: str, task: str) -> str:
-    out = (await tools("dispatch_async", agent=agent, task=task)).ok
-    assert out["status"] == "pending" and out["agent"] == agent
-    job_id: str = out["job_id"]
-    return job_id
-
-
-async def status(tools: Tools, job_id: str) -> dict[str, Any]:
-    out: dict[str, Any] = (await tools("dispatch_status", job_id=job_id)).ok
-    return out
 
 
 async def record_of_running(ws: Workspace, job_id: str) -> Job:

@@ -27,6 +27,8 @@ from tests.server_support import (
     Workspace,
     dead_pid,
     job_record,
+    start_job,
+    status,
 )
 
 pytest_plugins = ("tests.server_fixtures",)  # ws, runner, served, tools
@@ -50,18 +52,6 @@ def gated(runner: ScriptedRunner, name: str, reply: str | None = None) -> trio.E
     release = trio.Event()
     runner.on(Script(release=release, reply=reply), prompt=f"job {name}")
     return release
-
-
-async def start_job(tools: Tools, agent: str, task: str) -> str:
-    out = (await tools("dispatch_async", agent=agent, task=task)).ok
-    assert out["status"] == "pending" and out["agent"] == agent
-    job_id: str = out["job_id"]
-    return job_id
-
-
-async def status(tools: Tools, job_id: str) -> dict[str, Any]:
-    out: dict[str, Any] = (await tools("dispatch_status", job_id=job_id)).ok
-    return out
 
 
 # -- ids ------------------------------------------------------------------------------
