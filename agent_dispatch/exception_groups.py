@@ -10,9 +10,13 @@ take a bare exception, so an edge need not ask which one it caught.
 
 from __future__ import annotations
 
-from typing import TypeAlias, TypeVar, cast
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import NoReturn, TypeAlias, TypeVar, cast
 
-__all__ = ["first", "leaves", "sole", "split"]
+import trio
+
+__all__ = ["collapsed", "first", "leaves", "raise_alone", "sole", "split"]
 
 _Kind: TypeAlias = type[BaseException] | tuple[type[BaseException], ...]
 _E = TypeVar("_E", bound=BaseException)
@@ -43,3 +47,37 @@ def first(exc: BaseException, kind: type[_E]) -> _E | None:
     """The first exception of `kind` that `exc` holds (depth first), or None."""
     matched, _ = split(exc, kind)
     return None if matched is None else cast(_E, leaves(matched)[0])
+
+
+@contextmanager
+def collapsed() -> Iterator[None]:
+    """The library edge of one of our nurseries: what escapes it comes out as itself.
+
+    A nursery groups even a lone exception; around `async with trio.open_nursery()`
+    this unwraps one level, the one that nursery added, by `raise_alone`. So a
+    caller's own `ValueError` raised in `Dispatcher.open`'s body, or the `Cancelled`
+    of a scope around `dispatch`, comes out as it was raised; only several
+    concurrent failures stay a group.
+    """
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        raise_alone(group)
+
+
+def raise_alone(group: BaseExceptionGroup[BaseException]) -> NoReturn:
+    """Re-raise the one exception `group` holds at its top level, ignoring `Cancelled`
+    beside another exception (trio's rule for a nursery inside a library call, as in
+    `trio.as_safe_channel`): exactly one other exception -> it; only `Cancelled` -> the
+    first of them; several others -> the group itself. Nested groups stay whole: they
+    are someone else's. The re-raised exception keeps its own context and traceback."""
+    others = [e for e in group.exceptions if not isinstance(e, trio.Cancelled)]
+    if len(others) > 1:
+        raise group
+    alone = others[0] if others else group.exceptions[0]
+    context = alone.__context__
+    try:
+        raise alone
+    finally:
+        alone.__context__ = context  # not the group: it would be shown as "during handling"
+        del alone, group

@@ -6,6 +6,7 @@ results are plain data that crosses module and process boundaries.
 
 from __future__ import annotations
 
+import enum
 import math
 import re
 from collections.abc import Mapping
@@ -40,8 +41,16 @@ JOB_STATUSES: tuple[JobStatus, ...] = get_args(JobStatus)
 TERMINAL_STATUSES: frozenset[JobStatus] = frozenset(get_args(TerminalStatus))
 ResponseFormat = Literal["", "json"]
 RESPONSE_FORMATS: tuple[ResponseFormat, ...] = get_args(ResponseFormat)
-WaitMode = Literal["all", "any"]
-WAIT_MODES: tuple[WaitMode, ...] = get_args(WaitMode)
+
+
+class WaitMode(enum.StrEnum):
+    """What a wait on several jobs waits for: all of them, or the first to finish."""
+
+    ALL = "all"
+    ANY = "any"
+
+
+WAIT_MODES: tuple[str, ...] = tuple(mode.value for mode in WaitMode)
 MIN_TIMEOUT = 10.0  # seconds a dispatch may be given, at least and at most
 MAX_TIMEOUT = 7200.0
 MAX_AGENT_TIMEOUT = 7 * 24 * 3600  # an agent's configured timeout, at most (a week)

@@ -40,6 +40,7 @@ from agent_dispatch.models import DispatchRequest, DispatchResult
 from agent_dispatch.runtime.runner import Runner
 from agent_dispatch.server.app import build_server
 from agent_dispatch.service.dispatcher import Dispatcher
+from agent_dispatch.service.policy import TOOLS
 from agent_dispatch.storage.config import ConfigStore
 from agent_dispatch.storage.jobs import Job, JobStore, new_job_id
 from tests.fake_claude import fake_env, read_runs
@@ -132,7 +133,7 @@ async def in_memory_server(
     """The server over a Dispatcher whose runs go to `runner` (default: the fake claude)."""
     store = ConfigStore(ws.config)
     async with Dispatcher.open(
-        store, env=ws.env(), jobs=JobStore(ws.jobs), runner=runner
+        store, env=ws.env(), jobs=JobStore(ws.jobs), runner=runner, policy=TOOLS
     ) as dispatcher:
         yield dispatcher, build_server(dispatcher, store)
 

@@ -29,6 +29,7 @@ from agent_dispatch.runtime.runner import (
 )
 from agent_dispatch.runtime.scripted import Script, ScriptedRunner
 from agent_dispatch.service.dispatcher import Dispatcher
+from agent_dispatch.service.policy import TOOLS
 from agent_dispatch.storage.config import ConfigStore
 from agent_dispatch.storage.jobs import JobStore
 from tests.dispatcher_config import make_config
@@ -52,7 +53,7 @@ def runner() -> ScriptedRunner:
 @pytest.fixture
 async def dispatcher(tmp_path: Path, runner: ScriptedRunner) -> AsyncIterator[Dispatcher]:
     async with Dispatcher.open(
-        make_config(tmp_path), env=ENV, jobs=JobStore(tmp_path / "jobs"), runner=runner
+        make_config(tmp_path), env=ENV, jobs=JobStore(tmp_path / "jobs"), runner=runner, cache=True
     ) as d:
         yield d
 
@@ -126,8 +127,8 @@ async def test_every_dispatch_path_runs_through_the_given_runner(
     await dispatcher.dispatch_dialogue(requester="backend", responder="web", topic="agree")
     job = await dispatcher.dispatch_async(req("six"))
     with trio.fail_after(5):
-        jobs, timed_out = await dispatcher.jobs.wait([job.id], mode="all", seconds=5)
-    assert not timed_out and jobs[0].status == "done"
+        jobs = await dispatcher.wait([job.id])
+    assert jobs[0].status == "done"
     # A job run by a runner without a local process records no process group.
     assert jobs[0].child_pgid is None and jobs[0].child_started is None
     prompts = [c.prompt for c in runner.calls]
@@ -143,7 +144,7 @@ async def test_cache_hit_miss_ttl_and_eviction_with_injected_clock(
     clock = Clock()
     cfg = make_config(tmp_path, settings="  cache: {ttl: 60, max_size: 1}")
     async with Dispatcher.open(
-        cfg, env=ENV, clock=clock, jobs=JobStore(tmp_path / "jobs"), runner=runner
+        cfg, env=ENV, clock=clock, jobs=JobStore(tmp_path / "jobs"), runner=runner, cache=True
     ) as d:
         first = await d.dispatch(req("same"))
         again = await d.dispatch(req("same"))
@@ -219,15 +220,28 @@ async def test_cancelling_the_caller_stops_the_run_and_frees_the_slot(
     assert dispatcher.limiter.borrowed_tokens == 0
 
 
-async def test_timeout_seconds_is_clamped_and_bad_values_rejected(
+async def test_the_library_honours_a_short_timeout_as_given_and_rejects_bad_ones(
     dispatcher: Dispatcher, runner: ScriptedRunner, autojump_clock: trio.testing.MockClock
 ) -> None:
     for bad in (-1.0, float("nan"), float("inf")):
         with pytest.raises(InvalidArgument, match="timeout_seconds"):
             await dispatcher.dispatch(req("t", timeout_seconds=bad))
-    # 1 s clamps up to 10 s: a 3 s run finishes instead of timing out.
+    # 1 s is 1 s: a 3 s run times out instead of being given 10 s silently.
     runner.default = Script(delay=3)
-    result = await dispatcher.dispatch(req("t", agent="web", timeout_seconds=1))
+    result = await dispatcher.dispatch(req("t", agent="web", timeout_seconds=0.5))
+    assert not result.success and result.error_type == "timeout"
+    assert runner.calls[0].spec.timeout == 0.5
+
+
+async def test_the_tools_policy_clamps_a_short_timeout_up_to_ten_seconds(
+    tmp_path: Path, runner: ScriptedRunner, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with Dispatcher.open(
+        make_config(tmp_path), env=ENV, jobs=JobStore(tmp_path / "j"), runner=runner, policy=TOOLS
+    ) as d:
+        # 1 s clamps up to 10 s: a 3 s run finishes instead of timing out.
+        runner.default = Script(delay=3)
+        result = await d.dispatch(req("t", agent="web", timeout_seconds=1))
     assert result.success
     assert runner.calls[0].spec.timeout == 10
 
@@ -347,7 +361,9 @@ async def test_config_change_resizes_the_limiter_and_drops_the_agents_cache(
     cfg = make_config(tmp_path)
     path.write_bytes(msgspec.yaml.encode(msgspec.to_builtins(cfg)))
     store = ConfigStore(path)
-    async with Dispatcher.open(store, env=ENV, jobs=JobStore(tmp_path / "j"), runner=runner) as d:
+    async with Dispatcher.open(
+        store, env=ENV, jobs=JobStore(tmp_path / "j"), runner=runner, cache=True
+    ) as d:
         await d.dispatch(req("t"))
         assert d.cache.stats().size == 1
         store.update(

@@ -44,14 +44,14 @@ async def test_a_running_job_whose_record_lags_is_listed_as_running(ws: Workspac
         async with Dispatcher.open(
             ConfigStore(ws.config), env=ws.env(), jobs=store, runner=runner
         ) as d:
-            job = await d.jobs.submit(DispatchRequest(agent="alpha", task="busy"))
+            job = await d.submit(DispatchRequest(agent="alpha", task="busy"))
             await trio.to_thread.run_sync(store.held.wait)  # started; its record says pending
             assert JobStore(ws.jobs).require(job.id).status == "pending"
-            running = await d.jobs.listing(status="running")
-            pending = await d.jobs.listing(status="pending")
-            everything = await d.jobs.listing()
+            running = await d.list_jobs(status="running")
+            pending = await d.list_jobs(status="pending")
+            everything = await d.list_jobs()
             store.land.set()
-            await d.jobs.cancel(job.id)
+            await d.cancel(job.id)
     assert [j.id for j in running.jobs] == [job.id]
     assert running.jobs[0].status == "running"
     assert pending.jobs == []

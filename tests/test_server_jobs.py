@@ -413,7 +413,7 @@ async def test_a_job_read_runs_off_the_event_loop(ws: Workspace) -> None:
     with trio.fail_after(20):
         async with Dispatcher.open(ConfigStore(ws.config), env=ws.env(), jobs=store) as d:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(lambda: _append(got, d.jobs.get(job.id)))
+                nursery.start_soon(lambda: _append(got, d.job(job.id)))
                 await trio.to_thread.run_sync(store.entered.wait)  # the read is under way...
                 store.gate.set()  # ...and the loop is free to run this
             assert got == [job]
@@ -430,12 +430,12 @@ async def test_recovery_runs_beside_the_server_and_job_reads_wait_for_it(ws: Wor
     JobStore(ws.jobs).save(orphan)
     with trio.fail_after(20):
         async with Dispatcher.open(ConfigStore(ws.config), env=ws.env(), jobs=store) as d:
-            d.start_recovery()  # returns at once: serve goes on to the wire
+            # open started the recovery in the background and returned: serve goes on
             await trio.to_thread.run_sync(store.entered.wait)  # recovery is under way
             assert "alpha" in d.config().agents  # the server works meanwhile
             got: list[Job] = []
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(lambda: _append(got, d.jobs.get(orphan.id)))
+                nursery.start_soon(lambda: _append(got, d.job(orphan.id)))
                 await trio.testing.wait_all_tasks_blocked()
                 assert got == []  # the read waits for recovery, not a stale "pending"
                 store.gate.set()
@@ -450,9 +450,8 @@ async def test_wait_on_a_pending_job_of_a_dead_server_returns_once_recovered(
     JobStore(ws.jobs).save(orphan)
     with trio.fail_after(10):  # the wait's own timeout is an hour: it must not be sat out
         async with Dispatcher.open(ConfigStore(ws.config), env=ws.env()) as d:
-            d.start_recovery()
-            [job], timed_out = await d.jobs.wait([orphan.id], mode="all", seconds=3600)
-    assert not timed_out and job.status == "failed"
+            [job] = await d.wait([orphan.id])
+    assert job.status == "failed"
     assert job.error == (
         f"never started: the server that queued it (pid {orphan.owner_pid}) stopped "
         "before it started; nothing ran"

@@ -31,6 +31,7 @@ from agent_dispatch.models import (
 from agent_dispatch.remedies import CallTimeout, Remedy, RemoveAgent, UpdateAgent
 from agent_dispatch.service import registry
 from agent_dispatch.service.dispatcher import Dispatcher
+from agent_dispatch.service.policy import TOOLS
 from agent_dispatch.service.resolve import resolve_timeout
 
 DEFAULT_TASK = "In one or two sentences: what is this project, and what could you help with?"
@@ -64,7 +65,7 @@ async def test(
     agent = registry.get_agent(cfg, name)
     seconds = resolve_timeout(timeout_seconds, float(agent.timeout))
     req = dispatch_request({"agent": name, "task": task, "timeout_seconds": timeout_seconds})
-    async with Dispatcher.open(store) as dispatcher:
+    async with Dispatcher.open(store, policy=TOOLS) as dispatcher:
         dispatcher.validate(req)
         emit(f"testing {name} in {agent.directory} (timeout {seconds:g}s)...")
         if stream:

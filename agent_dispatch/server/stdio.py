@@ -23,6 +23,7 @@ from agent_dispatch.errors import DispatchError
 from agent_dispatch.models import Settings
 from agent_dispatch.server.front import Front
 from agent_dispatch.service.dispatcher import Dispatcher
+from agent_dispatch.service.policy import TOOLS
 from agent_dispatch.storage.config import ConfigStore, config_path
 
 log = logging.getLogger("agent_dispatch.server.stdio")
@@ -65,8 +66,8 @@ async def serve_stdio(store: ConfigStore, *, env: Mapping[str, str] | None = Non
 
 
 async def _serve(store: ConfigStore, env: Mapping[str, str] | None) -> None:
-    async with Dispatcher.open(store, env=env) as dispatcher:
-        dispatcher.start_recovery()  # in the background: the handshake does not wait for it
+    # Recovery of stale jobs runs in the background: the handshake does not wait for it.
+    async with Dispatcher.open(store, env=env, policy=TOOLS) as dispatcher:
         with trio.CancelScope() as session:
             async with _claim_stdio() as (rx, tx), trio.open_nursery() as wire:
                 front = Front(rx, tx, on_broken=session.cancel, max_line=_max_line(store))

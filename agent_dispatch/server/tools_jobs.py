@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import msgspec
-import trio
 
 from agent_dispatch.errors import InvalidArgument
 from agent_dispatch.models import JobStatus, clamped, convert, dispatch_request
@@ -51,7 +50,7 @@ def register_job_tools(box: Toolbox, dispatcher: Dispatcher) -> None:
     @box.tool
     async def dispatch_status(job_id: str) -> JobRecord:
         """A job's record: status, timestamps, result or error, and its latest progress lines."""
-        return job_record(present_job(await dispatcher.jobs.get(job_id)))
+        return job_record(present_job(await dispatcher.job(job_id)))
 
     @box.tool
     async def dispatch_wait(
@@ -67,8 +66,9 @@ def register_job_tools(box: Toolbox, dispatcher: Dispatcher) -> None:
             ids.insert(0, job_id)
         if not ids:
             raise InvalidArgument("give job_id or job_ids", "Job ids come from dispatch_async.")
-        jobs, timed_out = await dispatcher.jobs.wait(ids, mode=mode, seconds=timeout_seconds)
-        records = [job_record(present_job(j)) for j in jobs]
+        waited = await dispatcher.wait_up_to(ids, timeout_seconds, mode=mode)
+        records = [job_record(present_job(j)) for j in waited.jobs]
+        timed_out = waited.timed_out
         if job_id and not job_ids:
             fields = msgspec.structs.asdict(records[0])
             return WaitedJob(**fields, timed_out_waiting=timed_out)
@@ -78,17 +78,18 @@ def register_job_tools(box: Toolbox, dispatcher: Dispatcher) -> None:
     async def dispatch_cancel(job_id: str) -> Cancelled:
         """Cancel a job: a pending one never starts; a running one has its process group
         killed. Answers once the job is recorded as cancelled."""
-        return msgspec.convert(await dispatcher.jobs.cancel(job_id), Cancelled)
+        done = await dispatcher.cancel(job_id)
+        return Cancelled(job_id=done.job_id, outcome=done.outcome.value, status=done.status)
 
     @box.tool
     async def dispatch_jobs(status: str = "", limit: float = 50, agent: str = "") -> JobList:
         """Recent jobs, newest first (status: pending/running/done/failed/cancelled)."""
+        wanted: JobStatus | None = None
         if status:
-            convert(status, JobStatus, field="status", hint='Pass status="" for every status.')
+            hint = 'Pass status="" for every status.'
+            wanted = convert(status, JobStatus, field="status", hint=hint)
         count = int(clamped(limit, "limit", 1, MAX_LIST))
-        found = await dispatcher.jobs.listing(
-            status=status or None, agent=agent or None, limit=count
-        )
+        found = await dispatcher.list_jobs(status=wanted, agent=agent or None, limit=count)
         lines = [job_line(j) for j in found.jobs]
         if not found.unreadable:
             return JobList(jobs=lines, count=len(lines))
@@ -103,16 +104,13 @@ def register_job_tools(box: Toolbox, dispatcher: Dispatcher) -> None:
     async def fetch_result(ref: str, max_chars: float = 0) -> FetchedResult | UnfinishedResult:
         """The full result behind a ref (from return_ref) or any job id; max_chars cuts it
         (0 = all) and then says `truncated` and `full_size`."""
-        job = await dispatcher.jobs.get(validate_job_id(ref, "ref"))
+        job = await dispatcher.job(validate_job_id(ref, "ref"))
         return fetch_answer(present_job(job), max_chars)
 
     @box.tool
     async def dispatch_gc(max_age_days: float = 7, dry_run: bool = False) -> Purged | WouldPurge:
         """Delete finished job records older than max_age_days (dry_run lists them only)."""
-        await dispatcher.jobs.recovered()
-        ids = await trio.to_thread.run_sync(
-            lambda: dispatcher.jobs.store.gc(max_age_days=max_age_days, dry_run=dry_run)
-        )
+        ids = await dispatcher.purge_jobs(max_age_days=max_age_days, dry_run=dry_run)
         if dry_run:
             return WouldPurge(would_purge=len(ids), job_ids=ids)
         return Purged(purged=len(ids), job_ids=ids)

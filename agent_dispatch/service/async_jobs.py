@@ -14,20 +14,22 @@ job's Event is set only once it is on disk.
 
 from __future__ import annotations
 
+import enum
 import logging
 import math
 import os
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
 
 import msgspec
 import trio
 
+from agent_dispatch import exception_groups
 from agent_dispatch.errors import DispatchError, InvalidArgument, StorageError
 from agent_dispatch.models import (
     TERMINAL_STATUSES,
     DispatchRequest,
     DispatchResult,
+    JobStatus,
     NonNegFloat,
     ProgressEvent,
     WaitMode,
@@ -51,9 +53,34 @@ log = logging.getLogger("agent_dispatch.storage.jobs")
 
 RunFn = Callable[..., Awaitable[DispatchResult]]
 
-MAX_WAIT_SECONDS = 3600.0
 PROGRESS_WRITE_INTERVAL = 1.0
 FOREIGN_POLL_SECONDS = 0.5  # only for jobs owned by another server process
+
+
+class CancelResult(enum.StrEnum):
+    """What a cancel did."""
+
+    CANCELLED = "cancelled"  # it had not started; it never will
+    CANCELLED_RUNNING = "cancelled_running"  # its process group is gone, its slot free
+    NOT_FOUND = "not_found"  # no job has this id
+    ALREADY_TERMINAL = "already_terminal"  # it had finished (done, failed or cancelled)
+    RUNNING = "running"  # another live process runs it; that process can cancel it
+
+
+class CancelOutcome(msgspec.Struct, frozen=True, kw_only=True):
+    """The answer to a cancel: the job, what the cancel did, and the job's status now."""
+
+    job_id: str
+    outcome: CancelResult
+    status: JobStatus | None  # None: no such job
+
+
+class Waited(msgspec.Struct, frozen=True, kw_only=True):
+    """The answer to a wait: each job as it is now (in the order asked), and whether the
+    wait ended at its deadline (the jobs keep running) rather than by the jobs finishing."""
+
+    jobs: list[Job]
+    timed_out: bool
 
 
 class _Live:
@@ -266,54 +293,59 @@ class AsyncJobs:
 
     # -- control -----------------------------------------------------------------
 
-    async def cancel(self, job_id: str) -> dict[str, Any]:
+    async def cancel(self, job_id: str) -> CancelOutcome:
         job_id = validate_job_id(job_id)
         live = self._live.get(job_id)
         if live is not None:
-            outcome = "cancelled_running" if live.spawned else "cancelled"
+            outcome = CancelResult.CANCELLED_RUNNING if live.spawned else CancelResult.CANCELLED
             live.cancel_requested = True
             if live.scope is not None:
                 live.scope.cancel()
             await live.done.wait()  # the group is dead and the slot free once this returns
-            return {"job_id": job_id, "outcome": outcome, "status": live.job.status}
+            return CancelOutcome(job_id=job_id, outcome=outcome, status=live.job.status)
         await self.recovered()
         found = await trio.to_thread.run_sync(self.store.read, job_id)
         if found is None:
-            return {"job_id": job_id, "outcome": "not_found", "status": None}
+            return CancelOutcome(job_id=job_id, outcome=CancelResult.NOT_FOUND, status=None)
         if isinstance(found, Unreadable):
             raise unreadable_error(job_id, found)
         job = found
         if job.status in TERMINAL_STATUSES:
-            return {"job_id": job_id, "outcome": "already_terminal", "status": job.status}
+            return CancelOutcome(
+                job_id=job_id, outcome=CancelResult.ALREADY_TERMINAL, status=job.status
+            )
         if job.owner_pid != os.getpid() and pid_alive(job.owner_pid):
-            return {"job_id": job_id, "outcome": "running", "status": job.status}
+            return CancelOutcome(job_id=job_id, outcome=CancelResult.RUNNING, status=job.status)
         job = msgspec.structs.replace(
             job, status="cancelled", error="cancelled (its server is gone)", completed_at=now_iso()
         )
         await trio.to_thread.run_sync(self.store.save_if_not_terminal, job)
-        return {"job_id": job_id, "outcome": "cancelled", "status": job.status}
+        return CancelOutcome(job_id=job_id, outcome=CancelResult.CANCELLED, status=job.status)
 
     async def wait(
-        self, job_ids: Sequence[str], *, mode: str, seconds: float
-    ) -> tuple[list[Job], bool]:
-        """Wait for all (or any) of `job_ids` to be terminal; returns (jobs, timed_out)."""
-        convert(mode, WaitMode, field="mode")
-        seconds = convert(seconds, NonNegFloat, field="timeout_seconds")
-        seconds = min(max(seconds, 1.0), MAX_WAIT_SECONDS)
+        self, job_ids: Sequence[str], *, mode: WaitMode | str, seconds: float | None
+    ) -> Waited:
+        """Wait for all (or any) of `job_ids` to be terminal, at most `seconds` (None: as
+        long as it takes)."""
+        mode = convert(mode, WaitMode, field="mode")
+        if seconds is not None:
+            seconds = convert(seconds, NonNegFloat, field="timeout_seconds")
         ids = [validate_job_id(j) for j in job_ids]
         if not ids:
             raise InvalidArgument("job_ids: give at least one job id")
         for job_id in ids:
             await self.get(job_id)  # unknown ids fail before any waiting
-        with trio.move_on_after(seconds) as scope:
-            if mode == "all":
+        with trio.move_on_after(math.inf if seconds is None else seconds) as scope:
+            if mode is WaitMode.ALL:
                 for job_id in ids:
                     await self._wait_one(job_id)
             else:
-                async with trio.open_nursery() as nursery:
-                    for job_id in ids:
-                        nursery.start_soon(self._wait_then_cancel, job_id, nursery.cancel_scope)
-        return [await self.get(j) for j in ids], scope.cancelled_caught
+                with exception_groups.collapsed():
+                    async with trio.open_nursery() as nursery:
+                        for job_id in ids:
+                            nursery.start_soon(self._wait_then_cancel, job_id, nursery.cancel_scope)
+        jobs = [await self.get(j) for j in ids]
+        return Waited(jobs=jobs, timed_out=scope.cancelled_caught)
 
     async def _wait_then_cancel(self, job_id: str, scope: trio.CancelScope) -> None:
         await self._wait_one(job_id)

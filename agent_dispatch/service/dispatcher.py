@@ -1,5 +1,9 @@
 """The service: one Dispatcher owns the limiter, the cache, the job nursery and the runner.
 
+The Dispatcher is the library's public face as well as the one the MCP server and
+the CLI sit on: they open it with `policy=TOOLS` (service/policy.py), the rails
+their tools promise; a trio program gets its numbers honoured as given.
+
 Every path that runs a `claude` invocation (dispatch, session, stream, parallel,
 aggregation, dialogue, async jobs) goes through `_run`, which decides the run
 (a RunSpec) and hands it to the Runner under one token of the single
@@ -13,17 +17,27 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from contextlib import asynccontextmanager
 from typing import Any
 
-import msgspec
+import sniffio
 import trio
 
+from agent_dispatch import exception_groups
 from agent_dispatch.claude import invocation as claude
 from agent_dispatch.errors import ConfigError, InvalidArgument
-from agent_dispatch.models import Config, DispatchRequest, DispatchResult
+from agent_dispatch.models import (
+    Config,
+    DispatchRequest,
+    DispatchResult,
+    PositiveInt,
+    convert,
+)
 from agent_dispatch.runtime.claude_runner import ClaudeRunner, find_claude
 from agent_dispatch.runtime.runner import Runner, RunSpec
 from agent_dispatch.service.async_jobs import AsyncJobs
 from agent_dispatch.service.cache import ResultCache, cache_key
 from agent_dispatch.service.dialogue import DialogueResult, clamp_rounds, run_dialogue
+from agent_dispatch.service.fanout import Completions, ParallelResult
+from agent_dispatch.service.job_methods import JobMethods
+from agent_dispatch.service.policy import LIBRARY, Policy
 from agent_dispatch.service.resolve import (
     aggregation_task,
     check_agent,
@@ -39,12 +53,21 @@ from agent_dispatch.storage.jobs import Job, JobStore, jobs_dir
 ItemCallback = Callable[[int, DispatchResult], Awaitable[None]]
 
 
-class ParallelResult(msgspec.Struct, kw_only=True):
-    results: list[DispatchResult]
-    aggregated: DispatchResult | None = None
+def require_trio() -> None:
+    """agent_dispatch runs on trio only: say so, rather than fail deep inside."""
+    try:
+        library = sniffio.current_async_library()
+    except sniffio.AsyncLibraryNotFoundError:
+        library = None
+    if library != "trio":
+        where = f"under {library}" if library else "outside an async function"
+        raise RuntimeError(
+            f"agent_dispatch runs on trio, and was called {where}: run your program "
+            "with trio.run() (asyncio and anyio's asyncio backend are not supported)"
+        )
 
 
-class Dispatcher:
+class Dispatcher(JobMethods):
     """Delegates tasks to agents. Create with `async with Dispatcher.open(cfg) as d:`."""
 
     def __init__(
@@ -52,14 +75,25 @@ class Dispatcher:
         config: Config | ConfigStore,
         nursery: trio.Nursery,
         *,
+        max_concurrency: int | None = None,
+        limiter: trio.CapacityLimiter | None = None,
+        cache: bool | None = None,
+        runner: Runner | None = None,
+        policy: Policy = LIBRARY,
         env: Mapping[str, str] | None = None,
         clock: Callable[[], float] | None = None,
         jobs: JobStore | None = None,
-        runner: Runner | None = None,
     ) -> None:
+        require_trio()
         self.runner: Runner = runner or ClaudeRunner()
+        self.policy = policy
         self._store = config if isinstance(config, ConfigStore) else None
         self._static = config if isinstance(config, Config) else None
+        if self._store is None and self._static is None:
+            raise TypeError(
+                f"Dispatcher needs a Config or a ConfigStore, not {type(config).__name__} "
+                "(load one with agent_dispatch.load_config())"
+            )
         self._env = dict(os.environ if env is None else env)
         self._depth = claude.current_depth(self._env)
         try:
@@ -67,13 +101,26 @@ class Dispatcher:
         except ConfigError:
             first = Config()  # keep serving: every call reports the broken config
         s = first.settings
-        self.limiter = trio.CapacityLimiter(s.max_concurrency)
+        if limiter is not None and max_concurrency is not None:
+            raise InvalidArgument(
+                "max_concurrency: give it or a limiter, not both",
+                "A shared trio.CapacityLimiter sets the limit itself (its total_tokens).",
+            )
+        self._fixed_limit = limiter is not None or max_concurrency is not None
+        if limiter is None:
+            tokens = s.max_concurrency
+            if max_concurrency is not None:
+                tokens = convert(max_concurrency, PositiveInt, field="max_concurrency")
+            limiter = trio.CapacityLimiter(tokens)
+        self.limiter = limiter
+        self._caching = policy.cache if cache is None else cache
         cache_opts: dict[str, Any] = {"ttl": s.cache.ttl, "max_size": s.cache.max_size}
         if clock is not None:
             cache_opts["clock"] = clock
         self.cache = ResultCache(**cache_opts)
         self._applied = first
-        self.jobs = AsyncJobs(jobs or JobStore(jobs_dir(self._env)), nursery, self._job_run)
+        self._jobs = AsyncJobs(jobs or JobStore(jobs_dir(self._env)), nursery, self._job_run)
+        self._nursery = nursery
 
     @classmethod
     @asynccontextmanager
@@ -81,22 +128,59 @@ class Dispatcher:
         cls,
         config: Config | ConfigStore,
         *,
+        max_concurrency: int | None = None,
+        limiter: trio.CapacityLimiter | None = None,
+        cache: bool | None = None,
+        runner: Runner | None = None,
+        policy: Policy = LIBRARY,
         env: Mapping[str, str] | None = None,
         clock: Callable[[], float] | None = None,
         jobs: JobStore | None = None,
-        runner: Runner | None = None,
     ) -> AsyncIterator[Dispatcher]:
-        """Run a Dispatcher; leaving the block cancels its jobs (their children die).
+        """Run a Dispatcher; leaving the block cancels its jobs (their children die first).
 
-        Every run goes through `runner`: by default a ClaudeRunner (a local `claude -p`
-        child); a ScriptedRunner (agent_dispatch.runtime.scripted) answers without one.
+        Args:
+          config: a Config (fixed) or a ConfigStore (its file, re-read when it changes).
+          max_concurrency: live runs at most (default: settings.max_concurrency).
+          limiter: a trio.CapacityLimiter to share one limit with the rest of your app
+            (each run holds one token for its whole life); not with max_concurrency.
+          cache: keep clean one-shot results and answer identical dispatches from them
+            (settings.cache sets ttl and size). Off unless asked for.
+          runner: what carries out a run. Default: a ClaudeRunner (a local `claude -p`
+            child in its own process group); a ScriptedRunner answers without a child.
+          policy: the rails on callers' numbers; the library honours them as given.
+          env: the environment the children inherit (default: os.environ).
+          jobs: the job store (default: the jobs directory `env` names).
+
+        Stale job records a dead process left are settled in a worker thread beside
+        the body (their process groups stopped); job reads wait for it, nothing else.
+
+        An exception raised in the body comes out as itself, Ctrl-C as KeyboardInterrupt.
+
+        Raises:
+          RuntimeError: not running under trio (agent_dispatch is trio-only).
+          InvalidArgument: max_concurrency is not a positive integer, or given with limiter.
         """
-        async with trio.open_nursery() as nursery:
-            dispatcher = cls(config, nursery, env=env, clock=clock, jobs=jobs, runner=runner)
-            try:
-                yield dispatcher
-            finally:
-                nursery.cancel_scope.cancel()
+        require_trio()
+        with exception_groups.collapsed():
+            async with trio.open_nursery() as nursery:
+                dispatcher = cls(
+                    config,
+                    nursery,
+                    max_concurrency=max_concurrency,
+                    limiter=limiter,
+                    cache=cache,
+                    runner=runner,
+                    policy=policy,
+                    env=env,
+                    clock=clock,
+                    jobs=jobs,
+                )
+                dispatcher._start_recovery()
+                try:
+                    yield dispatcher
+                finally:
+                    nursery.cancel_scope.cancel()
 
     # -- configuration -------------------------------------------------------
 
@@ -116,7 +200,7 @@ class Dispatcher:
 
     def _apply(self, cfg: Config) -> None:
         old, s = self._applied, cfg.settings
-        if self.limiter.total_tokens != s.max_concurrency:
+        if not self._fixed_limit and self.limiter.total_tokens != s.max_concurrency:
             self.limiter.total_tokens = s.max_concurrency  # borrowed slots are kept
         self.cache.configure(ttl=s.cache.ttl, max_size=s.cache.max_size)
         for name in set(old.agents) | set(cfg.agents):
@@ -139,17 +223,32 @@ class Dispatcher:
     # -- single dispatch -------------------------------------------------------
 
     async def dispatch(self, req: DispatchRequest) -> DispatchResult:
-        """One-shot dispatch; clean successes are cached."""
+        """One dispatch, to its end; clean successes are cached when the cache is on.
+
+        A failed run (timeout, usage limit, budget, permission, ...) is a result with
+        `success=False`; `result.raise_for_error()` turns it into an exception.
+
+        Raises:
+          InvalidArgument, UnknownAgent, UnknownGroup: the request is wrong; nothing ran.
+          ConfigError: the config file is broken.
+          trio.Cancelled: a scope around the call was cancelled; the child's process
+            group is gone and its slot free when this propagates.
+        """
         return await self._dispatch(req, use_cache=True)
 
     async def dispatch_session(self, req: DispatchRequest) -> DispatchResult:
-        """A dispatch that starts (or, with `session_id`, resumes) a session; never cached."""
+        """A dispatch that starts (or, with `session_id`, resumes) a session; never cached.
+        Raises as `dispatch` does."""
         return await self._dispatch(req, use_cache=False)
 
     async def dispatch_stream(
         self, req: DispatchRequest, on_progress: ProgressCallback | None = None
     ) -> DispatchResult:
-        """A dispatch whose assistant text, tool calls and retries reach `on_progress` live."""
+        """A dispatch whose assistant text, tool calls and retries reach `on_progress` live.
+
+        Every event is awaited in order before the result returns, so a slow callback
+        delays the result: a consumer that may be slow reads `stream()` instead.
+        Raises as `dispatch` does."""
         return await self._dispatch(req, use_cache=False, on_progress=on_progress)
 
     async def _dispatch(
@@ -161,7 +260,8 @@ class Dispatcher:
     ) -> DispatchResult:
         cfg = self.config()
         self.validate(req, cfg)
-        return await self._run(cfg, req, use_cache=use_cache, on_progress=on_progress)
+        with exception_groups.collapsed():
+            return await self._run(cfg, req, use_cache=use_cache, on_progress=on_progress)
 
     def _refusal(self, cfg: Config, agent: str) -> DispatchResult | None:
         limit = cfg.settings.max_dispatch_depth
@@ -190,12 +290,15 @@ class Dispatcher:
         if refusal is not None:
             return refusal
         eff = effective_agent(cfg, req.agent)
-        timeout = resolve_timeout(req.timeout_seconds, eff.timeout)
+        rails = self.policy
+        timeout = resolve_timeout(
+            req.timeout_seconds, eff.timeout, low=rails.min_timeout, high=rails.max_timeout
+        )
         context = req.context
         if req.group:
             context = fold_group_context(cfg, req.group, req.agent, context)
         key = ""
-        caching = use_cache and cfg.settings.cache.enabled and not req.session_id
+        caching = use_cache and self._caching and cfg.settings.cache.enabled and not req.session_id
         if caching:
             key = cache_key(
                 agent=req.agent,
@@ -251,9 +354,46 @@ class Dispatcher:
 
     # -- fan-out -----------------------------------------------------------------
 
-    def max_parallel_items(self, cfg: Config | None = None) -> int:
+    def max_parallel_items(self, cfg: Config | None = None) -> int | None:
+        """The most items one dispatch_parallel takes (None: no cap, the library's way)."""
+        if not self.policy.cap_batches:
+            return None
         cfg = cfg or self.config()
         return max(100, 20 * cfg.settings.max_concurrency)
+
+    def _batch(self, requests: Sequence[DispatchRequest], cfg: Config) -> list[DispatchRequest]:
+        """The whole batch, validated before anything is spawned."""
+        batch = list(requests)
+        if not batch:
+            raise InvalidArgument("dispatches: must hold at least one item")
+        limit = self.max_parallel_items(cfg)
+        if limit is not None and len(batch) > limit:
+            raise InvalidArgument(
+                f"dispatches: {len(batch)} items is more than the limit of {limit}",
+                "Split the batch, or use dispatch_async for long queues.",
+            )
+        for i, req in enumerate(batch):
+            self.validate(req, cfg, field=f"dispatches[{i}]")
+        return batch
+
+    def as_completed(self, requests: Sequence[DispatchRequest]) -> Completions:
+        """`async for index, result in d.as_completed(requests):` each result as its run
+        finishes, `index` its place in `requests`. Every run holds a slot of the one
+        limiter; there is no cap on the number of requests. Leaving the loop, or a
+        cancelled scope around it, stops the runs left (`async with d.as_completed(...)
+        as results:` makes that deterministic: they are gone when the block is left).
+
+        Raises (at the call, before anything runs):
+          InvalidArgument, UnknownAgent, UnknownGroup: an item is wrong (named
+            `dispatches[i]`). ConfigError: the config file is broken.
+        """
+        cfg = self.config()
+        batch = self._batch(requests, cfg)
+
+        async def run(req: DispatchRequest) -> DispatchResult:
+            return await self._run(cfg, req, use_cache=True)
+
+        return Completions(run, batch, self._nursery)
 
     async def dispatch_parallel(
         self,
@@ -262,49 +402,32 @@ class Dispatcher:
         aggregate: str | None = None,
         on_item_done: ItemCallback | None = None,
     ) -> ParallelResult:
-        """Run every request concurrently (bounded by the limiter); results in input order.
-
-        The whole batch is validated before anything is spawned.
-        """
+        """Run every request concurrently (bounded by the limiter); results in input order,
+        then, with `aggregate`, that agent's synthesis of them. Raises as `as_completed`."""
         cfg = self.config()
-        if not requests:
-            raise InvalidArgument("dispatches: must hold at least one item")
-        limit = self.max_parallel_items(cfg)
-        if len(requests) > limit:
-            raise InvalidArgument(
-                f"dispatches: {len(requests)} items is more than the limit of {limit}",
-                "Split the batch, or use dispatch_async for long queues.",
-            )
-        for i, req in enumerate(requests):
-            self.validate(req, cfg, field=f"dispatches[{i}]")
+        batch = self._batch(requests, cfg)
         if aggregate:
             check_agent(cfg, aggregate, "aggregate")
-        results: list[DispatchResult | None] = [None] * len(requests)
-
-        async def one(i: int, req: DispatchRequest) -> None:
-            results[i] = await self._run(cfg, req, use_cache=True)
-            if on_item_done is not None:
-                await on_item_done(i, results[i])  # type: ignore[arg-type]
-
-        async with trio.open_nursery() as nursery:
-            for i, req in enumerate(requests):
-                nursery.start_soon(one, i, req)
+        results: list[DispatchResult | None] = [None] * len(batch)
+        async with Completions(
+            lambda req: self._run(cfg, req, use_cache=True), batch, self._nursery
+        ) as done_in_order:
+            async for i, result in done_in_order:
+                results[i] = result
+                if on_item_done is not None:
+                    await on_item_done(i, result)
         done = [r for r in results if r is not None]
         aggregated = None
         if aggregate:
-            aggregated = await self._run(
-                cfg,
-                DispatchRequest(agent=aggregate, task=aggregation_task(requests, done)),
-                use_cache=False,
-            )
+            with exception_groups.collapsed():
+                aggregated = await self._run(
+                    cfg,
+                    DispatchRequest(agent=aggregate, task=aggregation_task(batch, done)),
+                    use_cache=False,
+                )
         return ParallelResult(results=done, aggregated=aggregated)
 
     # -- async jobs ----------------------------------------------------------------
-
-    async def dispatch_async(self, req: DispatchRequest) -> Job:
-        """Queue a dispatch as a job and return its pending record at once."""
-        self.validate(req)
-        return await self.jobs.submit(req)
 
     async def _job_run(
         self,
@@ -319,17 +442,17 @@ class Dispatcher:
 
     def store_ref(self, req: DispatchRequest, result: DispatchResult) -> Job:
         """Keep a finished result as a job record so it can be fetched by reference."""
-        return self.jobs.record_finished(req, result)
+        return self._jobs.record_finished(req, result)
 
-    def start_recovery(self) -> None:
-        """At server start, in the background: settle the records a dead server left
-        (JobStore.recover_stale) and apply job_retention_days. Returns at once, so the
-        handshake never waits for it; the job tools wait until it is done."""
+    def _start_recovery(self) -> None:
+        """Settle the records a dead process left (JobStore.recover_stale) and apply
+        job_retention_days, in a worker thread beside the body: `open` never waits for
+        it; job reads (and waits on other processes' jobs) do."""
         try:
             days = self.config().settings.job_retention_days
         except ConfigError:
-            days = 0  # a broken config keeps every record; tools report the config
-        self.jobs.start_recovery(days)
+            days = 0  # a broken config keeps every record; calls report the config
+        self._jobs.start_recovery(days)
 
     # -- dialogue ----------------------------------------------------------------
 

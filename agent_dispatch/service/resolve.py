@@ -6,6 +6,7 @@ the field they are about (`session_id: ...`).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import msgspec
@@ -106,14 +107,19 @@ def effective_agent(cfg: Config, name: str) -> EffectiveAgent:
     )
 
 
-def resolve_timeout(value: object, default: float) -> float:
+def resolve_timeout(
+    value: object, default: float, *, low: float = MIN_TIMEOUT, high: float | None = MAX_TIMEOUT
+) -> float:
     """The one timeout parser of a dispatch: `None`/0 means the agent's own timeout;
-    anything else is clamped to 10..7200 s. Negative or not a finite number: rejected."""
+    anything else is clamped to `low`..`high` s (the tools' 10..7200 by default; the
+    library passes 0 and None: as given). Negative or not a finite number: rejected."""
     hint = "Pass seconds between 10 and 7200, or 0 for the agent's own timeout."
+    if low <= 0 and high is None:
+        hint = "Pass a number of seconds, or 0 (or None) for the agent's own timeout."
     seconds = convert(value, NonNegFloat | None, field="timeout_seconds", hint=hint)
     if not seconds:
         return default
-    return min(max(seconds, MIN_TIMEOUT), MAX_TIMEOUT)
+    return min(max(seconds, low), math.inf if high is None else high)
 
 
 def fold_group_context(cfg: Config, group_name: str, agent: str, context: str) -> str:

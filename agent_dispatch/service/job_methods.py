@@ -1,0 +1,107 @@
+"""The Dispatcher's job methods: submit, wait, cancel, list (a mixin of Dispatcher).
+
+Jobs run in the Dispatcher's nursery and persist as records (service/async_jobs.py
+runs them, storage/jobs.py keeps them), so any process sharing the jobs directory
+can wait on, fetch or cancel them by id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import trio
+
+from agent_dispatch.models import Config, DispatchRequest, JobStatus, NonNegFloat, WaitMode, convert
+from agent_dispatch.service.async_jobs import AsyncJobs, CancelOutcome, Waited
+from agent_dispatch.service.policy import Policy
+from agent_dispatch.storage.jobs import Job, Listing
+
+__all__ = ["JobMethods"]
+
+
+class JobMethods:
+    """Jobs on the Dispatcher; it provides `_jobs`, `policy` and `validate`."""
+
+    _jobs: AsyncJobs
+    policy: Policy
+
+    def validate(self, req: DispatchRequest, cfg: Config | None = None, field: str = "") -> None:
+        raise NotImplementedError  # pragma: no cover - Dispatcher.validate
+
+    async def submit(self, req: DispatchRequest) -> Job:
+        """Run `req` as a job in the Dispatcher's nursery; return its pending record at once.
+
+        The job is recorded on disk (its progress, its result) so it can be waited on,
+        fetched or cancelled by id, here or from another process sharing the jobs
+        directory. Leaving `Dispatcher.open` cancels the jobs still running.
+
+        Raises:
+          InvalidArgument, UnknownAgent, UnknownGroup, ConfigError: as `dispatch`.
+          StorageError: the jobs directory cannot be written.
+        """
+        self.validate(req)
+        return await self._jobs.submit(req)
+
+    dispatch_async = submit  # the MCP tool's name
+
+    async def job(self, job_id: str) -> Job:
+        """A job as it is now (this process's running jobs live, others from their record).
+
+        Raises:
+          JobNotFound: no job has this id. InvalidArgument: it is not a job id.
+        """
+        return await self._jobs.get(job_id)
+
+    async def wait(
+        self, job_ids: str | Sequence[str], *, mode: WaitMode | str = WaitMode.ALL
+    ) -> list[Job]:
+        """Wait until all (or, with `WaitMode.ANY`, any) of the jobs have finished; the jobs
+        as they are then, in the order asked. Bound it the trio way, with a cancel scope
+        (`with trio.move_on_after(0.2):`); the jobs keep running when it ends.
+
+        Raises:
+          JobNotFound: an id is unknown (before any waiting). InvalidArgument: bad arguments.
+        """
+        ids = [job_ids] if isinstance(job_ids, str) else list(job_ids)
+        return (await self._jobs.wait(ids, mode=mode, seconds=None)).jobs
+
+    async def wait_up_to(
+        self, job_ids: str | Sequence[str], seconds: float, *, mode: WaitMode | str = WaitMode.ALL
+    ) -> Waited:
+        """`wait`, but at most `seconds`, then answer anyway: the jobs as they are and
+        whether the deadline came first (`timed_out`). The tools' form of a wait: their
+        policy keeps `seconds` within 1..3600."""
+        ids = [job_ids] if isinstance(job_ids, str) else list(job_ids)
+        rails = self.policy
+        seconds = convert(seconds, NonNegFloat, field="timeout_seconds")
+        seconds = max(seconds, rails.min_wait)
+        if rails.max_wait is not None:
+            seconds = min(seconds, rails.max_wait)
+        return await self._jobs.wait(ids, mode=mode, seconds=seconds)
+
+    async def cancel(self, job_id: str) -> CancelOutcome:
+        """Cancel a job: a pending one never starts; a running one has its process group
+        stopped. Returns once the job is recorded as cancelled (its slot free).
+
+        Raises:
+          InvalidArgument: it is not a job id. StorageError: an unreadable record.
+        """
+        return await self._jobs.cancel(job_id)
+
+    async def list_jobs(
+        self, *, status: JobStatus | None = None, agent: str | None = None, limit: int = 50
+    ) -> Listing:
+        """Jobs newest first, this process's running ones as they are now; files in the
+        jobs directory that are not records are named in `unreadable`, not fatal."""
+        return await self._jobs.listing(status=status, agent=agent, limit=limit)
+
+    async def purge_jobs(self, *, max_age_days: float, dry_run: bool = False) -> list[str]:
+        """Delete finished job records older than `max_age_days`; the ids (dry_run: only list)."""
+        await self._jobs.recovered()
+        return await trio.to_thread.run_sync(
+            lambda: self._jobs.store.gc(max_age_days=max_age_days, dry_run=dry_run)
+        )
+
+    def running_jobs(self) -> int:
+        """How many jobs this Dispatcher runs now."""
+        return self._jobs.running_count()
