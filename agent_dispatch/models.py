@@ -43,6 +43,8 @@ WAIT_MODES: tuple[WaitMode, ...] = get_args(WaitMode)
 MIN_TIMEOUT = 10.0  # seconds a dispatch may be given, at least and at most
 MAX_TIMEOUT = 7200.0
 MAX_AGENT_TIMEOUT = 7 * 24 * 3600  # an agent's configured timeout, at most (a week)
+KILL_GRACE_SECONDS = 1.5  # SIGTERM to SIGKILL for a child's group, by default
+MAX_KILL_GRACE_SECONDS = 60.0
 
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
 TimeoutSeconds = Annotated[int, msgspec.Meta(ge=1, le=MAX_AGENT_TIMEOUT)]
@@ -325,6 +327,10 @@ class Settings(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=True):
     max_message_mib: Annotated[int, msgspec.Meta(ge=1, le=1024)] = 32
     # False: add_agent / update_agent / remove_agent refuse over MCP (the CLI still edits).
     mcp_agent_edits: bool = True
+    # Seconds a child's process group gets between SIGTERM and SIGKILL (timeout, cancel).
+    kill_grace_seconds: Annotated[float, msgspec.Meta(ge=0, le=MAX_KILL_GRACE_SECONDS)] = (
+        KILL_GRACE_SECONDS
+    )
 
     def __post_init__(self) -> None:
         _require_finite(self.default_max_budget_usd, "default_max_budget_usd")
