@@ -101,7 +101,8 @@ class DispatchFailed(DispatchError):
 
     Attributes:
       result: the failed DispatchResult, the very object raise_for_error was called on.
-      message: `result.error` (or a stand-in naming the agent when the result has none).
+      message: `result.error` (or a stand-in naming the agent when the result has none),
+        cut at errors.MAX_MESSAGE characters like every DispatchError's; also `str(exc)`.
       hint: `result.hint`, the next thing to try ("" when there is none).
       error_type: the ErrorType this class stands for (None on the base class).
     """
