@@ -12,7 +12,13 @@ MAX_MESSAGE = 2000  # an error quotes what it got: a 100 kB name must not come b
 
 
 class DispatchError(Exception):
-    """Base class: a problem the user can act on."""
+    """Base class: a problem the user can act on.
+
+    The subclasses here are bad input, raised by the call that got it (nothing
+    ran). A run that happened and failed is a DispatchResult with success=False;
+    its `raise_for_error()` raises a `DispatchFailed` (agent_dispatch/results.py),
+    also a DispatchError, so `except DispatchError` catches both kinds.
+    """
 
     default_hint = ""
 

@@ -16,7 +16,9 @@ import msgspec
 from msgspec import UNSET, UnsetType
 
 from agent_dispatch.errors import InvalidArgument
-from agent_dispatch.remedies import Advice
+from agent_dispatch.results import ERROR_TYPES as ERROR_TYPES
+from agent_dispatch.results import DispatchResult as DispatchResult
+from agent_dispatch.results import ErrorType as ErrorType
 
 NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_-]*"
 MAX_NAME_LENGTH = 64  # names are table cells, argv words and file-name-like keys
@@ -31,10 +33,6 @@ PermissionMode = Literal[
     "acceptEdits", "auto", "bypassPermissions", "default", "dontAsk", "manual", "plan"
 ]
 PERMISSION_MODES: tuple[PermissionMode, ...] = get_args(PermissionMode)
-ErrorType = Literal[
-    "permission", "timeout", "recursion", "not_found", "budget", "usage_limit", "cli_error"
-]
-ERROR_TYPES: tuple[ErrorType, ...] = get_args(ErrorType)
 TerminalStatus = Literal["done", "failed", "cancelled"]
 JobStatus = Literal["pending", "running", TerminalStatus]
 JOB_STATUSES: tuple[JobStatus, ...] = get_args(JobStatus)
@@ -54,6 +52,8 @@ WAIT_MODES: tuple[str, ...] = tuple(mode.value for mode in WaitMode)
 MIN_TIMEOUT = 10.0  # seconds a dispatch may be given, at least and at most
 MAX_TIMEOUT = 7200.0
 MAX_AGENT_TIMEOUT = 7 * 24 * 3600  # an agent's configured timeout, at most (a week)
+KILL_GRACE_SECONDS = 1.5  # SIGTERM to SIGKILL for a child's group, by default
+MAX_KILL_GRACE_SECONDS = 60.0
 
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
 TimeoutSeconds = Annotated[int, msgspec.Meta(ge=1, le=MAX_AGENT_TIMEOUT)]
@@ -336,6 +336,10 @@ class Settings(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=True):
     max_message_mib: Annotated[int, msgspec.Meta(ge=1, le=1024)] = 32
     # False: add_agent / update_agent / remove_agent refuse over MCP (the CLI still edits).
     mcp_agent_edits: bool = True
+    # Seconds a child's process group gets between SIGTERM and SIGKILL (timeout, cancel).
+    kill_grace_seconds: Annotated[float, msgspec.Meta(ge=0, le=MAX_KILL_GRACE_SECONDS)] = (
+        KILL_GRACE_SECONDS
+    )
 
     def __post_init__(self) -> None:
         _require_finite(self.default_max_budget_usd, "default_max_budget_usd")
@@ -397,28 +401,6 @@ def dispatch_request(args: object, field: str = "", type_: Any = DispatchRequest
     if isinstance(args, Mapping):  # anything else: convert says what it expected
         args = {k: None if k in _EMPTY_IS_NONE and v == "" else v for k, v in args.items()}
     return convert(args, type_, field=field)
-
-
-class DispatchResult(msgspec.Struct, kw_only=True, omit_defaults=True):
-    """What a dispatch returns. Optional fields are omitted when unset."""
-
-    agent: str
-    success: bool
-    result: str = ""
-    session_id: str | None = None
-    cost_usd: float | None = None
-    duration_ms: int | None = None
-    num_turns: int | None = None
-    error: str | None = None
-    error_type: ErrorType | None = None
-    parsed_result: Any = None
-    denied_tools: list[str] | None = None
-    hint: str | None = None
-    budget_exceeded: bool | None = None
-    cached: bool | None = None
-    # The hint as data (what to change, to which value); `hint` is its text as rendered
-    # for the receiver. Faces render it and leave it out of their answers.
-    advice: Advice | None = None
 
 
 ProgressKind = Literal["text", "tool_use", "retry"]

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 import trio
 
@@ -23,7 +24,14 @@ from agent_dispatch.runtime.runner import RunOutcome, RunSpec
 from agent_dispatch.service.dispatcher import Dispatcher
 from agent_dispatch.storage.jobs import JobStore
 from tests.dispatcher_config import make_config
-from tests.fake_claude import fake_env, pid_alive, read_runs, wait_dead, wait_started
+from tests.fake_claude import (
+    fake_env,
+    pid_alive,
+    read_run,
+    read_runs,
+    wait_dead,
+    wait_started,
+)
 
 
 @pytest.fixture
@@ -212,6 +220,25 @@ async def test_a_streaming_run_hands_its_decoded_events_to_on_event(
         await ClaudeRunner().run(spec, on_event=events.append)
     assert [e.kind for e in events] == ["text", "tool_use", "text"]
     assert events[-1].message == "done"
+
+
+@pytest.mark.parametrize("grace", [0.1, 2.0])  # on each side of the 1.5 s default
+async def test_a_child_ignoring_sigterm_gets_the_specs_grace_before_sigkill(
+    tmp_path: Path, log_dir: Path, grace: float
+) -> None:
+    prompt = "@fake ignore_sigterm\n@fake sleep=30\nstubborn"
+    spec = msgspec.structs.replace(run_spec(tmp_path, fake_env(log_dir), prompt), grace=grace)
+    with trio.fail_after(10):
+        with trio.CancelScope() as scope:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(lambda: ClaudeRunner().run(spec))
+                (run,) = await wait_started(log_dir)
+                cancelled_at = trio.current_time()
+                scope.cancel()
+        elapsed = trio.current_time() - cancelled_at
+    assert grace <= elapsed < grace + 1
+    assert read_run(log_dir, run["pid"])["end"] is None  # SIGKILLed: no end recorded
+    assert not pid_alive(run["pid"])
 
 
 def test_the_executable_is_the_env_override_then_the_setting_then_path(tmp_path: Path) -> None:

@@ -190,6 +190,34 @@ def test_cancel_stops_the_claude_group_a_dead_server_left_running(cli, store):
     assert "no claude process of it was still running" in cli("cancel", again.id).out
 
 
+@pytest.mark.parametrize("config", ["settings: {kill_grace_seconds: 2}", "settings: [broken]"])
+def test_cancel_gives_a_group_ignoring_sigterm_the_configured_grace(cli, store, config):
+    grace = 2.0 if "kill_grace" in config else 1.5  # a broken config: the default, no error
+    cli.write_config(config)
+    ignore_term = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+    orphan = subprocess.Popen(
+        [sys.executable, "-c", ignore_term + "print('ready', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        assert orphan.stdout is not None and orphan.stdout.readline() == b"ready\n"
+        job = make_job(
+            store, "running", child_pgid=orphan.pid, child_started=process_start(orphan.pid)
+        )
+        started = time.monotonic()
+        res = cli("cancel", job.id)
+        elapsed = time.monotonic() - started
+        assert res.rc == 0, res
+        assert orphan.wait(timeout=5) == -9  # SIGTERM ignored: SIGKILL after the grace
+    finally:
+        orphan.kill()
+        orphan.wait()
+        assert orphan.stdout is not None
+        orphan.stdout.close()
+    assert grace <= elapsed < grace + 1
+
+
 def test_cancel_refuses_a_job_a_live_server_runs(cli, store):
     job = make_job(store, "running", owner_pid=os.getppid())
     res = cli("cancel", job.id)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import msgspec
 import pytest
+import yaml
 
 from agent_dispatch.errors import ConfigError, DispatchError, StorageError
 from agent_dispatch.models import (
@@ -112,6 +113,12 @@ def test_example_config_is_valid_and_round_trips() -> None:
     assert parse_config(dump_config(cfg)) == cfg
 
 
+def test_the_example_config_lists_every_setting() -> None:
+    raw = yaml.safe_load((REPO / "agents.example.yaml").read_text())
+    assert set(raw["settings"]) == set(Settings.__struct_fields__)
+    assert set(raw["settings"]["cache"]) == set(CacheSettings.__struct_fields__)
+
+
 @pytest.mark.parametrize("data", [b"", b"   \n\n", b"# only a comment\n", b"agents:\n"])
 def test_empty_file_is_an_empty_config(data: bytes) -> None:
     assert parse_config(data) == Config()
@@ -205,6 +212,10 @@ def test_full_config_parses() -> None:
         ("settings: {cache: null}", "settings.cache: expected mapping, got null"),
         ("settings: {max_concurrency: 0}", "settings.max_concurrency: expected int >= 1"),
         ("settings: {max_dispatch_depth: 1.5}", "settings.max_dispatch_depth: expected int"),
+        ("settings: {kill_grace_seconds: 61}", "settings.kill_grace_seconds: expected float <= 60"),
+        ("settings: {kill_grace_seconds: -1}", "settings.kill_grace_seconds: expected float >= 0"),
+        ("settings: {kill_grace_seconds: .nan}", "settings.kill_grace_seconds: expected float"),
+        ("settings: {kill_grace_seconds: 2s}", "settings.kill_grace_seconds: expected float, got"),
         ("settings: {nope: 1}", 'settings: unknown field "nope"'),
         ("settings: [1]", "settings: expected mapping, got list"),
         ("agent: {}", 'agents.yaml: unknown top-level field "agent" (expected agents, groups'),

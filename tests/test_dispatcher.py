@@ -138,6 +138,18 @@ async def test_every_dispatch_path_runs_through_the_given_runner(
     assert dispatcher.limiter.borrowed_tokens == 0
 
 
+@pytest.mark.xfail(
+    strict=True, reason="service/dispatcher.py _run: RunSpec(grace=cfg.settings.kill_grace_seconds)"
+)
+async def test_a_dispatch_hands_the_runner_the_kill_grace_setting(
+    tmp_path: Path, runner: ScriptedRunner
+) -> None:
+    cfg = make_config(tmp_path, settings="  kill_grace_seconds: 7.5")
+    async with Dispatcher.open(cfg, env=ENV, jobs=JobStore(tmp_path / "jobs"), runner=runner) as d:
+        await d.dispatch(req("hello"))
+    assert runner.calls[0].spec.grace == 7.5
+
+
 async def test_cache_hit_miss_ttl_and_eviction_with_injected_clock(
     tmp_path: Path, runner: ScriptedRunner
 ) -> None:

@@ -11,6 +11,7 @@ from cyclopts import Parameter
 from agent_dispatch.cli.common import (
     JsonFlag,
     command,
+    config_store,
     cut,
     emit,
     emit_json,
@@ -21,8 +22,8 @@ from agent_dispatch.cli.common import (
     warn,
 )
 from agent_dispatch.cli.remedies import present_job
-from agent_dispatch.errors import InvalidArgument
-from agent_dispatch.models import TERMINAL_STATUSES, PositiveFloat, convert
+from agent_dispatch.errors import DispatchError, InvalidArgument
+from agent_dispatch.models import TERMINAL_STATUSES, PositiveFloat, Settings, convert
 from agent_dispatch.runtime.orphans import stop_group
 from agent_dispatch.service.views import job_summary, job_view
 from agent_dispatch.storage.jobs import Job, now_iso, pid_alive, validate_job_id
@@ -152,7 +153,7 @@ def cancel(job_id: str, /) -> int:
         return 0
     left = ""
     if record.child_pgid is not None:
-        stopped = stop_group(record.child_pgid, record.child_started)
+        stopped = stop_group(record.child_pgid, record.child_started, grace=_kill_grace())
         left = (
             f"; stopped the claude process group {record.child_pgid} it left running"
             if stopped
@@ -160,6 +161,14 @@ def cancel(job_id: str, /) -> int:
         )
     emit(f"cancelled job {job_id} (it was {record.status}; its server is gone{left})")
     return 0
+
+
+def _kill_grace() -> float:
+    """settings.kill_grace_seconds; a broken config must not block a cancel (the default)."""
+    try:
+        return config_store().load().settings.kill_grace_seconds
+    except DispatchError:
+        return Settings().kill_grace_seconds
 
 
 def gc(

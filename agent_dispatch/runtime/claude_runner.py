@@ -48,7 +48,9 @@ class ClaudeRunner:
 
     The child runs in `spec.directory` with exactly `spec.env`; the executable
     is looked up (`find_claude`) in `spec.env` with `spec.claude_path`. A
-    prompt too long for one argument goes to the child's stdin.
+    prompt too long for one argument goes to the child's stdin. Stopped at its
+    deadline or by cancellation, the group gets SIGTERM, then SIGKILL after
+    `spec.grace` seconds.
     """
 
     async def run(
@@ -69,6 +71,7 @@ class ClaudeRunner:
                 on_stdout_line=None if on_event is None else _EventFeed(on_event),
                 on_spawn=task_status.started,
                 stdin_data=claude.stdin_prompt(spec.invocation),
+                grace=spec.grace,
             )
         except OSError as exc:
             if exc.errno == errno.E2BIG:

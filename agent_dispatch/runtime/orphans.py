@@ -16,6 +16,8 @@ import signal
 import time
 from collections.abc import Iterable
 
+from agent_dispatch.models import KILL_GRACE_SECONDS
+
 __all__ = ["process_start", "stop_group", "stop_groups"]
 
 _POLL = 0.05
@@ -35,7 +37,7 @@ def process_start(pid: int) -> int | None:
         return None
 
 
-def stop_group(pgid: int, started: int | None, *, grace: float = 1.0) -> bool:
+def stop_group(pgid: int, started: int | None, *, grace: float = KILL_GRACE_SECONDS) -> bool:
     """SIGTERM the group `pgid` left by a job, then SIGKILL after `grace` s.
 
     Returns whether anything of it was running. Nothing is signalled when the
@@ -44,7 +46,9 @@ def stop_group(pgid: int, started: int | None, *, grace: float = 1.0) -> bool:
     return pgid in stop_groups([(pgid, started)], grace=grace)
 
 
-def stop_groups(groups: Iterable[tuple[int, int | None]], *, grace: float = 1.0) -> set[int]:
+def stop_groups(
+    groups: Iterable[tuple[int, int | None]], *, grace: float = KILL_GRACE_SECONDS
+) -> set[int]:
     """stop_group for many groups at once: every group gets its SIGTERM first, then
     one shared `grace` period, then SIGKILL for what is left. N groups cost one grace
     period, not N. Returns the pgids that were running."""

@@ -33,6 +33,7 @@ import msgspec
 import trio
 
 from agent_dispatch import exception_groups
+from agent_dispatch.models import KILL_GRACE_SECONDS
 
 __all__ = ["ChildOutcome", "run_child"]
 
@@ -77,7 +78,7 @@ async def run_child(
     stdin_data: bytes | None = None,
     stdout_cap: int = 16 * 2**20,
     stderr_cap: int = 2**20,
-    grace: float = 1.5,
+    grace: float = KILL_GRACE_SECONDS,
     eof_wait: float = _EOF_WAIT,
     result_grace: float = _RESULT_GRACE,
 ) -> ChildOutcome:

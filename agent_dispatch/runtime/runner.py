@@ -21,7 +21,7 @@ import msgspec
 import trio
 
 from agent_dispatch.claude.invocation import Invocation
-from agent_dispatch.models import ProgressEvent
+from agent_dispatch.models import KILL_GRACE_SECONDS, ProgressEvent
 
 __all__ = [
     "ClaudeNotFound",
@@ -47,6 +47,9 @@ class RunSpec(msgspec.Struct, frozen=True, kw_only=True):
     env: dict[str, str]  # the child's whole environment
     timeout: float  # seconds from the start of the run (the slot is already held)
     claude_path: str | None = None  # settings.claude_path, for a local executable lookup
+    # Seconds between SIGTERM and SIGKILL when the run is stopped (timeout, cancel):
+    # settings.kill_grace_seconds.
+    grace: float = KILL_GRACE_SECONDS
 
 
 class RunOutcome(msgspec.Struct, frozen=True, kw_only=True):
