@@ -101,7 +101,7 @@ async def test_a_run_that_waits_for_a_slot_says_queued_then_started_then_its_tex
             limiter.release_on_behalf_of(holder)
     assert collect.kinds == ["queued", "started", "text"]
     queued, started, _ = collect.events
-    assert queued.message == "Queued: all 1 slots are busy"
+    assert queued.message == "Queued: no free slot (1 in use)"
     assert (started.pid, started.session_id, started.message) == (None, SESSION, "Started")
     assert 0 < queued.at <= started.at
 

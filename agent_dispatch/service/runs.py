@@ -57,10 +57,12 @@ async def run_once(
 
     Every event reaches `on_progress` in order, stamped with the wall-clock time
     the service saw it (`at`); a callback a whole buffer behind loses events
-    (counted in `stats.dropped`), never delays the runner. With `lifecycle`, the
-    run also says "queued" when no slot is free as it asks for one, and
-    "started" (pid, session id) once the runner has started, both before any of
-    the child's events.
+    (counted in `stats.dropped`), never delays the runner. The result still waits
+    for `on_progress` to take every relayed event: a caller whose result must not
+    wait passes a callback that never blocks. With `lifecycle`, the run also
+    says "queued" when no slot is free as it asks for one, and "started" (pid,
+    session id) once the runner has started, both before any of the child's
+    events.
     """
     stats = stats if stats is not None else RunStats()
     async with trio.open_nursery() as nursery:
@@ -126,7 +128,7 @@ async def _acquire(limiter: trio.CapacityLimiter, relay: _Relay | None) -> None:
         limiter.acquire_nowait()
     except trio.WouldBlock:
         if relay is not None:
-            busy = f"Queued: all {limiter.total_tokens:g} slots are busy"
+            busy = f"Queued: no free slot ({limiter.total_tokens:g} in use)"
             relay(ProgressEvent("queued", busy))
         await limiter.acquire()
     else:
