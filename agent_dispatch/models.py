@@ -403,11 +403,36 @@ def dispatch_request(args: object, field: str = "", type_: Any = DispatchRequest
     return convert(args, type_, field=field)
 
 
-ProgressKind = Literal["text", "tool_use", "retry"]
+ProgressKind = Literal["queued", "started", "text", "tool_use", "retry"]
+PROGRESS_KINDS: tuple[ProgressKind, ...] = get_args(ProgressKind)
+# A tool call's input, JSON-encoded, is kept up to this many bytes; a bigger one (a
+# whole file to Write) is dropped, so a buffer of events stays small.
+MAX_TOOL_INPUT_BYTES = 32 * 1024
 
 
 class ProgressEvent(msgspec.Struct, frozen=True):
-    """A live event from a streaming child: assistant text, a tool call, an API retry."""
+    """A live event of one run: it waits for a slot, starts, or its child says something.
+
+    `kind` says which:
+    - "queued": every slot was taken when the run asked for one; it waits.
+    - "started": the run holds a slot and its child exists: `pid` (the local child's
+      process id, which leads its process group; None when nothing local runs) and
+      `session_id` (the claude session the run uses).
+    - "text": assistant text (cut at 20,000 characters).
+    - "tool_use": the child calls a tool: `tool` (its name, None when the child sent
+      none) and `tool_input` (the input object as the child sent it; None, with
+      `tool_input_dropped` set, when it is over MAX_TOOL_INPUT_BYTES encoded as JSON).
+    - "retry": the CLI retries a failed API request.
+
+    `message` is the one-line text every face shows (e.g. "Using tool: Bash"); `at`
+    is the wall-clock time (`time.time()`) the service saw the event, 0.0 when unset.
+    """
 
     kind: ProgressKind
     message: str
+    at: float = 0.0
+    tool: str | None = None
+    tool_input: Any = None
+    tool_input_dropped: bool = False
+    pid: int | None = None
+    session_id: str | None = None

@@ -458,7 +458,15 @@ def test_stream_parser_tool_events_in_order(cli_samples: Path):
         events += parser.feed_line(line)
     assert events == [
         ProgressEvent("text", "Creating the file."),
-        ProgressEvent("tool_use", "Using tool: Bash"),
+        ProgressEvent(
+            "tool_use",
+            "Using tool: Bash",
+            tool="Bash",
+            tool_input={
+                "command": "touch created.txt && echo made",
+                "description": "Create a file",
+            },
+        ),
         ProgressEvent("text", "Done: the tool turn is over."),
     ]
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import msgspec
 
-from agent_dispatch.models import ProgressEvent
+from agent_dispatch.models import MAX_TOOL_INPUT_BYTES, ProgressEvent
 
 _PROGRESS_CAP = 20_000
 _TOOL_NAME_CAP = 100
@@ -242,9 +242,32 @@ def _assistant_events(message: object) -> list[ProgressEvent]:
             if text and text.strip():
                 events.append(ProgressEvent("text", bound_text(text, _PROGRESS_CAP)))
         elif block.get("type") == "tool_use":
-            name = _str(block.get("name")) or "?"
-            events.append(ProgressEvent("tool_use", f"Using tool: {name[:_TOOL_NAME_CAP]}"))
+            events.append(_tool_use_event(block))
     return events
+
+
+def _tool_use_event(block: Mapping[str, Any]) -> ProgressEvent:
+    name = _str(block.get("name"))
+    tool = name[:_TOOL_NAME_CAP] if name else None
+    tool_input, dropped = _bounded_input(block.get("input"))
+    return ProgressEvent(
+        "tool_use",
+        f"Using tool: {tool or '?'}",
+        tool=tool,
+        tool_input=tool_input,
+        tool_input_dropped=dropped,
+    )
+
+
+def _bounded_input(value: Any) -> tuple[Any, bool]:
+    """(input, dropped): a tool's input when it is at most MAX_TOOL_INPUT_BYTES as JSON."""
+    if value is None:
+        return None, False
+    try:
+        size = len(msgspec.json.encode(value))
+    except (msgspec.MsgspecError, RecursionError, ValueError, TypeError, OverflowError):
+        return None, True  # (what decode_json made always encodes; never keep what does not)
+    return (value, False) if size <= MAX_TOOL_INPUT_BYTES else (None, True)
 
 
 def _retry_message(msg: Mapping[str, Any]) -> str:

@@ -8,8 +8,10 @@ DispatchResult. It knows no runner but the Protocol.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 
+import msgspec
 import trio
 
 from agent_dispatch.claude import classify as claude_classify
@@ -29,6 +31,15 @@ ProgressCallback = Callable[[ProgressEvent], Awaitable[None]]
 _PROGRESS_BUFFER = 256
 
 
+class RunStats:
+    """What `run_once` counts about one run, readable while it goes and after."""
+
+    def __init__(self) -> None:
+        # Progress events lost because the callback fell a whole buffer behind: the
+        # runner is never made to wait for a slow consumer.
+        self.dropped = 0
+
+
 async def run_once(
     runner: Runner,
     limiter: trio.CapacityLimiter,
@@ -39,23 +50,38 @@ async def run_once(
     response_format: str,
     on_progress: ProgressCallback | None = None,
     on_spawn: Callable[[int | None], None] | None = None,
+    lifecycle: bool = False,
+    stats: RunStats | None = None,
 ) -> DispatchResult:
-    """Run `spec` under one limiter token and classify what it left."""
+    """Run `spec` under one limiter token and classify what it left.
+
+    Every event reaches `on_progress` in order, stamped with the wall-clock time
+    the service saw it (`at`); a callback a whole buffer behind loses events
+    (counted in `stats.dropped`), never delays the runner. The result still waits
+    for `on_progress` to take every relayed event: a caller whose result must not
+    wait passes a callback that never blocks. With `lifecycle`, the run also
+    says "queued" when no slot is free as it asks for one, and "started" (pid,
+    session id) once the runner has started, both before any of the child's
+    events.
+    """
+    stats = stats if stats is not None else RunStats()
     async with trio.open_nursery() as nursery:
-        on_event = None
+        relay = None
         send: trio.MemorySendChannel[ProgressEvent] | None = None
         if on_progress is not None:
             send, receive = trio.open_memory_channel[ProgressEvent](_PROGRESS_BUFFER)
             nursery.start_soon(_forward_progress, receive, on_progress)
-            on_event = _Relay(send)
+            relay = _Relay(send, stats)
+        lifecycle_relay = relay if lifecycle else None
         try:
-            async with limiter:
-                try:
-                    outcome = await runner.run(
-                        spec, on_event=on_event, task_status=_Started(on_spawn)
-                    )
-                except StartFailed as exc:
-                    return library_hint(start_failure(spec.agent, exc))
+            await _acquire(limiter, lifecycle_relay)
+            try:
+                started = _Started(on_spawn, lifecycle_relay, spec.invocation.session_id)
+                outcome = await runner.run(spec, on_event=relay, task_status=started)
+            except StartFailed as exc:
+                return library_hint(start_failure(spec.agent, exc))
+            finally:
+                limiter.release()
         finally:
             if send is not None:
                 send.close()
@@ -95,28 +121,55 @@ def start_failure(agent: str, exc: StartFailed) -> DispatchResult:
     )
 
 
-class _Started:
-    """The runner's task_status: tells `on_spawn` the run exists (and its process group)."""
+async def _acquire(limiter: trio.CapacityLimiter, relay: _Relay | None) -> None:
+    """`limiter.acquire()`, saying "queued" to `relay` first when it has to wait."""
+    await trio.lowlevel.checkpoint_if_cancelled()
+    try:
+        limiter.acquire_nowait()
+    except trio.WouldBlock:
+        if relay is not None:
+            busy = f"Queued: no free slot ({limiter.total_tokens:g} in use)"
+            relay(ProgressEvent("queued", busy))
+        await limiter.acquire()
+    else:
+        await trio.lowlevel.cancel_shielded_checkpoint()
 
-    def __init__(self, on_spawn: Callable[[int | None], None] | None) -> None:
+
+class _Started:
+    """The runner's task_status: tells `on_spawn` the run exists (and its process group),
+    and says "started" to `relay` when given."""
+
+    def __init__(
+        self,
+        on_spawn: Callable[[int | None], None] | None,
+        relay: _Relay | None,
+        session_id: str,
+    ) -> None:
         self._on_spawn = on_spawn
+        self._relay = relay
+        self._session_id = session_id
 
     def started(self, value: int | None = None) -> None:
+        if self._relay is not None:
+            message = "Started" + (f" (pid {value})" if value is not None else "")
+            self._relay(ProgressEvent("started", message, pid=value, session_id=self._session_id))
         if self._on_spawn is not None:
             self._on_spawn(value)
 
 
 class _Relay:
-    """The runner's on_event: ProgressEvents onto a channel, never blocking the runner."""
+    """The runner's on_event: ProgressEvents, stamped, onto a channel, never blocking
+    the runner."""
 
-    def __init__(self, send: trio.MemorySendChannel[ProgressEvent]) -> None:
+    def __init__(self, send: trio.MemorySendChannel[ProgressEvent], stats: RunStats) -> None:
         self._send = send
+        self._stats = stats
 
     def __call__(self, event: ProgressEvent) -> None:
         try:
-            self._send.send_nowait(event)
+            self._send.send_nowait(msgspec.structs.replace(event, at=time.time()))
         except (trio.WouldBlock, trio.ClosedResourceError):
-            pass  # a slow consumer loses progress lines, never the answer
+            self._stats.dropped += 1  # a slow consumer loses progress lines, never the answer
 
 
 async def _forward_progress(
