@@ -138,9 +138,6 @@ async def test_every_dispatch_path_runs_through_the_given_runner(
     assert dispatcher.limiter.borrowed_tokens == 0
 
 
-@pytest.mark.xfail(
-    strict=True, reason="service/dispatcher.py _run: RunSpec(grace=cfg.settings.kill_grace_seconds)"
-)
 async def test_a_dispatch_hands_the_runner_the_kill_grace_setting(
     tmp_path: Path, runner: ScriptedRunner
 ) -> None:

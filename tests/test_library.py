@@ -21,7 +21,7 @@ import trio
 import trio.testing
 
 from agent_dispatch.errors import InvalidArgument, UnknownAgent
-from agent_dispatch.models import DispatchRequest, DispatchResult, WaitMode
+from agent_dispatch.models import DispatchRequest, DispatchResult, ProgressEvent, WaitMode
 from agent_dispatch.runtime.scripted import Script, ScriptedRunner
 from agent_dispatch.service.async_jobs import CancelResult
 from agent_dispatch.service.dispatcher import Dispatcher
@@ -317,3 +317,119 @@ async def test_open_settles_a_dead_processes_jobs_without_being_asked(tmp_path: 
         with trio.fail_after(10):
             job = await d.job(orphan.id)
     assert job.status == "failed" and "never started" in (job.error or "")
+
+
+# -- stream and start ---------------------------------------------------------------
+
+
+def _events(n: int) -> tuple[ProgressEvent, ...]:
+    return tuple(ProgressEvent("text", f"line {i}") for i in range(n))
+
+
+async def test_stream_yields_started_then_the_childs_events_stamped_then_the_result(
+    tmp_path: Path,
+) -> None:
+    tool = ProgressEvent("tool_use", "Using tool: Bash", tool="Bash", tool_input={"cmd": "ls"})
+    runner = ScriptedRunner(Script(events=(*_events(2), tool), reply="all done"))
+    async with opened(tmp_path, runner) as d:
+        with trio.fail_after(5):
+            async with d.stream(req("go")) as run:
+                seen = [event async for event in run]
+    assert [e.kind for e in seen] == ["started", "text", "text", "tool_use"]
+    assert seen[0].session_id == run.session_id == runner.calls[0].spec.invocation.session_id
+    assert all(e.at > 0 for e in seen)
+    assert seen[-1].tool == "Bash" and seen[-1].tool_input == {"cmd": "ls"}
+    assert run.result.result == "all done" and run.done and run.dropped == 0
+
+
+async def test_a_slow_reader_never_delays_the_result_and_loses_the_oldest_events(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    runner = ScriptedRunner(Script(events=_events(50), delay=1.5))
+    async with opened(tmp_path, runner) as d:
+        async with d.stream(req("chatty"), buffer=10) as run:
+            first = await run.__anext__()
+            await trio.sleep(1)  # one slow step of the reader: 50 events arrived meanwhile
+            ended = None
+            rest = []
+            async for event in run:
+                rest.append(event)
+                if ended is None and run.done:
+                    ended = trio.current_time()
+                await trio.sleep(1)  # a 1 s/event reader
+    assert first.kind == "started"
+    assert ended is not None and ended < 3  # the 1.5 s run ended; the reader was behind
+    assert [e.message for e in rest] == [f"line {i}" for i in range(40, 50)]  # newest kept
+    assert run.dropped == 40 and run.result.success
+
+
+async def test_a_run_waiting_for_a_slot_says_queued_first(tmp_path: Path) -> None:
+    gate = trio.Event()
+    runner = ScriptedRunner()
+    runner.on(Script(release=gate), prompt="hold")
+    async with opened(tmp_path, runner, max_concurrency=1) as d:
+        with trio.fail_after(5):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(d.dispatch, req("hold"))
+                await runner.wait_calls(1)
+                async with d.stream(req("next")) as run:
+                    first = await run.__anext__()
+                    assert first.kind == "queued" and run.pid is None
+                    gate.set()
+                    kinds = [first.kind] + [e.kind async for e in run]
+    assert kinds == ["queued", "started"] and run.result.success
+
+
+async def test_leaving_the_stream_block_early_stops_the_run(tmp_path: Path) -> None:
+    runner = ScriptedRunner(Script(release=trio.Event()))
+    async with opened(tmp_path, runner) as d:
+        with trio.fail_after(5):
+            async with d.stream(req("hang")) as run:
+                await run.wait_started()
+            assert runner.calls[0].cancelled and runner.calls[0].done.is_set()
+            assert d.limiter.borrowed_tokens == 0
+    assert run.cancelled
+    with pytest.raises(RuntimeError, match="cancelled"):
+        run.result  # noqa: B018 - the property raises
+
+
+async def test_nursery_start_returns_the_run_once_started_and_it_goes_on(
+    tmp_path: Path,
+) -> None:
+    gate = trio.Event()
+    runner = ScriptedRunner(Script(release=gate, reply="later"))
+    async with opened(tmp_path, runner) as d:
+        with trio.fail_after(5):
+            async with trio.open_nursery() as nursery:
+                run = await nursery.start(d.start, req("bg"))
+                assert run.session_id is not None and not run.done
+                gate.set()
+                result = await run.wait()
+    assert result.result == "later"
+
+
+async def test_a_started_run_cancelled_by_its_handle_frees_its_slot(tmp_path: Path) -> None:
+    runner = ScriptedRunner(Script(release=trio.Event()))
+    async with opened(tmp_path, runner) as d:
+        with trio.fail_after(5):
+            async with trio.open_nursery() as nursery:
+                run = await nursery.start(d.start, req("bg"))
+                run.cancel()
+            assert run.cancelled and runner.calls[0].cancelled
+            assert d.limiter.borrowed_tokens == 0
+
+
+async def test_a_stream_cancelled_from_outside_raises_bare_cancelled(tmp_path: Path) -> None:
+    runner = ScriptedRunner(Script(release=trio.Event()))
+    caught: list[BaseException] = []
+    async with opened(tmp_path, runner) as d:
+        with trio.move_on_after(0.5):
+            try:
+                async with d.stream(req("hang")) as run:
+                    async for _ in run:
+                        pass
+            except trio.Cancelled as exc:
+                caught.append(exc)
+                raise
+    assert len(caught) == 1 and type(caught[0]) is trio.Cancelled
+    assert runner.calls[0].cancelled

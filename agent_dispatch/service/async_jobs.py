@@ -15,6 +15,7 @@ job's Event is set only once it is on disk.
 from __future__ import annotations
 
 import enum
+import functools
 import logging
 import math
 import os
@@ -110,15 +111,17 @@ class AsyncJobs:
 
     # -- recovery ----------------------------------------------------------------
 
-    def start_recovery(self, retention_days: float) -> None:
+    def start_recovery(self, retention_days: float, grace: float) -> None:
         """Run the start-up recovery in a worker thread beside the server (see
-        JobStore.recover_stale); until it is done, reads of other processes' jobs wait."""
+        JobStore.recover_stale; a group left behind gets `grace` s between SIGTERM and
+        SIGKILL); until it is done, reads of other processes' jobs wait."""
         self._recovered = trio.Event()
-        self._nursery.start_soon(self._recover, retention_days, self._recovered)
+        self._nursery.start_soon(self._recover, retention_days, grace, self._recovered)
 
-    async def _recover(self, retention_days: float, done: trio.Event) -> None:
+    async def _recover(self, retention_days: float, grace: float, done: trio.Event) -> None:
         def recover() -> list[str]:
-            changed = self.store.recover_stale(pid_alive=pid_alive, stop_groups=stop_groups)
+            stop = functools.partial(stop_groups, grace=grace)
+            changed = self.store.recover_stale(pid_alive=pid_alive, stop_groups=stop)
             if retention_days > 0:
                 self.store.purge_older_than(retention_days)
             return changed

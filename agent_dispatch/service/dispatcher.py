@@ -28,6 +28,7 @@ from agent_dispatch.models import (
     DispatchRequest,
     DispatchResult,
     PositiveInt,
+    Settings,
     convert,
 )
 from agent_dispatch.runtime.claude_runner import ClaudeRunner, find_claude
@@ -46,7 +47,8 @@ from agent_dispatch.service.resolve import (
     resolve_timeout,
     validate_request,
 )
-from agent_dispatch.service.runs import ProgressCallback, run_once
+from agent_dispatch.service.runs import ProgressCallback, RunStats, run_once
+from agent_dispatch.service.streaming import StreamMethods
 from agent_dispatch.storage.config import ConfigStore
 from agent_dispatch.storage.jobs import Job, JobStore, jobs_dir
 
@@ -67,7 +69,7 @@ def require_trio() -> None:
         )
 
 
-class Dispatcher(JobMethods):
+class Dispatcher(JobMethods, StreamMethods):
     """Delegates tasks to agents. Create with `async with Dispatcher.open(cfg) as d:`."""
 
     def __init__(
@@ -260,8 +262,7 @@ class Dispatcher(JobMethods):
     ) -> DispatchResult:
         cfg = self.config()
         self.validate(req, cfg)
-        with exception_groups.collapsed():
-            return await self._run(cfg, req, use_cache=use_cache, on_progress=on_progress)
+        return await self._run(cfg, req, use_cache=use_cache, on_progress=on_progress)
 
     def _refusal(self, cfg: Config, agent: str) -> DispatchResult | None:
         limit = cfg.settings.max_dispatch_depth
@@ -284,6 +285,8 @@ class Dispatcher(JobMethods):
         use_cache: bool,
         on_progress: ProgressCallback | None = None,
         on_spawn: Callable[[int | None], None] | None = None,
+        lifecycle: bool = False,
+        stats: RunStats | None = None,
     ) -> DispatchResult:
         """Resolve, consult the cache, run through the runner under the limiter, cache."""
         refusal = self._refusal(cfg, req.agent)
@@ -337,6 +340,7 @@ class Dispatcher(JobMethods):
             env=claude.child_env(self._env, self._depth),
             timeout=timeout,
             claude_path=cfg.settings.claude_path,
+            grace=cfg.settings.kill_grace_seconds,
         )
         result = await run_once(
             self.runner,
@@ -347,6 +351,8 @@ class Dispatcher(JobMethods):
             response_format=req.response_format,
             on_progress=on_progress,
             on_spawn=on_spawn,
+            lifecycle=lifecycle,
+            stats=stats,
         )
         if caching:
             self.cache.put(key, req.agent, result)
@@ -419,12 +425,11 @@ class Dispatcher(JobMethods):
         done = [r for r in results if r is not None]
         aggregated = None
         if aggregate:
-            with exception_groups.collapsed():
-                aggregated = await self._run(
-                    cfg,
-                    DispatchRequest(agent=aggregate, task=aggregation_task(batch, done)),
-                    use_cache=False,
-                )
+            aggregated = await self._run(
+                cfg,
+                DispatchRequest(agent=aggregate, task=aggregation_task(batch, done)),
+                use_cache=False,
+            )
         return ParallelResult(results=done, aggregated=aggregated)
 
     # -- async jobs ----------------------------------------------------------------
@@ -449,10 +454,10 @@ class Dispatcher(JobMethods):
         job_retention_days, in a worker thread beside the body: `open` never waits for
         it; job reads (and waits on other processes' jobs) do."""
         try:
-            days = self.config().settings.job_retention_days
+            settings = self.config().settings
         except ConfigError:
-            days = 0  # a broken config keeps every record; calls report the config
-        self._jobs.start_recovery(days)
+            settings = Settings(job_retention_days=0)  # keep every record; calls say why
+        self._jobs.start_recovery(settings.job_retention_days, settings.kill_grace_seconds)
 
     # -- dialogue ----------------------------------------------------------------
 

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 import msgspec
 import trio
 
+from agent_dispatch import exception_groups
 from agent_dispatch.claude import classify as claude_classify
 from agent_dispatch.models import DispatchResult, ProgressEvent
 from agent_dispatch.remedies import CheckInstall, Choice, UpdateAgent, advice
@@ -65,26 +66,27 @@ async def run_once(
     events.
     """
     stats = stats if stats is not None else RunStats()
-    async with trio.open_nursery() as nursery:
-        relay = None
-        send: trio.MemorySendChannel[ProgressEvent] | None = None
-        if on_progress is not None:
-            send, receive = trio.open_memory_channel[ProgressEvent](_PROGRESS_BUFFER)
-            nursery.start_soon(_forward_progress, receive, on_progress)
-            relay = _Relay(send, stats)
-        lifecycle_relay = relay if lifecycle else None
-        try:
-            await _acquire(limiter, lifecycle_relay)
+    with exception_groups.collapsed():  # a cancelled run raises a bare trio.Cancelled
+        async with trio.open_nursery() as nursery:
+            relay = None
+            send: trio.MemorySendChannel[ProgressEvent] | None = None
+            if on_progress is not None:
+                send, receive = trio.open_memory_channel[ProgressEvent](_PROGRESS_BUFFER)
+                nursery.start_soon(_forward_progress, receive, on_progress)
+                relay = _Relay(send, stats)
+            lifecycle_relay = relay if lifecycle else None
             try:
-                started = _Started(on_spawn, lifecycle_relay, spec.invocation.session_id)
-                outcome = await runner.run(spec, on_event=relay, task_status=started)
-            except StartFailed as exc:
-                return library_hint(start_failure(spec.agent, exc))
+                await _acquire(limiter, lifecycle_relay)
+                try:
+                    started = _Started(on_spawn, lifecycle_relay, spec.invocation.session_id)
+                    outcome = await runner.run(spec, on_event=relay, task_status=started)
+                except StartFailed as exc:
+                    return library_hint(start_failure(spec.agent, exc))
+                finally:
+                    limiter.release()
             finally:
-                limiter.release()
-        finally:
-            if send is not None:
-                send.close()
+                if send is not None:
+                    send.close()
     classified = claude_classify.classify(
         agent=spec.agent,
         returncode=outcome.returncode,
