@@ -73,7 +73,7 @@ def verdict(row: Row) -> str:
     if row.passed is None:
         return "info" if row.ours is not None else "-"
     word = "PASS" if row.passed else "MISS"
-    if row.case == "fanout" and row.floor and row.ours is not None:
+    if "x floor" in row.target and row.floor and row.ours is not None:
         return f"{word} ({row.ours / row.floor:.2f} x floor)"
     if "x original" in row.target and row.ratio is not None:
         return f"{word} ({row.ratio:.2f} x original)"
