@@ -61,7 +61,7 @@ from agent_dispatch.service.async_jobs import CancelOutcome, CancelResult, Waite
 from agent_dispatch.service.dialogue import DialogueResult, DialogueTurn
 from agent_dispatch.service.dispatcher import Dispatcher
 from agent_dispatch.service.fanout import Completions, ParallelResult
-from agent_dispatch.service.policy import Policy
+from agent_dispatch.service.policy import TOOLS, Policy
 from agent_dispatch.service.streaming import Run
 from agent_dispatch.storage.config import ConfigStore, load_config
 from agent_dispatch.storage.jobs import Job, JobStore, Listing
@@ -69,6 +69,7 @@ from agent_dispatch.storage.jobs import Job, JobStore, Listing
 __version__ = "0.1.0"
 
 __all__ = (
+    "TOOLS",
     "AgentConfig",
     "BudgetExceeded",
     "CacheSettings",

@@ -1,7 +1,10 @@
 """A small, flat error hierarchy, translated at the edges.
 
-Each error carries a `hint`: the next thing a user can do. The MCP server turns
-these into the `{"error", "hint"}` envelope; the CLI into one line and exit 1.
+Each error carries a `hint`: the next thing a user can do. A library caller
+reads `hint`, worded as Python when the class has a `python_hint`; the faces
+use `face_hint`, worded as MCP tool calls and shell commands: the MCP server
+turns it into the `{"error", "hint"}` envelope, the CLI into one line and exit 1.
+An explicit hint is both.
 """
 
 from __future__ import annotations
@@ -20,16 +23,20 @@ class DispatchError(Exception):
     also a DispatchError, so `except DispatchError` catches both kinds.
     """
 
-    default_hint = ""
+    default_hint = ""  # the faces' wording (tool calls, shell commands)
+    python_hint: str | None = None  # a library caller's wording; None: default_hint
 
     def __init__(self, message: str, hint: str | None = None) -> None:
         message = _bounded(message)
         super().__init__(message)
         self.message = message
-        self.hint = _bounded(self.default_hint if hint is None else hint)
+        self.face_hint = _bounded(self.default_hint if hint is None else hint)
+        python = self.python_hint if self.python_hint is not None else self.default_hint
+        self.hint = _bounded(python if hint is None else hint)
 
     def envelope(self) -> dict[str, str]:
-        return {"error": self.message, "hint": self.hint}
+        """The MCP face's `{"error", "hint"}`."""
+        return {"error": self.message, "hint": self.face_hint}
 
     def under(self, path: str) -> Self:
         """This error, raised for a field inside `path` (e.g. `dispatches[2]`).
@@ -37,7 +44,9 @@ class DispatchError(Exception):
         Messages start with the field they are about (`session_id: ...`); the
         container's path is put in front once, here, never a field name again.
         """
-        return type(self)(f"{path}.{self.message}", self.hint)
+        moved = type(self)(f"{path}.{self.message}", self.face_hint)
+        moved.hint = self.hint
+        return moved
 
 
 class ConfigError(DispatchError):
@@ -56,14 +65,17 @@ class NotAllowed(DispatchError):
 
 class UnknownAgent(DispatchError):
     default_hint = "Call list_agents (or `agent-dispatch list`) to see the configured agents."
+    python_hint = "The configured agents are the keys of `dispatcher.config().agents`."
 
 
 class UnknownGroup(DispatchError):
     default_hint = "Call list_groups (or `agent-dispatch group list`) to see the groups."
+    python_hint = "The groups are the keys of `dispatcher.config().groups`."
 
 
 class JobNotFound(DispatchError):
     default_hint = "Call dispatch_jobs (or `agent-dispatch jobs`) to see the known job ids."
+    python_hint = "`await dispatcher.list_jobs()` lists the known jobs and their ids."
 
 
 class StorageError(DispatchError):

@@ -433,3 +433,15 @@ async def test_a_stream_cancelled_from_outside_raises_bare_cancelled(tmp_path: P
                 raise
     assert len(caught) == 1 and type(caught[0]) is trio.Cancelled
     assert runner.calls[0].cancelled
+
+
+async def test_a_library_caller_reads_python_hints_and_the_faces_keep_theirs(
+    tmp_path: Path,
+) -> None:
+    async with opened(tmp_path, ScriptedRunner()) as d:
+        with pytest.raises(UnknownAgent) as caught:
+            await d.dispatch(req("t", agent="nobody"))
+    assert "dispatcher.config().agents" in caught.value.hint
+    assert caught.value.envelope()["hint"].startswith("Call list_agents")
+    moved = caught.value.under("dispatches[1]")
+    assert moved.hint == caught.value.hint and moved.face_hint == caught.value.face_hint

@@ -122,7 +122,7 @@ def _exit_status(exc: BaseException, *, as_json: bool) -> int:
         return 130
     error = exception_groups.first(exc, DispatchError)
     if error is not None:
-        _print_error(error.message, error.hint, as_json=as_json)
+        _print_error(error.message, error.face_hint, as_json=as_json)
         return 1
     if isinstance(exc, SystemExit) or os.environ.get("AGENT_DISPATCH_DEBUG"):
         raise exc

@@ -203,7 +203,7 @@ def _demo_error(prefix: str, exc: Exception) -> DispatchError:
     """The demo's edge: what its server and client raised, as one error line."""
     leaf = exception_groups.leaves(exc)[0]
     if isinstance(leaf, DispatchError):
-        return DispatchError(f"{prefix}demo: {leaf.message}", leaf.hint)
+        return DispatchError(f"{prefix}demo: {leaf.message}", leaf.face_hint)
     return DispatchError(
         f"{prefix}demo: the MCP server or client failed: {type(leaf).__name__}: {leaf}",
         "Run `agent-dispatch doctor`; AGENT_DISPATCH_LOG_LEVEL=DEBUG shows the server's log.",

@@ -415,6 +415,6 @@ def doctor(
 
 def _config_hint(exc: ConfigError) -> str:
     """The error's hint, unless it is the generic one that sends you to doctor: we are it."""
-    if not exc.hint or exc.hint == ConfigError.default_hint:
+    if not exc.face_hint or exc.face_hint == ConfigError.default_hint:
         return " (see agents.example.yaml)"
-    return f" ({exc.hint})"
+    return f" ({exc.face_hint})"
