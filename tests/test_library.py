@@ -289,6 +289,7 @@ async def test_jobs_submit_wait_any_and_cancel_with_typed_answers(tmp_path: Path
             assert outcome.status == "cancelled" and outcome.job_id == slow.id
             again = await d.cancel(slow.id)
             assert again.outcome is CancelResult.ALREADY_TERMINAL
+            assert (await d.job(slow.id)).error == "cancelled by Dispatcher.cancel()"
             listed = await d.list_jobs()
             assert {j.id for j in listed.jobs} == {slow.id, quick.id}
 

@@ -78,7 +78,7 @@ def register_job_tools(box: Toolbox, dispatcher: Dispatcher) -> None:
     async def dispatch_cancel(job_id: str) -> Cancelled:
         """Cancel a job: a pending one never starts; a running one has its process group
         killed. Answers once the job is recorded as cancelled."""
-        done = await dispatcher.cancel(job_id)
+        done = await dispatcher.cancel(job_id, reason="cancelled by dispatch_cancel")
         return Cancelled(job_id=done.job_id, outcome=done.outcome.value, status=done.status)
 
     @box.tool

@@ -87,7 +87,7 @@ class Waited(msgspec.Struct, frozen=True, kw_only=True):
 class _Live:
     """What this process knows about a job it runs."""
 
-    __slots__ = ("cancel_requested", "done", "job", "last_write", "scope", "spawned", "writing")
+    __slots__ = ("cancel_reason", "done", "job", "last_write", "scope", "spawned", "writing")
 
     def __init__(self, job: Job) -> None:
         self.job = job
@@ -95,7 +95,7 @@ class _Live:
         self.done = trio.Event()
         self.writing = trio.Lock()
         self.spawned = False
-        self.cancel_requested = False
+        self.cancel_reason: str | None = None  # set by cancel: what the record will say
         self.last_write = -math.inf
 
 
@@ -281,8 +281,8 @@ class AsyncJobs:
         if result is not None:
             status = "done" if result.success else "failed"
             error = result.error
-        elif live.cancel_requested:
-            status, error = "cancelled", "cancelled by dispatch_cancel"
+        elif live.cancel_reason is not None:
+            status, error = "cancelled", live.cancel_reason
         else:
             status, error = "cancelled", "cancelled: the server shut down"
         live.job = msgspec.structs.replace(
@@ -296,12 +296,12 @@ class AsyncJobs:
 
     # -- control -----------------------------------------------------------------
 
-    async def cancel(self, job_id: str) -> CancelOutcome:
+    async def cancel(self, job_id: str, reason: str = "cancelled") -> CancelOutcome:
         job_id = validate_job_id(job_id)
         live = self._live.get(job_id)
         if live is not None:
             outcome = CancelResult.CANCELLED_RUNNING if live.spawned else CancelResult.CANCELLED
-            live.cancel_requested = True
+            live.cancel_reason = reason
             if live.scope is not None:
                 live.scope.cancel()
             await live.done.wait()  # the group is dead and the slot free once this returns

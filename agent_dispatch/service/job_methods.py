@@ -79,14 +79,17 @@ class JobMethods:
             seconds = min(seconds, rails.max_wait)
         return await self._jobs.wait(ids, mode=mode, seconds=seconds)
 
-    async def cancel(self, job_id: str) -> CancelOutcome:
+    async def cancel(
+        self, job_id: str, *, reason: str = "cancelled by Dispatcher.cancel()"
+    ) -> CancelOutcome:
         """Cancel a job: a pending one never starts; a running one has its process group
-        stopped. Returns once the job is recorded as cancelled (its slot free).
+        stopped. Returns once the job is recorded as cancelled (its slot free), with
+        `reason` as the record's `error`.
 
         Raises:
           InvalidArgument: it is not a job id. StorageError: an unreadable record.
         """
-        return await self._jobs.cancel(job_id)
+        return await self._jobs.cancel(job_id, reason)
 
     async def list_jobs(
         self, *, status: JobStatus | None = None, agent: str | None = None, limit: int = 50
