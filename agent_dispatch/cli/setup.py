@@ -76,7 +76,8 @@ def _first_line(text: str) -> str:
 
 def init() -> int:
     """Create the config (0600, in a 0700 directory) and register the MCP server with
-    Claude Code (`claude mcp add-json agent-dispatch ... --scope user`).
+    Claude Code (`claude mcp add-json agent-dispatch ... --scope user`): `agent-dispatch
+    serve`, the front that relays each session to your agent-dispatch service.
 
     An existing config is left alone. Without the claude CLI, prints the command to run later.
     """
