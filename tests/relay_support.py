@@ -12,11 +12,13 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -129,3 +131,45 @@ def front(box: Sandbox, argv: list[str] = FRONT_ARGV) -> subprocess.Popen[bytes]
         env=box.env,
         cwd=box.root,
     )
+
+
+def services_of(runtime: str | os.PathLike[str]) -> list[int]:
+    """Pids of the services of a sandbox: `agent_dispatch service run` processes whose
+    environment has XDG_RUNTIME_DIR=`runtime`."""
+    wanted = f"XDG_RUNTIME_DIR={os.fspath(runtime)}".encode()
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            if argv[1:5] != [b"-m", b"agent_dispatch", b"service", b"run"]:
+                continue
+            if wanted in (entry / "environ").read_bytes().split(b"\0"):
+                pids.append(int(entry.name))
+        except OSError:
+            continue  # gone meanwhile, or not ours to read
+    return pids
+
+
+def stop_services(runtime: str | os.PathLike[str], grace: float = 5.0) -> None:
+    """End the sandbox's services: SIGTERM (a service ends its jobs' children), then,
+    after `grace` seconds, SIGKILL to each service's whole process group."""
+    pids = services_of(runtime)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while pids and time.monotonic() < deadline:
+        time.sleep(0.02)  # other processes' exits: nothing to wait on but the clock
+        pids = [pid for pid in pids if Path(f"/proc/{pid}").exists() and not _zombie(pid)]
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)  # started with start_new_session: pgid == pid
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return (Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]) == "Z"
+    except (OSError, IndexError):
+        return True
