@@ -132,28 +132,59 @@ def start_service(env: Mapping[str, str], path: Path) -> socket.socket:
 
     The fronts that find no service queue on a start lock: the first starts it and
     waits until it accepts, the others then find it. The service holds its own lock
-    (`rendezvous.lock_path`) for its whole life, so a second one never runs.
+    (`rendezvous.lock_path`) for its whole life: while a service that refused us
+    drains (its socket gone, its jobs finishing) that lock stays taken, and we wait
+    for it to be free before starting the successor, which could not run before.
     """
-    deadline = time.monotonic() + START_TIMEOUT
-    with _start_lock(path, deadline):
-        sock = dial(path)
-        if sock is not None:
-            return sock  # another front started it while we queued
-        log = rendezvous.log_path(env)
-        child = _spawn(env, log)
-        while time.monotonic() < deadline:
+    service_lock = rendezvous.lock_path(env)
+    log = rendezvous.log_path(env)
+    now = time.monotonic()
+    with _start_lock(path, now + START_TIMEOUT + DRAIN_TIMEOUT):
+        drained_by = time.monotonic() + DRAIN_TIMEOUT
+        child: subprocess.Popen[bytes] | None = None
+        accept_by = 0.0
+        spawned = 0
+        while True:
             sock = dial(path)
             if sock is not None:
-                return sock
-            status = child.poll()
-            if status is not None:
+                return sock  # ours, or one another front started while we queued
+            now = time.monotonic()
+            if child is not None and child.poll() is None:
+                if now >= accept_by:
+                    raise RelayError(
+                        f"the service did not accept on {path} within {START_TIMEOUT:g} s; "
+                        f"its log: {log}"
+                    )
+            elif child is not None and child.returncode != 0:
                 raise RelayError(
-                    f"the service exited with status {status} as it started; its log: {log}"
+                    f"the service exited with status {child.returncode} as it started; "
+                    f"its log: {log}"
+                )
+            elif _lock_free(service_lock) and spawned < _RETRIES:
+                child, spawned = _spawn(env, log), spawned + 1
+                accept_by = time.monotonic() + START_TIMEOUT
+            elif now >= drained_by:
+                raise RelayError(
+                    f"a service of this setup still runs without accepting on {path} after "
+                    f"{DRAIN_TIMEOUT:g} s (draining: finishing its jobs before it exits); "
+                    "try again when they are done, or stop it with `agent-dispatch service stop`"
                 )
             time.sleep(_POLL)
-    raise RelayError(
-        f"the service did not accept on {path} within {START_TIMEOUT:g} s; its log: {log}"
-    )
+
+
+def _lock_free(lock: Path) -> bool:
+    """Whether no service holds the setup's service lock (a probe: taken and let go)."""
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    except OSError as exc:
+        raise RelayError(f"cannot open the service lock {lock}: {exc}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)  # releases the probe's lock, if it took it
+    return True
 
 
 @contextmanager
@@ -161,7 +192,7 @@ def _start_lock(path: Path, deadline: float) -> Iterator[None]:
     """Hold the setup's start lock (beside the socket), waiting until `deadline`."""
     lock = path.with_suffix(".start")
     try:
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
     except OSError as exc:
         raise RelayError(f"cannot open the start lock {lock}: {exc}") from None
     try:
@@ -172,8 +203,7 @@ def _start_lock(path: Path, deadline: float) -> Iterator[None]:
             except BlockingIOError:
                 if time.monotonic() >= deadline:
                     raise RelayError(
-                        f"another front held {lock} for {START_TIMEOUT:g} s while starting "
-                        "the service"
+                        f"another front held {lock} too long while starting the service"
                     ) from None
                 time.sleep(_POLL)
         yield

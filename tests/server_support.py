@@ -124,13 +124,13 @@ class Workspace:
     def env(self, **extra: str) -> dict[str, str]:
         """The server's environment: the fake claude first on PATH, our config and jobs dir."""
         env = fake_env(self.log)
-        env.update(extra)
+        env.pop("AGENT_DISPATCH_DEPTH", None)
+        env.pop("AGENT_DISPATCH_CLAUDE", None)
+        env.update(extra)  # a test may set those two (a nested caller's depth, say)
         env["AGENT_DISPATCH_CONFIG"] = str(self.config)
         env["AGENT_DISPATCH_JOBS_DIR"] = str(self.jobs)
         env["XDG_RUNTIME_DIR"] = str(self.runtime)
         env["XDG_CACHE_HOME"] = str(self.root / "cache")
-        env.pop("AGENT_DISPATCH_DEPTH", None)
-        env.pop("AGENT_DISPATCH_CLAUDE", None)
         return env
 
     def runs(self) -> list[dict[str, Any]]:
