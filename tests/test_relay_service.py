@@ -8,6 +8,9 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import trio
@@ -128,3 +131,47 @@ async def test_each_fronts_environment_and_depth_reach_its_own_children(ws: Work
     assert "from the top" in a["prompt"] and "from a child" in b["prompt"]
     assert (a["cwd"], a["depth"]) == (str(ws.alpha), "1")
     assert (b["cwd"], b["depth"]) == (str(ws.beta), "2")  # the nested caller's depth + 1
+
+
+# An older service: the real one, its version patched before anything reads it (the
+# service takes `agent_dispatch.__version__` when its module loads).
+OLD_SERVICE = (
+    "import sys, agent_dispatch; agent_dispatch.__version__ = '0.0.1'; "
+    "from agent_dispatch.launch import main; sys.argv[1:] = ['service', 'run']; main()"
+)
+
+
+async def wait_accepting(path: Path) -> None:
+    while True:
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(os.fspath(path))
+            return
+        except OSError:
+            await trio.sleep(0.02)  # another process starting: nothing to wait on but time
+        finally:
+            probe.close()
+
+
+async def test_a_front_newer_than_the_service_gets_a_fresh_service(ws: Workspace) -> None:
+    path = rendezvous.socket_path(ws.env())
+    old = await trio.lowlevel.open_process(
+        [sys.executable, "-c", OLD_SERVICE],
+        env=ws.env(),
+        start_new_session=True,
+        stdin=subprocess.DEVNULL,
+    )
+    try:
+        with trio.fail_after(30):
+            await wait_accepting(path)
+            async with stdio_server(ws, "relay") as server:
+                out = structured(await server.call("list_agents"))
+                new = the_service(ws)
+            assert await old.wait() == 0  # refused us as outdated, drained and left
+    finally:
+        if old.returncode is None:
+            os.killpg(old.pid, signal.SIGKILL)
+            await old.wait()
+    assert [a["name"] for a in out["agents"]] == ["alpha", "beta"]
+    assert new != old.pid
+    assert server.stderr() == ""
