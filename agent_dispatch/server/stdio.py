@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from functools import partial
@@ -19,6 +18,7 @@ from functools import partial
 import trio
 
 from agent_dispatch.server.session import load_app, max_line, serve_session
+from agent_dispatch.server.signals import until_signalled
 from agent_dispatch.service.dispatcher import Dispatcher
 from agent_dispatch.service.policy import TOOLS
 from agent_dispatch.storage.config import ConfigStore, config_path
@@ -47,19 +47,7 @@ async def serve_stdio(store: ConfigStore, *, env: Mapping[str, str] | None = Non
     It is the process's main function: it owns SIGINT and SIGTERM, and leaves them
     ignored on return, when the children are dead and the process is exiting.
     """
-    # The receiver spans the Dispatcher's exit too: its jobs' children die in there. It
-    # restores on exit what it found, and it finds "ignore": a signal that comes once
-    # the cleanup is over (a second Ctrl-C, a late SIGTERM) cannot turn a clean exit
-    # into a traceback or a kill. Nothing awaits between the two calls.
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, signal.SIG_IGN)
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with trio.open_nursery() as guard:
-            serving = trio.CancelScope()
-            guard.start_soon(_cancel_on_signal, signals, serving)
-            with serving:
-                await _serve(store, env)
-            guard.cancel_scope.cancel()
+    await until_signalled(partial(_serve, store, env))
 
 
 async def _serve(store: ConfigStore, env: Mapping[str, str] | None) -> None:
@@ -88,15 +76,3 @@ async def _claim_stdio() -> AsyncIterator[tuple[trio.lowlevel.FdStream, trio.low
         os.dup2(saved_out, 1)
         os.close(saved_in)
         os.close(saved_out)
-
-
-async def _cancel_on_signal(signals: AsyncIterator[int], scope: trio.CancelScope) -> None:
-    # Keep draining after the first signal: a second Ctrl-C or SIGTERM during the
-    # shutdown must not fall back to the default action and orphan the children.
-    async for signum in signals:
-        name = signal.Signals(signum).name
-        if scope.cancel_called:
-            log.info("received %s: already shutting down", name)
-        else:
-            log.info("received %s: shutting down", name)
-            scope.cancel()
