@@ -315,3 +315,7 @@ class Service:
     async def _refuse(self, stream: trio.SocketStream, code: str, reason: str) -> None:
         log.info("refused a front (%s): %s", code, reason)
         await stream.send_all(rendezvous.encode_refusal(code, reason))
+
+
+if __name__ == "__main__":  # `python -m agent_dispatch.server.service`: `service run`
+    sys.exit(main())
