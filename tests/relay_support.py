@@ -134,7 +134,7 @@ def front(box: Sandbox, argv: list[str] = FRONT_ARGV) -> subprocess.Popen[bytes]
 
 
 def services_of(runtime: str | os.PathLike[str]) -> list[int]:
-    """Pids of the services of a sandbox: `agent_dispatch service run` processes whose
+    """Pids of the services of a sandbox: `agent-dispatch service run` processes whose
     environment has XDG_RUNTIME_DIR=`runtime`."""
     wanted = f"XDG_RUNTIME_DIR={os.fspath(runtime)}".encode()
     pids = []
@@ -143,7 +143,13 @@ def services_of(runtime: str | os.PathLike[str]) -> list[int]:
             continue
         try:
             argv = (entry / "cmdline").read_bytes().split(b"\0")
-            if argv[1:5] != [b"-m", b"agent_dispatch", b"service", b"run"]:
+            # `service run` execs `python -m agent_dispatch.server.service`
+            if argv[1:3] != [b"-m", b"agent_dispatch.server.service"] and argv[1:5] != [
+                b"-m",
+                b"agent_dispatch",
+                b"service",
+                b"run",
+            ]:
                 continue
             if wanted in (entry / "environ").read_bytes().split(b"\0"):
                 pids.append(int(entry.name))

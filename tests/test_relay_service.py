@@ -133,11 +133,11 @@ async def test_each_fronts_environment_and_depth_reach_its_own_children(ws: Work
     assert (b["cwd"], b["depth"]) == (str(ws.beta), "2")  # the nested caller's depth + 1
 
 
-# An older service: the real one, its version patched before anything reads it (the
-# service takes `agent_dispatch.__version__` when its module loads).
+# An older service: the real one, its version patched before its module loads (it takes
+# `agent_dispatch.__version__` then).
 OLD_SERVICE = (
     "import sys, agent_dispatch; agent_dispatch.__version__ = '0.0.1'; "
-    "from agent_dispatch.launch import main; sys.argv[1:] = ['service', 'run']; main()"
+    "from agent_dispatch.server import service; sys.exit(service.main())"
 )
 
 
