@@ -96,7 +96,7 @@ async def test_a_service_killed_with_sigkill_is_replaced_and_its_jobs_settled(
     with trio.fail_after(30):
         async with stdio_server(ws, "relay") as first:
             job = structured(await first.call("dispatch_async", agent="alpha", task=task))
-            await wait_started(ws.log)
+            (run,) = await wait_started(ws.log)
             old = the_service(ws)
             os.kill(old, signal.SIGKILL)
             assert await first.wait() == 0  # its session ended: the front leaves quietly
@@ -104,6 +104,7 @@ async def test_a_service_killed_with_sigkill_is_replaced_and_its_jobs_settled(
         async with stdio_server(ws, "relay") as second:
             status = structured(await second.call("dispatch_status", job_id=job["job_id"]))
             new = the_service(ws)
+            assert pid_alive(run["pid"]) is False  # the orphan's group: stopped at start
     assert new != old
     assert status["status"] == "failed"  # the owner-pid recovery of the next service
     assert status["completed_at"]
