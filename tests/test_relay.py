@@ -163,3 +163,15 @@ def test_a_runtime_directory_owned_by_someone_else_is_a_clear_error(box: Sandbox
     out, err = proc.communicate(timeout=20)
     assert proc.returncode == 1 and out == b""
     assert b"must be 0700" in err and err.startswith(b"agent-dispatch serve: ")
+
+
+def test_an_environment_too_large_for_the_hello_is_a_clear_error(box: Sandbox) -> None:
+    fake = FakeService(box.socket)
+    for i in range(10):  # 1.1 MB in all; one string may not pass 128 KiB on exec
+        box.env[f"HUGE_{i}"] = "x" * 110_000
+    proc = front(box)
+    out, err = proc.communicate(timeout=20)
+    fake.close()
+    assert proc.returncode == 1 and out == b""
+    assert b"the environment is too large to send" in err
+    assert fake.hellos == []  # nothing was sent
