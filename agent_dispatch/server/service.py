@@ -23,7 +23,7 @@ from pathlib import Path
 
 import trio
 
-from agent_dispatch import __version__, rendezvous
+from agent_dispatch import __version__, exception_groups, rendezvous
 from agent_dispatch.errors import ConfigError
 from agent_dispatch.models import Settings
 from agent_dispatch.runtime.runner import Runner
@@ -66,18 +66,27 @@ def main(env: Mapping[str, str] | None = None) -> int:
     """The `service run` command: serve in the foreground until idle, drained or
     signalled. A second service of the same setup says one runs and exits 0."""
     env = dict(os.environ if env is None else env)
-    sock, lock = rendezvous.socket_path(env), rendezvous.lock_path(env)
-    lock_fd = acquire_lock(lock)
+    try:
+        sock, lock = rendezvous.socket_path(env), rendezvous.lock_path(env)
+        lock_fd = acquire_lock(lock)
+        if lock_fd is not None:
+            configure_logging(rendezvous.log_path(env), env)
+    except OSError as exc:  # an unsafe runtime directory says how to fix it
+        print(f"agent-dispatch service: error: {exc}", file=sys.stderr)
+        return 1
     if lock_fd is None:
         print(f"agent-dispatch service: {ServiceRunning(lock_holder(lock), sock)}", file=sys.stderr)
         return 0
-    configure_logging(rendezvous.log_path(env), env)
     store = ConfigStore(rendezvous.config_file(env))
     log.info("service %s starting (pid %d, socket %s)", __version__, os.getpid(), sock)
     try:
         trio.run(until_signalled, lambda: serve_service(store, env=env, lock_fd=lock_fd))
-    except ServiceRunning as exc:
-        print(f"agent-dispatch service: {exc}", file=sys.stderr)
+    except BaseException as exc:
+        running = exception_groups.first(exc, ServiceRunning)
+        if running is None:
+            log.exception("service failed")
+            raise
+        print(f"agent-dispatch service: {running}", file=sys.stderr)
     finally:
         os.close(lock_fd)
     log.info("service stopped")
