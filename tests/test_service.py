@@ -298,3 +298,23 @@ async def test_cancelling_the_service_cancels_its_jobs_and_records_them(
     record = JobStore(Path(env["AGENT_DISPATCH_JOBS_DIR"])).require(job["job_id"])
     assert record.status == "cancelled" and "shut down" in (record.error or "")
     assert runner.calls[0].cancelled
+
+
+async def test_a_front_that_says_hello_once_draining_began_is_told_so(
+    env: dict[str, str],
+) -> None:
+    runner = ScriptedRunner()
+    gate = trio.Event()
+    runner.on(Script(reply="finished", release=gate))
+    with trio.fail_after(30):
+        async with running_service(env, runner) as running, session(env) as conn:
+            await conn.call("dispatch_async", agent="backend", task="keeps it draining")
+            async with connected(env) as early:
+                await status(env)  # accepted after `early`: so `early` is accepted too
+                async with connected(env) as newer:
+                    refused = await newer.hello(version="99.0.0")
+                    assert isinstance(refused, rendezvous.Refusal) and refused.code == "outdated"
+                await running.service.closed.wait()
+                reply = await early.hello()
+            gate.set()
+    assert isinstance(reply, rendezvous.Refusal) and reply.code == "draining"

@@ -55,7 +55,9 @@ def test_start_status_a_second_service_and_stop(env: dict[str, str]) -> None:
     second = subprocess.run(SERVICE, env=env, capture_output=True, text=True, timeout=30)
     assert second.returncode == 0
     assert f"already runs (pid {pid}" in second.stderr
-    assert time.monotonic() - begun < 10
+    third = cli(env, "service", "run")  # the CLI's way in: it execs the same module
+    assert third.returncode == 0 and f"already runs (pid {pid}" in third.stderr
+    assert time.monotonic() - begun < 20
 
     again = cli(env, "service", "start")
     assert again.returncode == 0 and "already running" in again.stdout
@@ -119,3 +121,51 @@ async def test_the_peer_uid_is_the_connecting_process_s() -> None:
     finally:
         await stream.aclose()
         right.close()
+
+
+_CONNECT_AS_OTHER = """
+import json, os, socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.settimeout(20)
+s.connect(sys.argv[1])
+hello = {"hello": "agent-dispatch", "protocol": 1, "version": "0.1.0", "pid": os.getpid(),
+         "cwd": "/", "env": {}}
+s.sendall(json.dumps(hello).encode() + b"\\n")
+try:
+    print(repr(s.recv(4096)))
+except ConnectionResetError:  # closed with our hello unread
+    print(repr(b""))
+"""
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="needs root to connect as another uid")
+def test_a_connection_from_another_uid_is_closed_unanswered(env: dict[str, str]) -> None:
+    sock = rendezvous.socket_path(env)
+    proc = subprocess.Popen(SERVICE, env=env, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while not sock.exists():
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.02)
+        # Let uid 65534 reach the socket: the 0700 directories normally keep it out.
+        for directory in (sock.parent.parent, sock.parent):
+            os.chmod(directory, 0o711)  # noqa: S103 - the test's own sandbox, restored below
+        os.chmod(sock, 0o666)  # noqa: S103
+        try:
+            other = subprocess.run(
+                ["/usr/bin/python3", "-I", "-c", _CONNECT_AS_OTHER, os.fspath(sock)],
+                user=65534,
+                capture_output=True,
+                text=True,
+                timeout=30,
+                cwd="/",
+            )
+        finally:
+            for directory in (sock.parent.parent, sock.parent):
+                os.chmod(directory, 0o700)
+        assert other.stdout.strip() == "b''", other.stderr  # closed, not welcomed
+        assert "refused a connection from uid 65534" in rendezvous.log_path(env).read_text()
+        assert json.loads(cli(env, "service", "status", "--json").stdout)["running"] is True
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)

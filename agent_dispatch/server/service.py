@@ -7,7 +7,7 @@ sends a hello (the caller's env and cwd), gets a welcome and is then one MCP
 session (server/session.py), a task in the service's nursery, run for that
 caller (service/caller.py). A session's end never ends the jobs it started.
 
-It exits after `settings.service_idle_seconds` with no session and no job; on
+It exits after `settings.service_idle_seconds` with no connection and no job; on
 SIGTERM/SIGINT (jobs cancelled and recorded so); or, asked by a newer front,
 after draining: it stops accepting, lets its jobs finish, then exits.
 """
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import trio
 
-from agent_dispatch import __version__, rendezvous
+from agent_dispatch import __version__, exception_groups, rendezvous
 from agent_dispatch.errors import ConfigError
 from agent_dispatch.models import Settings
 from agent_dispatch.runtime.runner import Runner
@@ -66,18 +66,27 @@ def main(env: Mapping[str, str] | None = None) -> int:
     """The `service run` command: serve in the foreground until idle, drained or
     signalled. A second service of the same setup says one runs and exits 0."""
     env = dict(os.environ if env is None else env)
-    sock, lock = rendezvous.socket_path(env), rendezvous.lock_path(env)
-    lock_fd = acquire_lock(lock)
+    try:
+        sock, lock = rendezvous.socket_path(env), rendezvous.lock_path(env)
+        lock_fd = acquire_lock(lock)
+        if lock_fd is not None:
+            configure_logging(rendezvous.log_path(env), env)
+    except OSError as exc:  # an unsafe runtime directory says how to fix it
+        print(f"agent-dispatch service: error: {exc}", file=sys.stderr)
+        return 1
     if lock_fd is None:
         print(f"agent-dispatch service: {ServiceRunning(lock_holder(lock), sock)}", file=sys.stderr)
         return 0
-    configure_logging(rendezvous.log_path(env), env)
     store = ConfigStore(rendezvous.config_file(env))
     log.info("service %s starting (pid %d, socket %s)", __version__, os.getpid(), sock)
     try:
         trio.run(until_signalled, lambda: serve_service(store, env=env, lock_fd=lock_fd))
-    except ServiceRunning as exc:
-        print(f"agent-dispatch service: {exc}", file=sys.stderr)
+    except BaseException as exc:
+        running = exception_groups.first(exc, ServiceRunning)
+        if running is None:
+            log.exception("service failed")
+            raise
+        print(f"agent-dispatch service: {running}", file=sys.stderr)
     finally:
         os.close(lock_fd)
     log.info("service stopped")
@@ -151,12 +160,13 @@ class Service:
     ) -> None:
         self.dispatcher = dispatcher
         self.version = version
-        self.sessions = 0
+        self.sessions = 0  # welcomed MCP sessions
+        self._connections = 0  # any open connection, a hello still on its way too
         self.draining = False
         self._store = store
         self._nursery = nursery
         self._started = trio.current_time()
-        self._changed = trio.Event()  # replaced each time sessions come or go
+        self._changed = trio.Event()  # replaced each time a connection comes or goes
         self._done = trio.Event()
         self._accepting = trio.CancelScope()
         self._app: McpApp | None = None
@@ -202,10 +212,10 @@ class Service:
 
     async def _idle_watch(self) -> None:
         while True:
-            while self.sessions:
+            while self._connections:
                 await self._changed.wait()
             await self.dispatcher.wait_no_jobs()
-            if self.sessions:
+            if self._connections:
                 continue
             changed = self._changed
             idle = await trio.to_thread.run_sync(self._idle_seconds)
@@ -215,7 +225,8 @@ class Service:
             with trio.move_on_after(idle):
                 await changed.wait()
                 continue
-            log.info("idle for %g s with no session and no job: exiting", idle)
+            log.info("idle for %g s with no connection and no job: exiting", idle)
+            self._accepting.cancel()  # the socket goes first: a new front starts a new service
             self._done.set()
             return
 
@@ -233,7 +244,7 @@ class Service:
         self._done.set()
 
     def _bump(self, delta: int) -> None:
-        self.sessions += delta
+        self._connections += delta
         self._changed.set()
         self._changed = trio.Event()
 
@@ -252,14 +263,17 @@ class Service:
     # -- one connection ----------------------------------------------------------
 
     async def _connection(self, stream: trio.SocketStream) -> None:
-        async with stream:
-            try:
+        self._bump(+1)
+        try:
+            async with stream:
                 await self._handle(stream)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                log.debug("a front went away mid-handshake")
-            except Exception:
-                # One connection's failure must not end the service and every other session.
-                log.exception("a session failed")
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            log.debug("a front went away mid-handshake")
+        except Exception:
+            # One connection's failure must not end the service and every other session.
+            log.exception("a session failed")
+        finally:
+            self._bump(-1)
 
     async def _handle(self, stream: trio.SocketStream) -> None:
         uid = peer_uid(stream)
@@ -303,13 +317,13 @@ class Service:
 
     async def _session(self, wire: PrefixedStream, hello: rendezvous.Hello) -> None:
         log.info("session from pid %d (%s) opened", hello.pid, hello.cwd)
-        self._bump(+1)
+        self.sessions += 1
         try:
             limit = await trio.to_thread.run_sync(max_line, self._store)
             with caller_context(CallerContext(env=dict(hello.env), cwd=hello.cwd)):
                 await serve_session(wire, wire, self._get_app, line_limit=limit)
         finally:
-            self._bump(-1)
+            self.sessions -= 1
             log.info("session from pid %d closed", hello.pid)
 
     async def _refuse(self, stream: trio.SocketStream, code: str, reason: str) -> None:
