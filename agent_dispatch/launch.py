@@ -1,8 +1,10 @@
-"""The console script: the composition root of the two faces.
+"""The console script: the composition root of the faces.
 
-`agent-dispatch serve` is the MCP server (`server`), every other command the CLI
-(`cli`); neither face imports the other. `serve` starts without loading the CLI
-parser (cyclopts, ~120 ms): it is what Claude Code runs, for every session.
+`agent-dispatch serve` is the thin front (`relay`): what Claude Code runs, for every
+session, so it loads neither the CLI parser (cyclopts, ~120 ms) nor the MCP server;
+it relays the session to the user's service. `agent-dispatch serve --standalone` is
+the MCP server in this process (`server`), for places where a service cannot run.
+Every other command is the CLI (`cli`); no face imports another.
 """
 
 from __future__ import annotations
@@ -10,10 +12,15 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
+from agent_dispatch import __version__
+
 
 def main() -> None:
-    if sys.argv[1:] == ["serve"]:
+    argv = sys.argv[1:]
+    if argv == ["serve"]:
         sys.exit(serve())
+    if argv == ["serve", "--standalone"]:
+        sys.exit(serve(standalone=True))
     sys.exit(run())
 
 
@@ -29,8 +36,21 @@ def run(argv: Sequence[str] | None = None) -> int:
     return run_cli(argv)
 
 
-def serve() -> int:
-    """Run the MCP server on stdin/stdout (what Claude Code starts; prints nothing)."""
-    from agent_dispatch.server.stdio import main as serve_stdio
+def serve(*, standalone: bool = False) -> int:
+    """Serve MCP on stdin/stdout (what Claude Code starts; prints nothing).
 
-    return serve_stdio()
+    Relays the session to this setup's service, started when it is not running,
+    which runs the jobs of every session and outlives them.
+
+    Parameters
+    ----------
+    standalone
+        Run the MCP server in this process instead: no service; its jobs end with it.
+    """
+    if standalone:
+        from agent_dispatch.server.stdio import main as serve_stdio
+
+        return serve_stdio()
+    from agent_dispatch.relay import main as relay
+
+    return relay(__version__)

@@ -340,10 +340,13 @@ class Settings(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=True):
     kill_grace_seconds: Annotated[float, msgspec.Meta(ge=0, le=MAX_KILL_GRACE_SECONDS)] = (
         KILL_GRACE_SECONDS
     )
+    # The per-user service exits after this many seconds with no session and no job (0: never).
+    service_idle_seconds: NonNegFloat = 900
 
     def __post_init__(self) -> None:
         _require_finite(self.default_max_budget_usd, "default_max_budget_usd")
         _require_finite(self.job_retention_days, "job_retention_days")
+        _require_finite(self.service_idle_seconds, "service_idle_seconds")
 
 
 def permission_mode_of(agent: AgentConfig, settings: Settings) -> str | None:

@@ -33,3 +33,25 @@ def _private_umask() -> Iterator[None]:
         yield
     finally:
         os.umask(old)
+
+
+@pytest.fixture
+def service_env(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """A sandboxed setup for the per-user service (issue #16): its config, jobs, runtime
+    dir (short, so socket paths fit in sun_path) and cache, never the real user's."""
+    import shutil
+    import tempfile
+
+    run = Path(tempfile.mkdtemp(prefix="adt-", dir="/tmp"))
+    env = {
+        "HOME": str(tmp_path / "home"),
+        "PATH": os.environ.get("PATH", ""),
+        "XDG_RUNTIME_DIR": str(run),
+        "XDG_CACHE_HOME": str(tmp_path / "cache"),
+        "AGENT_DISPATCH_CONFIG": str(tmp_path / "agents.yaml"),
+        "AGENT_DISPATCH_JOBS_DIR": str(tmp_path / "jobs"),
+    }
+    try:
+        yield env
+    finally:
+        shutil.rmtree(run, ignore_errors=True)

@@ -1,6 +1,8 @@
 """Fixtures for the MCP server tests; load with `pytest_plugins = ("tests.server_fixtures",)`.
 
-- `ws`: a Workspace (config with agents alpha and beta, jobs dir, fake-claude log).
+- `ws`: a Workspace (config with agents alpha and beta, jobs dir, fake-claude log); the
+  services its fronts started are killed at teardown.
+- `serve_mode`: "standalone" and "relay", for the tests of a real `serve` process.
 - `runner`: the ScriptedRunner behind `served` (script it, read its `calls`).
 - `served`: an in-memory client, once per client mode, and the Dispatcher behind it,
   whose runs go to `runner`: no child processes.
@@ -11,7 +13,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import mcp
@@ -19,12 +23,33 @@ import pytest
 
 from agent_dispatch.runtime.scripted import ScriptedRunner
 from agent_dispatch.service.dispatcher import Dispatcher
-from tests.server_support import MODES, Tools, Workspace, in_memory_server
+from tests.relay_support import stop_services
+from tests.server_support import (
+    MODES,
+    SERVE_MODES,
+    Tools,
+    Workspace,
+    in_memory_server,
+)
 
 
 @pytest.fixture
-def ws(tmp_path: Path) -> Workspace:
-    return Workspace.create(tmp_path)
+def ws(tmp_path: Path) -> Iterator[Workspace]:
+    """The workspace; any service a test's front started in it is killed at teardown."""
+    runtime = Path(tempfile.mkdtemp(prefix="adrt-", dir="/tmp"))  # short: a socket path
+    ws = Workspace.create(tmp_path, runtime)
+    try:
+        yield ws
+    finally:
+        stop_services(runtime)
+        shutil.rmtree(runtime, ignore_errors=True)
+
+
+@pytest.fixture(params=SERVE_MODES)
+def serve_mode(request: pytest.FixtureRequest) -> str:
+    """How a real `serve` process runs: the in-process server, or the front and a service."""
+    mode: str = request.param
+    return mode
 
 
 @pytest.fixture

@@ -45,10 +45,17 @@ from agent_dispatch.storage.config import ConfigStore
 from agent_dispatch.storage.jobs import Job, JobStore, new_job_id
 from tests.fake_claude import fake_env, read_runs
 
-# `agent-dispatch serve`, run by this interpreter (python -m works without the venv's bin on PATH).
+# `agent-dispatch serve`, run by this interpreter (python -m works without the venv's bin on
+# PATH): the front relaying to the sandbox's service, or the in-process server.
 SERVE_ARGV = [sys.executable, "-m", "agent_dispatch", "serve"]
+SERVE_MODES = ("standalone", "relay")
 PROTOCOL_VERSION = "2025-06-18"
 MODES = ("auto", "legacy")
+
+
+def serve_argv(serve_mode: str) -> list[str]:
+    assert serve_mode in SERVE_MODES, serve_mode
+    return [*SERVE_ARGV, "--standalone"] if serve_mode == "standalone" else SERVE_ARGV
 
 
 @dataclass
@@ -61,10 +68,13 @@ class Workspace:
     log: Path
     alpha: Path  # the project directory of agent "alpha"
     beta: Path  # ... of agent "beta"
+    runtime: Path  # XDG_RUNTIME_DIR: where the sandbox's service puts its socket
     settings: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def create(cls, root: Path) -> Workspace:
+    def create(cls, root: Path, runtime: Path | None = None) -> Workspace:
+        """`runtime`: a short dir (a socket path must stay under ~100 bytes); by default
+        one under `root`, which for a long tmp path means rendezvous's /tmp fallback."""
         ws = cls(
             root=root,
             config=root / "cfg" / "agents.yaml",
@@ -72,7 +82,9 @@ class Workspace:
             log=root / "log",
             alpha=root / "alpha",
             beta=root / "beta",
+            runtime=runtime or root / "run",
         )
+        ws.runtime.mkdir(mode=0o700, exist_ok=True)
         for d in (ws.log, ws.alpha, ws.beta, ws.config.parent):
             d.mkdir(parents=True)
         (ws.alpha / "CLAUDE.md").write_text("# Alpha\n\nThe alpha service: billing and invoices.\n")
@@ -112,11 +124,13 @@ class Workspace:
     def env(self, **extra: str) -> dict[str, str]:
         """The server's environment: the fake claude first on PATH, our config and jobs dir."""
         env = fake_env(self.log)
-        env.update(extra)
-        env["AGENT_DISPATCH_CONFIG"] = str(self.config)
-        env["AGENT_DISPATCH_JOBS_DIR"] = str(self.jobs)
         env.pop("AGENT_DISPATCH_DEPTH", None)
         env.pop("AGENT_DISPATCH_CLAUDE", None)
+        env.update(extra)  # a test may set those two (a nested caller's depth, say)
+        env["AGENT_DISPATCH_CONFIG"] = str(self.config)
+        env["AGENT_DISPATCH_JOBS_DIR"] = str(self.jobs)
+        env["XDG_RUNTIME_DIR"] = str(self.runtime)
+        env["XDG_CACHE_HOME"] = str(self.root / "cache")
         return env
 
     def runs(self) -> list[dict[str, Any]]:
@@ -236,10 +250,11 @@ class ProgressLog:
 # -- over real stdio --------------------------------------------------------------------
 
 
-def stdio_params(ws: Workspace, **extra_env: str) -> StdioServerParameters:
+def stdio_params(ws: Workspace, serve_mode: str, **extra_env: str) -> StdioServerParameters:
     """For `mcp.Client(...)`: the stdio client passes only a minimal environment itself."""
+    argv = serve_argv(serve_mode)
     return StdioServerParameters(
-        command=SERVE_ARGV[0], args=SERVE_ARGV[1:], env=ws.env(**extra_env), cwd=str(ws.root)
+        command=argv[0], args=argv[1:], env=ws.env(**extra_env), cwd=str(ws.root)
     )
 
 
@@ -391,12 +406,15 @@ class StdioServer:
 
 
 @asynccontextmanager
-async def stdio_server(ws: Workspace, **extra_env: str) -> AsyncIterator[StdioServer]:
-    """Start `agent-dispatch serve`, initialize the session; kill it on the way out."""
+async def stdio_server(
+    ws: Workspace, serve_mode: str, **extra_env: str
+) -> AsyncIterator[StdioServer]:
+    """Start `agent-dispatch serve` (`serve_mode`: "standalone" or "relay"), initialize
+    the session; kill it on the way out."""
     stderr_path = ws.root / f"server-stderr-{len(list(ws.root.glob('server-stderr-*')))}.log"
     with open(stderr_path, "wb") as stderr:
         proc = await trio.lowlevel.open_process(
-            SERVE_ARGV,
+            serve_argv(serve_mode),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=stderr,

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +26,7 @@ from agent_dispatch.launch import run
 from agent_dispatch.models import AgentPatch, Config
 from agent_dispatch.service import registry
 from agent_dispatch.storage.config import ConfigStore, load_config
+from tests.relay_support import stop_services
 
 # -- the harness shared by the CLI tests ------------------------------------------------
 
@@ -488,16 +491,24 @@ def _child_env(cli: Cli) -> dict[str, str]:
     return env
 
 
-def test_serve_prints_nothing_and_exits_at_eof(cli):
+@pytest.mark.parametrize("argv", [["serve", "--standalone"], ["serve"]])
+def test_serve_prints_nothing_and_exits_at_eof(cli, argv):
     cli.agent("a")
-    proc = subprocess.run(
-        [sys.executable, "-m", "agent_dispatch", "serve"],
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        env=_child_env(cli),
-        timeout=60,
-        check=False,
-    )
+    env = _child_env(cli)
+    runtime = tempfile.mkdtemp(prefix="adrt-", dir="/tmp")  # the front's service: sandboxed
+    env["XDG_RUNTIME_DIR"] = runtime
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "agent_dispatch", *argv],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            env=env,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        stop_services(runtime)
+        shutil.rmtree(runtime, ignore_errors=True)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == b""
 

@@ -231,7 +231,9 @@ async def test_cancel_a_running_job_kills_its_process_group(
 # -- over real stdio ------------------------------------------------------------------------
 
 
-async def test_a_starting_server_fails_jobs_stranded_by_a_dead_server(ws: Workspace) -> None:
+async def test_a_starting_server_fails_jobs_stranded_by_a_dead_server(
+    ws: Workspace, serve_mode: str
+) -> None:
     ws.write_config(job_retention_days=5)
     store = JobStore(ws.jobs)
     dead = job_record("alpha", days_ago=0, status="running", progress=["step 1"])
@@ -245,7 +247,7 @@ async def test_a_starting_server_fails_jobs_stranded_by_a_dead_server(ws: Worksp
         store.save(job)
 
     with trio.fail_after(20):
-        async with stdio_server(ws) as server:
+        async with stdio_server(ws, serve_mode) as server:
 
             async def job_status(job_id: str) -> dict[str, Any]:
                 out = await server.call("dispatch_status", job_id=job_id)
@@ -269,10 +271,10 @@ async def test_a_starting_server_fails_jobs_stranded_by_a_dead_server(ws: Worksp
     assert store.require(alive.id).status == "running"
 
 
-async def test_job_tools_over_stdio(ws: Workspace) -> None:
+async def test_job_tools_over_stdio(ws: Workspace, serve_mode: str) -> None:
     task, release = blocked(ws, "A", "@fake reply=over the wire")
     with trio.fail_after(20):
-        async with mcp.Client(stdio_params(ws)) as client:
+        async with mcp.Client(stdio_params(ws, serve_mode)) as client:
 
             async def call(tool: str, **args: Any) -> Any:
                 result = await client.call_tool(tool, args)

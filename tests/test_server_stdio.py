@@ -1,4 +1,10 @@
-"""`agent-dispatch serve` over real stdio: the OS is the subject here (pids, signals, pipes)."""
+"""`agent-dispatch serve` over real stdio: the OS is the subject here (pids, signals, pipes).
+
+The MCP behaviour runs over both `serve_mode`s: the in-process server (`--standalone`)
+and the front relaying to the sandbox's service. The tests of the process's own end
+(EOF, signals: its children die with it) are the standalone server's; the front's end
+(the session ends, the jobs go on) is in test_relay_service.py.
+"""
 
 from __future__ import annotations
 
@@ -37,10 +43,11 @@ def structured(result: dict[str, Any]) -> Any:
 
 async def test_the_stdio_client_lists_tools_dispatches_and_gets_stream_progress(
     ws: Workspace,
+    serve_mode: str,
 ) -> None:
     progress = ProgressLog()
     with trio.fail_after(20):
-        async with mcp.Client(stdio_params(ws)) as client:
+        async with mcp.Client(stdio_params(ws, serve_mode)) as client:
             instructions = client.instructions or ""
             listed = {t.name for t in (await client.list_tools()).tools}
             result = await client.call_tool("dispatch", {"agent": "alpha", "task": "say hi"})
@@ -66,10 +73,11 @@ async def test_the_stdio_client_lists_tools_dispatches_and_gets_stream_progress(
 
 async def test_children_never_read_the_wire_and_stream_progress_arrives_in_order(
     ws: Workspace,
+    serve_mode: str,
 ) -> None:
     task = "stream please\n@fake retry\n@fake tool_use=Bash\n@fake reply=all done"
     with trio.fail_after(20):
-        async with stdio_server(ws) as server:
+        async with stdio_server(ws, serve_mode) as server:
             for tool in ("dispatch", "dispatch_session"):
                 out = await server.call(tool, agent="alpha", task=f"read stdin via {tool}")
                 assert structured(out)["success"] is True
@@ -106,10 +114,11 @@ async def test_children_never_read_the_wire_and_stream_progress_arrives_in_order
 
 async def test_a_client_cancelling_a_dispatch_kills_its_child_group_and_frees_the_slot(
     ws: Workspace,
+    serve_mode: str,
 ) -> None:
     ws.write_config(max_concurrency=1)
     with trio.fail_after(20):
-        async with mcp.Client(stdio_params(ws)) as client:
+        async with mcp.Client(stdio_params(ws, serve_mode)) as client:
             async with trio.open_nursery() as nursery:
                 cancel = nursery.cancel_scope
 
@@ -139,7 +148,7 @@ async def test_shutdown_during_a_dispatch_exits_0_quickly_and_leaves_no_orphans(
     ws: Workspace, how: str
 ) -> None:
     with trio.fail_after(20):
-        async with stdio_server(ws) as server:
+        async with stdio_server(ws, "standalone") as server:
             await server.start_call(
                 "dispatch", {"agent": "alpha", "task": f"{SLOW}\n@fake grandchild=30"}
             )
@@ -180,7 +189,7 @@ async def test_more_signals_during_the_shutdown_do_not_cut_the_cleanup_short(
 ) -> None:
     task = f"{SLOW}\n@fake ignore_sigterm\n@fake grandchild=30"
     with trio.fail_after(20):
-        async with stdio_server(ws) as server:
+        async with stdio_server(ws, "standalone") as server:
             await server.start_call("dispatch", {"agent": "alpha", "task": task})
             leader, grandchild = pids_of(only(await wait_started(ws.log)))
             server.signal(signal.SIGTERM)
@@ -198,11 +207,12 @@ async def test_more_signals_during_the_shutdown_do_not_cut_the_cleanup_short(
 
 async def test_bad_config_and_non_finite_numbers_get_envelopes_and_the_server_serves_on(
     ws: Workspace,
+    serve_mode: str,
 ) -> None:
     good = ws.config.read_bytes()
     ws.write_raw(b"agents: [unclosed\n")
     with trio.fail_after(20):
-        async with stdio_server(ws) as server:
+        async with stdio_server(ws, serve_mode) as server:
             broken = await server.call("list_agents")
             assert broken["isError"] is True
             assert set(broken["structuredContent"]) == {"error", "hint"}
@@ -226,7 +236,7 @@ async def test_serve_logs_the_method_a_client_opens_with(ws: Workspace) -> None:
     # What a client opens with decides what it waits for (Claude Code 2.1.332 sends
     # server/discover); DEBUG logs show it.
     with trio.fail_after(20):
-        async with stdio_server(ws, AGENT_DISPATCH_LOG_LEVEL="DEBUG") as server:
+        async with stdio_server(ws, "standalone", AGENT_DISPATCH_LOG_LEVEL="DEBUG") as server:
             listed = await server.request("tools/list", {})
             assert "dispatch" in {tool["name"] for tool in listed["tools"]}
             out = structured(await server.call("list_agents"))
@@ -254,9 +264,11 @@ HOSTILE_LINES = [  # each needs exactly one error reply; none may end the server
 ]
 
 
-async def test_no_line_takes_the_server_down_or_goes_unanswered(ws: Workspace) -> None:
+async def test_no_line_takes_the_server_down_or_goes_unanswered(
+    ws: Workspace, serve_mode: str
+) -> None:
     with trio.fail_after(20):
-        async with stdio_server(ws) as server:
+        async with stdio_server(ws, serve_mode) as server:
             job = structured(await server.call("dispatch_async", agent="alpha", task="survive"))
             before = len(server.replies)
             await server.send_raw(b"".join(line + b"\n" for line in HOSTILE_LINES))
@@ -276,11 +288,13 @@ async def test_no_line_takes_the_server_down_or_goes_unanswered(ws: Workspace) -
     assert [a["name"] for a in listed["agents"]] == ["alpha", "beta"]
 
 
-async def test_a_line_over_the_limit_is_answered_and_dropped_unread(ws: Workspace) -> None:
+async def test_a_line_over_the_limit_is_answered_and_dropped_unread(
+    ws: Workspace, serve_mode: str
+) -> None:
     ws.write_config(max_message_mib=1)
     task = "x" * (3 * 1024 * 1024)
     with trio.fail_after(20):
-        async with stdio_server(ws) as server:
+        async with stdio_server(ws, serve_mode) as server:
             rid = await server.start_call("dispatch", {"agent": "alpha", "task": task})
             with pytest.raises(RpcError, match="exceeds the limit of 1048576 bytes"):
                 await server.response(rid)
@@ -289,10 +303,12 @@ async def test_a_line_over_the_limit_is_answered_and_dropped_unread(ws: Workspac
     assert len(ws.runs()) == 1  # the oversized call never ran
 
 
-async def test_signals_right_up_to_the_exit_never_turn_it_into_a_traceback(ws: Workspace) -> None:
+async def test_signals_right_up_to_the_exit_never_turn_it_into_a_traceback(
+    ws: Workspace, serve_mode: str
+) -> None:
     """Under load a late Ctrl-C or SIGTERM can land after the cleanup is over."""
     with trio.fail_after(20):
-        async with stdio_server(ws) as server:
+        async with stdio_server(ws, serve_mode) as server:
             await server.call("dispatch", agent="alpha", task="warm up")
             await server.close_stdin()  # the server is on its way out: keep hitting it
             async with trio.open_nursery() as nursery:

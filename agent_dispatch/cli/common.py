@@ -115,7 +115,8 @@ def find_claude(cfg: Config | None, env: Mapping[str, str] | None = None) -> str
 
 
 def server_command() -> tuple[str, list[str]]:
-    """(command, args) that start this MCP server, as Claude Code should run it.
+    """(command, args) that start the MCP server's front (`serve`, which relays each
+    session to the user's service), as Claude Code should run it.
 
     The `agent-dispatch` console script when one can be found (beside this
     Python, as invoked, or on PATH), else this Python with `-m agent_dispatch`.

@@ -1,7 +1,8 @@
 """`agent-dispatch demo`: the real MCP server, driven by a real MCP client, on a throw-away setup.
 
 It builds a temporary config with two sample projects (each with a CLAUDE.md),
-starts `python -m agent_dispatch serve` as a stdio subprocess and calls
+starts `python -m agent_dispatch serve --standalone` as a stdio subprocess (the
+server in that process: a throw-away setup needs no background service) and calls
 list_agents, dispatch, dispatch_parallel (with aggregate), dispatch_async and
 dispatch_wait, printing what each returns.
 
@@ -145,9 +146,9 @@ async def _tour(out: _Out, env: dict[str, str]) -> None:
     from mcp import Client, StdioServerParameters  # mcp is slow to import: only here
 
     params = StdioServerParameters(
-        command=sys.executable, args=["-m", "agent_dispatch", "serve"], env=env
+        command=sys.executable, args=["-m", "agent_dispatch", "serve", "--standalone"], env=env
     )
-    out("starting the MCP server: python -m agent_dispatch serve (stdio)")
+    out("starting the MCP server: python -m agent_dispatch serve --standalone (stdio)")
     async with Client(params) as client:
         tools = await client.list_tools()
         out(f"connected; the server offers {len(tools.tools)} tools")

@@ -11,6 +11,8 @@ from typing import Annotated, Literal
 import msgspec
 from cyclopts import Parameter
 
+from agent_dispatch import __version__, rendezvous
+from agent_dispatch.cli import service_cmd
 from agent_dispatch.cli.common import (
     INSTALL_CLAUDE,
     SERVER_NAME,
@@ -76,7 +78,8 @@ def _first_line(text: str) -> str:
 
 def init() -> int:
     """Create the config (0600, in a 0700 directory) and register the MCP server with
-    Claude Code (`claude mcp add-json agent-dispatch ... --scope user`).
+    Claude Code (`claude mcp add-json agent-dispatch ... --scope user`): `agent-dispatch
+    serve`, the front that relays each session to your agent-dispatch service.
 
     An existing config is left alone. Without the claude CLI, prints the command to run later.
     """
@@ -364,7 +367,27 @@ def run_checks() -> list[Check]:
     if cfg is not None:
         checks += _agent_checks(cfg)
     checks.append(_jobs_check())
+    checks.append(_service_check())
     return checks
+
+
+def _service_check() -> Check:
+    """The per-user service: running or not (it starts on demand), and not outdated."""
+    try:
+        found = service_cmd.query_status(timeout=2.0)
+    except (DispatchError, OSError) as exc:
+        message = exc.message if isinstance(exc, DispatchError) else str(exc)
+        return Check(name="service", status="fail", message=message)
+    if found is None:
+        return Check(name="service", status="ok", message="not running (started on demand)")
+    if rendezvous.newer(__version__, found.version):
+        return Check(
+            name="service",
+            status="warn",
+            message=f"{service_cmd.describe(found)}: older than this install ({__version__})",
+            fix="agent-dispatch service stop",
+        )
+    return Check(name="service", status="ok", message=f"running: {service_cmd.describe(found)}")
 
 
 _LABELS = {"ok": "ok  ", "warn": "warn", "fail": "FAIL", "skip": "skip"}
@@ -376,7 +399,7 @@ def doctor(
     strict: Annotated[bool, Parameter(negative="")] = False,
 ) -> int:
     """Check the setup: claude CLI and version, config, MCP registration, agent
-    directories, groups and job storage. Every problem comes with the command that fixes it.
+    directories, groups, job storage and the service. Every problem comes with its fix.
 
     Exits 1 when a check fails (with --strict, also on warnings).
 

@@ -365,3 +365,10 @@ class AsyncJobs:
 
     def running_count(self) -> int:
         return len(self._live)
+
+    def queued_count(self) -> int:
+        return sum(1 for live in self._live.values() if live.job.status == "pending")
+
+    async def wait_none_live(self) -> None:
+        while self._live:
+            await next(iter(self._live.values())).done.wait()

@@ -35,6 +35,7 @@ from agent_dispatch.runtime.claude_runner import ClaudeRunner, find_claude
 from agent_dispatch.runtime.runner import Runner, RunSpec
 from agent_dispatch.service.async_jobs import AsyncJobs
 from agent_dispatch.service.cache import ResultCache, cache_key
+from agent_dispatch.service.caller import current_caller
 from agent_dispatch.service.dialogue import DialogueResult, clamp_rounds, run_dialogue
 from agent_dispatch.service.fanout import Completions, ParallelResult
 from agent_dispatch.service.job_methods import JobMethods
@@ -44,6 +45,7 @@ from agent_dispatch.service.resolve import (
     check_agent,
     effective_agent,
     fold_group_context,
+    recursion_refusal,
     resolve_timeout,
     validate_request,
 )
@@ -97,7 +99,6 @@ class Dispatcher(JobMethods, StreamMethods):
                 "(load one with agent_dispatch.load_config())"
             )
         self._env = dict(os.environ if env is None else env)
-        self._depth = claude.current_depth(self._env)
         try:
             first = self._load()
         except ConfigError:
@@ -213,7 +214,12 @@ class Dispatcher(JobMethods, StreamMethods):
     def claude_executable(self, cfg: Config | None = None) -> str | None:
         """The claude executable a local run would use (None: there is no runnable one)."""
         cfg = cfg or self.config()
-        return find_claude(self._env, cfg.settings.claude_path)
+        return find_claude(self._caller_env(), cfg.settings.claude_path)
+
+    def _caller_env(self) -> Mapping[str, str]:
+        """The environment of the caller this task serves (service/caller.py), else ours."""
+        caller = current_caller()
+        return self._env if caller is None else caller.env
 
     # -- validation ------------------------------------------------------------
 
@@ -264,19 +270,6 @@ class Dispatcher(JobMethods, StreamMethods):
         self.validate(req, cfg)
         return await self._run(cfg, req, use_cache=use_cache, on_progress=on_progress)
 
-    def _refusal(self, cfg: Config, agent: str) -> DispatchResult | None:
-        limit = cfg.settings.max_dispatch_depth
-        if self._depth >= limit:
-            return DispatchResult(
-                agent=agent,
-                success=False,
-                error=f"dispatch depth {self._depth} reached max_dispatch_depth {limit}",
-                error_type="recursion",
-                hint="This dispatch was itself dispatched; do the work here instead, "
-                "or raise settings.max_dispatch_depth in agents.yaml.",
-            )
-        return None
-
     async def _run(
         self,
         cfg: Config,
@@ -289,7 +282,9 @@ class Dispatcher(JobMethods, StreamMethods):
         stats: RunStats | None = None,
     ) -> DispatchResult:
         """Resolve, consult the cache, run through the runner under the limiter, cache."""
-        refusal = self._refusal(cfg, req.agent)
+        env = self._caller_env()
+        depth = claude.current_depth(env)
+        refusal = recursion_refusal(cfg, req.agent, depth)
         if refusal is not None:
             return refusal
         eff = effective_agent(cfg, req.agent)
@@ -337,7 +332,7 @@ class Dispatcher(JobMethods, StreamMethods):
             agent=req.agent,
             directory=eff.directory,
             invocation=invocation,
-            env=claude.child_env(self._env, self._depth),
+            env=claude.child_env(env, depth),
             timeout=timeout,
             claude_path=cfg.settings.claude_path,
             grace=cfg.settings.kill_grace_seconds,

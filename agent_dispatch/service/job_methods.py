@@ -108,3 +108,11 @@ class JobMethods:
     def running_jobs(self) -> int:
         """How many jobs this Dispatcher runs now."""
         return self._jobs.running_count()
+
+    def queued_jobs(self) -> int:
+        """How many of them still wait for a slot of the limiter (not spawned yet)."""
+        return self._jobs.queued_count()
+
+    async def wait_no_jobs(self) -> None:
+        """Return once this Dispatcher runs no jobs (new ones may start after)."""
+        await self._jobs.wait_none_live()

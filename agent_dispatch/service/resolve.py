@@ -146,3 +146,18 @@ def aggregation_task(requests: Sequence[DispatchRequest], results: Sequence[Disp
         body = res.result if res.success else f"FAILED: {res.error}"
         parts.append(f"### Result {i}: agent {req.agent}\nTask: {req.task}\n\n{body}")
     return "\n\n".join(parts)
+
+
+def recursion_refusal(cfg: Config, agent: str, depth: int) -> DispatchResult | None:
+    """The failed result for a caller at `depth` >= max_dispatch_depth (None: go on)."""
+    limit = cfg.settings.max_dispatch_depth
+    if depth >= limit:
+        return DispatchResult(
+            agent=agent,
+            success=False,
+            error=f"dispatch depth {depth} reached max_dispatch_depth {limit}",
+            error_type="recursion",
+            hint="This dispatch was itself dispatched; do the work here instead, "
+            "or raise settings.max_dispatch_depth in agents.yaml.",
+        )
+    return None

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from agent_dispatch import rendezvous
 from agent_dispatch.errors import ConfigError, StorageError
 from agent_dispatch.models import (
     AgentConfig,
@@ -28,9 +29,7 @@ from agent_dispatch.storage.config_perms import check_private
 from agent_dispatch.storage.files import (
     FileTooLarge,
     atomic_write,
-    env_path,
     read_regular,
-    state_home,
 )
 
 __all__ = [
@@ -43,7 +42,7 @@ __all__ = [
     "save_config",
 ]
 
-ENV_VAR = "AGENT_DISPATCH_CONFIG"
+ENV_VAR = rendezvous.CONFIG_ENV
 MAX_CONFIG_BYTES = 4 * 1024 * 1024
 # A file modified less than this long before we read it may change again without
 # its (mtime, size, inode) changing (coarse timestamps); such a cache entry is
@@ -55,7 +54,7 @@ _StatKey = tuple[int, int, int, int, int]
 
 def config_path(env: Mapping[str, str] | None = None) -> Path:
     """`$AGENT_DISPATCH_CONFIG`, else `~/.config/agent-dispatch/agents.yaml`."""
-    return env_path(env, ENV_VAR) or state_home(env) / "agents.yaml"
+    return rendezvous.config_file(env)
 
 
 def agent_directory(agent: AgentConfig) -> Path:

@@ -7,21 +7,7 @@ import errno
 import os
 import secrets
 import stat
-from collections.abc import Mapping
 from pathlib import Path
-
-
-def state_home(env: Mapping[str, str] | None = None) -> Path:
-    """`~/.config/agent-dispatch`, where the config and job records live by default."""
-    env = os.environ if env is None else env
-    home = env.get("HOME") or str(Path.home())
-    return Path(home) / ".config" / "agent-dispatch"
-
-
-def env_path(env: Mapping[str, str] | None, name: str) -> Path | None:
-    """An absolute path from environment variable `name`, when it is set and non-empty."""
-    value = (os.environ if env is None else env).get(name, "")
-    return Path(value).expanduser().absolute() if value else None
 
 
 def atomic_write(target: Path, data: bytes) -> os.stat_result:

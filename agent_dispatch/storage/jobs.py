@@ -25,20 +25,18 @@ from typing import Literal
 
 import msgspec
 
-from agent_dispatch import models
+from agent_dispatch import models, rendezvous
 from agent_dispatch.errors import InvalidArgument, JobNotFound, StorageError
 from agent_dispatch.storage.files import (
     FileTooLarge,
     NotRegularFile,
     atomic_write,
-    env_path,
     read_regular,
-    state_home,
 )
 
 log = logging.getLogger("agent_dispatch.storage.jobs")
 
-ENV_VAR = "AGENT_DISPATCH_JOBS_DIR"
+ENV_VAR = rendezvous.JOBS_ENV
 JOB_ID_RE = re.compile(r"[0-9a-f]{32}")
 _FILE_RE = re.compile(r"([0-9a-f]{32})\.json")
 
@@ -143,7 +141,7 @@ def new_job_id() -> str:
 
 def jobs_dir(env: Mapping[str, str] | None = None) -> Path:
     """`$AGENT_DISPATCH_JOBS_DIR`, else `~/.config/agent-dispatch/jobs`."""
-    return env_path(env, ENV_VAR) or state_home(env) / "jobs"
+    return rendezvous.jobs_directory(env)
 
 
 def _iso(ts: float) -> str:

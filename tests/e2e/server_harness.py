@@ -26,8 +26,10 @@ import yaml
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp_types import TextContent
 
-# The server under test, `agent-dispatch serve`, run by this interpreter (the venv's python).
-SERVE_ARGS = ["-m", "agent_dispatch", "serve"]
+# The server under test, `agent-dispatch serve --standalone`, run by this interpreter (the
+# venv's python): the server in that process, so what it ran ends with it (checked below).
+# Claude Code through the front and the service: test_claude_code_client.py.
+SERVE_ARGS = ["-m", "agent_dispatch", "serve", "--standalone"]
 
 # A bound on one tool call: a healthy dispatch through the server takes 1-3 s.
 CALL_LIMIT_S = 60.0
@@ -101,7 +103,8 @@ def server_env(
 async def served(
     root: Path, project: Path, claude: Path, env: Mapping[str, str]
 ) -> AsyncIterator[ServerUnderTest]:
-    """``agent-dispatch serve`` in ``root`` with agents in ``project``, until the block ends.
+    """``agent-dispatch serve --standalone`` in ``root`` with agents in ``project``, until
+    the block ends.
 
     The server's stderr goes to ``root/server.log`` and is printed at the end
     (pytest shows it when the test fails).

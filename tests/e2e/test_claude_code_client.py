@@ -1,14 +1,17 @@
 """Claude Code as our client: the real CLI loads `agent-dispatch serve` from --mcp-config.
 
-This is how users run the server. The CLI connects at start-up (Claude Code
-2.1.332 opens with `server/discover`), lists our tools, offers them to the
-model, and calls one when the (fake) model asks.
+This is how users run the server: the front, relaying to the setup's service (started
+by the front, in this test's own runtime dir, stopped at the end). The CLI connects at
+start-up (Claude Code 2.1.332 opens with `server/discover`), lists our tools, offers
+them to the model, and calls one when the (fake) model asks.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import yaml
@@ -19,6 +22,7 @@ from agent_dispatch.storage.config import ConfigStore
 from agent_dispatch.storage.jobs import JobStore
 from tests.e2e.conftest import ClaudeRunner
 from tests.e2e.fake_anthropic import FakeAnthropic, text, tool_round_trip, tool_use
+from tests.relay_support import stop_services
 
 TOOL = "mcp__agent-dispatch__list_agents"
 
@@ -27,6 +31,7 @@ async def test_the_real_cli_lists_our_tools_and_calls_one(
     claude: ClaudeRunner, fake_api: FakeAnthropic, project_dir: Path, tmp_path: Path
 ) -> None:
     config = tmp_path / "agents.yaml"
+    runtime = Path(tempfile.mkdtemp(prefix="adrt-", dir="/tmp"))  # short: a socket path
     agents = {"agents": {"alpha": {"directory": str(project_dir), "description": "e2e billing"}}}
     config.write_text(yaml.safe_dump(agents))
     server = {
@@ -36,22 +41,28 @@ async def test_the_real_cli_lists_our_tools_and_calls_one(
         "env": {
             "AGENT_DISPATCH_CONFIG": str(config),
             "AGENT_DISPATCH_JOBS_DIR": str(tmp_path / "jobs"),
+            "XDG_RUNTIME_DIR": str(runtime),
+            "XDG_CACHE_HOME": str(tmp_path / "cache"),
         },
     }
     mcp_config = json.dumps({"mcpServers": {"agent-dispatch": server}})
     fake_api.script(tool_round_trip(tool_use(TOOL, {}), text("Alpha is there.")))
 
-    run = await claude.run(
-        "-p",
-        "--output-format",
-        "stream-json",
-        "--verbose",
-        f"--mcp-config={mcp_config}",
-        "--strict-mcp-config",
-        f"--allowedTools={TOOL}",
-        "--",
-        "Which agents can I dispatch to?",
-    )
+    try:
+        run = await claude.run(
+            "-p",
+            "--output-format",
+            "stream-json",
+            "--verbose",
+            f"--mcp-config={mcp_config}",
+            "--strict-mcp-config",
+            f"--allowedTools={TOOL}",
+            "--",
+            "Which agents can I dispatch to?",
+        )
+    finally:
+        stop_services(runtime)
+        shutil.rmtree(runtime, ignore_errors=True)
 
     assert run.returncode == 0, run.stderr
     init = run.lines()[0]

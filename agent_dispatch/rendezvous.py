@@ -1,0 +1,402 @@
+"""Where a setup's service lives and the one-line handshake before MCP (issue #16).
+
+Shared by the service and the thin front; stdlib only, so a front imports it in a few
+milliseconds. Paths:
+
+- `config_file(env)`, `jobs_directory(env)`: the setup (the rule storage uses too).
+- `service_key(env)`: 16 hex chars naming the setup; separate setups get separate services.
+- `runtime_dir(env)`: a private 0700 directory for the socket and the lock.
+- `socket_path(env)`, `lock_path(env)`, `log_path(env)`.
+
+The wire, on the Unix socket, before the raw MCP stream: each side sends exactly one JSON
+object on one line.
+
+1. front -> service, the hello (at most `MAX_HELLO_BYTES`)::
+
+     {"hello": "agent-dispatch", "protocol": 1, "version": "0.1.0", "pid": 123,
+      "cwd": "/home/me/project", "env": {"NAME": "value", ...}}
+
+2. service -> front, one of::
+
+     {"welcome": "agent-dispatch", "protocol": 1, "version": "0.1.0", "pid": 456}
+     {"refused": "<reason>", "code": "outdated" | "protocol" | "bad_hello" | "draining"}
+
+The status request is a hello with `"status": true` (its `cwd` and `env` may be "" and
+{}: `encode_status_request` writes one). The service answers it with one status line
+instead of a welcome, then closes the connection; it never drains for one::
+
+     {"status": "agent-dispatch", "protocol": 1, "version": "0.1.0", "pid": 456,
+      "uptime": 12.5, "sessions": 2, "running": 1, "queued": 0, "draining": false}
+
+Every parser here takes any bytes and returns a value or raises ValueError, never another
+exception.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+PROTOCOL = 1
+MAGIC = "agent-dispatch"
+MAX_HELLO_BYTES = 1 << 20
+MAX_REPLY_BYTES = 1 << 16
+REFUSAL_CODES = ("outdated", "protocol", "bad_hello", "draining")
+
+CONFIG_ENV = "AGENT_DISPATCH_CONFIG"
+JOBS_ENV = "AGENT_DISPATCH_JOBS_DIR"
+_MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes on Linux, 104 on macOS
+_KEY_CHARS = 16
+
+
+# -- paths ----------------------------------------------------------------------
+
+
+def _env(env: Mapping[str, str] | None) -> Mapping[str, str]:
+    return os.environ if env is None else env
+
+
+def _home(env: Mapping[str, str]) -> Path:
+    return Path(env.get("HOME") or str(Path.home()))
+
+
+def _env_path(env: Mapping[str, str], name: str) -> Path | None:
+    value = env.get(name, "")
+    return Path(value).expanduser().absolute() if value else None
+
+
+def config_file(env: Mapping[str, str] | None = None) -> Path:
+    """`$AGENT_DISPATCH_CONFIG`, else `~/.config/agent-dispatch/agents.yaml`."""
+    env = _env(env)
+    return _env_path(env, CONFIG_ENV) or _home(env) / ".config" / "agent-dispatch" / "agents.yaml"
+
+
+def jobs_directory(env: Mapping[str, str] | None = None) -> Path:
+    """`$AGENT_DISPATCH_JOBS_DIR`, else `~/.config/agent-dispatch/jobs`."""
+    env = _env(env)
+    return _env_path(env, JOBS_ENV) or _home(env) / ".config" / "agent-dispatch" / "jobs"
+
+
+def service_key(env: Mapping[str, str] | None = None) -> str:
+    """16 hex chars of sha256 over the absolute config path, NUL, the absolute jobs
+    directory: one service per setup (neither needs to exist)."""
+    env = _env(env)
+    config = os.path.abspath(config_file(env))
+    jobs = os.path.abspath(jobs_directory(env))
+    digest = hashlib.sha256(os.fsencode(config) + b"\0" + os.fsencode(jobs))
+    return digest.hexdigest()[:_KEY_CHARS]
+
+
+def _tmp_dir() -> Path:
+    # A fixed, per-uid name (not $TMPDIR): every front and service of a user must agree.
+    return Path(f"/tmp/agent-dispatch-{os.getuid()}")  # noqa: S108 - checked 0700 and ours
+
+
+def _candidate_dir(env: Mapping[str, str]) -> Path:
+    runtime = env.get("XDG_RUNTIME_DIR", "")
+    if runtime and os.path.isabs(runtime) and os.path.isdir(runtime):
+        directory = Path(runtime) / "agent-dispatch"
+        longest = directory / f"{'0' * _KEY_CHARS}.sock"
+        if len(os.fsencode(longest)) <= _MAX_SOCKET_PATH:
+            return directory
+    return _tmp_dir()
+
+
+def _ensure_private_dir(directory: Path) -> None:
+    try:
+        os.mkdir(directory, 0o700)
+    except FileExistsError:
+        pass
+    else:
+        os.chmod(directory, 0o700)  # whatever the umask
+    info = os.lstat(directory)
+    problem = None
+    if not stat.S_ISDIR(info.st_mode):
+        problem = "is not a directory (a symlink or a file)"
+    elif info.st_uid != os.getuid():
+        problem = f"belongs to uid {info.st_uid}, not to you (uid {os.getuid()})"
+    elif info.st_mode & 0o077:
+        problem = f"has mode {stat.S_IMODE(info.st_mode):04o}; it must be 0700"
+    if problem:
+        raise PermissionError(
+            f"The agent-dispatch runtime directory {directory} {problem}. "
+            f"Someone else may have created it: remove it (rm -r {directory}) "
+            "or set XDG_RUNTIME_DIR to a private directory."
+        )
+
+
+def runtime_dir(env: Mapping[str, str] | None = None) -> Path:
+    """The private directory holding the sockets and locks, created 0700 when missing:
+    `$XDG_RUNTIME_DIR/agent-dispatch` when that is an existing directory (and its socket
+    paths fit), else `/tmp/agent-dispatch-<uid>`. Raises OSError (PermissionError when
+    the directory is not ours or not private, which would let another user in)."""
+    directory = _candidate_dir(_env(env))
+    _ensure_private_dir(directory)
+    return directory
+
+
+def socket_path(env: Mapping[str, str] | None = None) -> Path:
+    """The setup's service socket (creates the runtime directory; raises OSError)."""
+    env = _env(env)
+    return runtime_dir(env) / f"{service_key(env)}.sock"
+
+
+def lock_path(env: Mapping[str, str] | None = None) -> Path:
+    """The lock one service of the setup holds for its whole life (raises OSError)."""
+    env = _env(env)
+    return runtime_dir(env) / f"{service_key(env)}.lock"
+
+
+def log_path(env: Mapping[str, str] | None = None) -> Path:
+    """`$XDG_CACHE_HOME` (else `~/.cache`) `/agent-dispatch/service-<key>.log`; not created."""
+    env = _env(env)
+    cache = env.get("XDG_CACHE_HOME", "")
+    base = Path(cache) if cache and os.path.isabs(cache) else _home(env) / ".cache"
+    return base / "agent-dispatch" / f"service-{service_key(env)}.log"
+
+
+# -- the wire -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Hello:
+    """The front's first line: who it is and the caller's context."""
+
+    version: str
+    pid: int
+    cwd: str
+    env: Mapping[str, str] = field(hash=False)
+    status: bool = False  # a status request: answer with a status line, no MCP
+
+
+@dataclass(frozen=True)
+class Welcome:
+    version: str
+    pid: int
+    protocol: int = PROTOCOL
+
+
+@dataclass(frozen=True)
+class Refusal:
+    code: str  # one of REFUSAL_CODES (a newer service may add codes)
+    reason: str
+
+
+@dataclass(frozen=True)
+class Status:
+    """What a status request tells about a running service."""
+
+    version: str
+    pid: int
+    uptime: float
+    sessions: int
+    running: int
+    queued: int
+    draining: bool
+
+
+class UnsupportedProtocol(ValueError):
+    """A hello in a protocol this side does not speak (refuse it with code "protocol")."""
+
+
+def _line(obj: Mapping[str, Any]) -> bytes:
+    # ensure_ascii: environment values may hold lone surrogates (undecodable bytes)
+    return json.dumps(obj, ensure_ascii=True, separators=(",", ":")).encode("ascii") + b"\n"
+
+
+def _no_nul(what: str, value: object) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"{what} must be a string, not {type(value).__name__}")
+    if "\0" in value:
+        raise ValueError(f"{what} contains a NUL character")
+    return value
+
+
+def _check_env(env: object) -> dict[str, str]:
+    if not isinstance(env, dict):
+        raise ValueError(f"hello: 'env' must be an object of strings, not {type(env).__name__}")
+    for key, value in env.items():
+        _no_nul("hello: an env name", key)
+        if not key or "=" in key:
+            raise ValueError(f"hello: env name {key[:40]!r} is empty or holds '='")
+        _no_nul(f"hello: env {key[:40]!r}", value)
+    return env
+
+
+def _pid(value: object, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{what}: 'pid' must be a positive integer")
+    return value
+
+
+def encode_hello(
+    version: str, pid: int, cwd: str, env: Mapping[str, str], *, status: bool = False
+) -> bytes:
+    """The hello line; ValueError when `env` or `cwd` hold NULs or it exceeds the limit."""
+    obj: dict[str, Any] = {
+        "hello": MAGIC,
+        "protocol": PROTOCOL,
+        "version": _no_nul("hello: 'version'", version),
+        "pid": _pid(pid, "hello"),
+        "cwd": _no_nul("hello: 'cwd'", cwd),
+        "env": _check_env(dict(env)),
+    }
+    if status:
+        obj["status"] = True
+    line = _line(obj)
+    if len(line) > MAX_HELLO_BYTES:
+        raise ValueError(
+            f"hello: {len(line)} bytes, over the {MAX_HELLO_BYTES}-byte limit "
+            "(the environment is too large to send)"
+        )
+    return line
+
+
+def encode_status_request(version: str, pid: int) -> bytes:
+    """A hello asking for the service's status line instead of an MCP session."""
+    return encode_hello(version, pid, "", {}, status=True)
+
+
+def _load(line: bytes, limit: int, what: str) -> dict[str, Any]:
+    if len(line) > limit:
+        raise ValueError(f"{what}: {len(line)} bytes, over the {limit}-byte limit")
+    body = line.removesuffix(b"\n")
+    if b"\n" in body:
+        raise ValueError(f"{what}: more than one line")
+    try:
+        obj = json.loads(body.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{what}: not UTF-8 ({exc.reason})") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{what}: not JSON ({exc.msg})") from None
+    except RecursionError:
+        raise ValueError(f"{what}: nested too deeply") from None
+    if not isinstance(obj, dict):
+        raise ValueError(f"{what}: not one JSON object")
+    return obj
+
+
+def parse_hello(line: bytes) -> Hello:
+    """The front's hello; ValueError naming the problem (UnsupportedProtocol, a
+    ValueError, when it speaks another protocol)."""
+    obj = _load(line, MAX_HELLO_BYTES, "hello")
+    if obj.get("hello") != MAGIC:
+        raise ValueError(f'hello: not an agent-dispatch hello (no "hello": "{MAGIC}")')
+    protocol = obj.get("protocol")
+    if isinstance(protocol, bool) or not isinstance(protocol, int):
+        raise ValueError("hello: 'protocol' must be an integer")
+    if protocol != PROTOCOL:
+        raise UnsupportedProtocol(
+            f"hello: protocol {protocol} is not supported (this side speaks {PROTOCOL})"
+        )
+    status = obj.get("status", False)
+    if not isinstance(status, bool):
+        raise ValueError("hello: 'status' must be true or false")
+    return Hello(
+        version=_no_nul("hello: 'version'", obj.get("version")),
+        pid=_pid(obj.get("pid"), "hello"),
+        cwd=_no_nul("hello: 'cwd'", obj.get("cwd")),
+        env=_check_env(obj.get("env")),
+        status=status,
+    )
+
+
+def encode_welcome(version: str, pid: int) -> bytes:
+    return _line({"welcome": MAGIC, "protocol": PROTOCOL, "version": version, "pid": pid})
+
+
+def encode_refusal(code: str, reason: str) -> bytes:
+    return _line({"refused": reason, "code": code})
+
+
+def _refusal(obj: Mapping[str, Any]) -> Refusal:
+    reason, code = obj["refused"], obj.get("code")
+    if not isinstance(reason, str) or not isinstance(code, str):
+        raise ValueError("reply: a refusal needs string 'refused' and 'code'")
+    return Refusal(code=code, reason=reason)
+
+
+def parse_reply(line: bytes) -> Welcome | Refusal:
+    """The service's answer to a hello; ValueError when it is neither reply."""
+    obj = _load(line, MAX_REPLY_BYTES, "reply")
+    if "refused" in obj:
+        return _refusal(obj)
+    if obj.get("welcome") != MAGIC:
+        raise ValueError("reply: neither a welcome nor a refusal")
+    protocol = obj.get("protocol")
+    if isinstance(protocol, bool) or not isinstance(protocol, int):
+        raise ValueError("reply: 'protocol' must be an integer")
+    version = obj.get("version")
+    if not isinstance(version, str):
+        raise ValueError("reply: 'version' must be a string")
+    return Welcome(version=version, pid=_pid(obj.get("pid"), "reply"), protocol=protocol)
+
+
+def encode_status(status: Status) -> bytes:
+    return _line(
+        {
+            "status": MAGIC,
+            "protocol": PROTOCOL,
+            "version": status.version,
+            "pid": status.pid,
+            "uptime": status.uptime,
+            "sessions": status.sessions,
+            "running": status.running,
+            "queued": status.queued,
+            "draining": status.draining,
+        }
+    )
+
+
+def _count(obj: Mapping[str, Any], name: str) -> int:
+    value = obj.get(name)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"status: {name!r} must be a non-negative integer")
+    return value
+
+
+def parse_status(line: bytes) -> Status | Refusal:
+    """The answer to a status request: a Status, or a Refusal (e.g. "protocol")."""
+    obj = _load(line, MAX_REPLY_BYTES, "status")
+    if "refused" in obj:
+        return _refusal(obj)
+    if obj.get("status") != MAGIC:
+        raise ValueError("status: not an agent-dispatch status line")
+    version, uptime, draining = obj.get("version"), obj.get("uptime"), obj.get("draining")
+    if not isinstance(version, str):
+        raise ValueError("status: 'version' must be a string")
+    if isinstance(uptime, bool) or not isinstance(uptime, int | float) or not uptime >= 0:
+        raise ValueError("status: 'uptime' must be a non-negative number")
+    if not isinstance(draining, bool):
+        raise ValueError("status: 'draining' must be true or false")
+    return Status(
+        version=version,
+        pid=_pid(obj.get("pid"), "status"),
+        uptime=float(uptime),
+        sessions=_count(obj, "sessions"),
+        running=_count(obj, "running"),
+        queued=_count(obj, "queued"),
+        draining=draining,
+    )
+
+
+def _release(version: str) -> tuple[int, ...] | None:
+    parts = version.split(".")
+    if not all(part.isascii() and part.isdecimal() and len(part) < 10 for part in parts):
+        return None
+    return tuple(int(part) for part in parts)
+
+
+def newer(a: str, b: str) -> bool:
+    """Whether version `a` is newer than `b`, compared as tuples of ints. A version that
+    does not parse compares as unequal and newer (unless the two strings are equal)."""
+    left, right = _release(a), _release(b)
+    if left is None or right is None:
+        return a != b
+    return left > right

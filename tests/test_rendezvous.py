@@ -1,0 +1,279 @@
+"""The rendezvous: a setup's service paths and the one-line handshake (issue #16)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from agent_dispatch import rendezvous
+from agent_dispatch.rendezvous import (
+    Hello,
+    Refusal,
+    Status,
+    UnsupportedProtocol,
+    Welcome,
+)
+from agent_dispatch.storage.config import config_path
+from agent_dispatch.storage.jobs import jobs_dir
+
+# -- paths ----------------------------------------------------------------------
+
+
+def test_storage_paths_follow_the_rendezvous_rule(tmp_path: Path) -> None:
+    env = {"HOME": str(tmp_path)}
+    assert config_path(env) == rendezvous.config_file(env)
+    assert config_path(env) == tmp_path / ".config" / "agent-dispatch" / "agents.yaml"
+    assert jobs_dir(env) == tmp_path / ".config" / "agent-dispatch" / "jobs"
+    env = {"HOME": str(tmp_path), "AGENT_DISPATCH_CONFIG": "x.yaml", "AGENT_DISPATCH_JOBS_DIR": "j"}
+    assert config_path(env) == Path("x.yaml").absolute()
+    assert jobs_dir(env) == rendezvous.jobs_directory(env) == Path("j").absolute()
+
+
+def test_separate_setups_get_separate_keys_and_one_setup_one_key(
+    tmp_path: Path, service_env: dict[str, str]
+) -> None:
+    env = service_env
+    key = rendezvous.service_key(env)
+    assert len(key) == 16
+    assert all(c in "0123456789abcdef" for c in key)
+    assert rendezvous.service_key(dict(env)) == key
+    other_config = {**env, "AGENT_DISPATCH_CONFIG": str(tmp_path / "b.yaml")}
+    other_jobs = {**env, "AGENT_DISPATCH_JOBS_DIR": str(tmp_path / "jobs2")}
+    assert len({key, rendezvous.service_key(other_config), rendezvous.service_key(other_jobs)}) == 3
+    # one absolute spelling: a relative or dotted path names the same setup
+    dotted = {**env, "AGENT_DISPATCH_JOBS_DIR": str(tmp_path / "x" / ".." / "jobs")}
+    assert rendezvous.service_key(dotted) == key
+
+
+def test_socket_and_lock_live_in_a_private_directory_under_xdg_runtime_dir(
+    tmp_path: Path, service_env: dict[str, str]
+) -> None:
+    env = service_env
+    run = Path(env["XDG_RUNTIME_DIR"])
+    key = rendezvous.service_key(env)
+    sock, lock = rendezvous.socket_path(env), rendezvous.lock_path(env)
+    assert sock == run / "agent-dispatch" / f"{key}.sock"
+    assert lock == sock.with_suffix(".lock")
+    info = os.lstat(sock.parent)
+    assert info.st_mode & 0o777 == 0o700
+    assert rendezvous.log_path(env) == tmp_path / "cache" / "agent-dispatch" / f"service-{key}.log"
+
+
+def test_without_a_runtime_dir_the_sockets_go_to_a_per_uid_tmp_dir(
+    tmp_path: Path, service_env: dict[str, str]
+) -> None:
+    env = {**service_env, "XDG_RUNTIME_DIR": str(tmp_path / "missing")}
+    assert rendezvous.runtime_dir(env) == Path(f"/tmp/agent-dispatch-{os.getuid()}")
+
+
+def test_a_socket_path_too_long_for_sun_path_falls_back_to_tmp(
+    tmp_path: Path, service_env: dict[str, str]
+) -> None:
+    deep = tmp_path / ("d" * 90)
+    deep.mkdir()
+    env = {**service_env, "XDG_RUNTIME_DIR": str(deep)}
+    sock = rendezvous.socket_path(env)
+    assert sock.parent == Path(f"/tmp/agent-dispatch-{os.getuid()}")
+    assert len(os.fsencode(sock)) <= 100
+
+
+@pytest.mark.parametrize("mode", [0o755, 0o770, 0o701])
+def test_a_runtime_dir_others_can_enter_is_refused_with_the_fix(
+    service_env: dict[str, str], mode: int
+) -> None:
+    env = service_env
+    run = Path(env["XDG_RUNTIME_DIR"])
+    directory = run / "agent-dispatch"
+    directory.mkdir()
+    directory.chmod(mode)
+    with pytest.raises(PermissionError, match="must be 0700") as info:
+        rendezvous.socket_path(env)
+    assert "rm -r" in str(info.value)
+
+
+def test_a_symlinked_runtime_dir_is_refused(tmp_path: Path, service_env: dict[str, str]) -> None:
+    env = service_env
+    run = Path(env["XDG_RUNTIME_DIR"])
+    target = run / "elsewhere"
+    target.mkdir(mode=0o700)
+    (run / "agent-dispatch").symlink_to(target)
+    with pytest.raises(PermissionError, match="not a directory"):
+        rendezvous.runtime_dir(env)
+
+
+# -- the wire -------------------------------------------------------------------
+
+
+def test_a_hello_round_trips_with_the_whole_environment() -> None:
+    env = {"PATH": "/bin", "KEY": "sk-ünï", "ODD": "\udcff bytes"}
+    line = rendezvous.encode_hello("0.1.0", 42, "/work", env)
+    assert line.endswith(b"\n")
+    assert line.count(b"\n") == 1
+    assert rendezvous.parse_hello(line) == Hello(version="0.1.0", pid=42, cwd="/work", env=env)
+
+
+def test_the_status_request_is_a_hello_with_status_true() -> None:
+    line = rendezvous.encode_status_request("0.1.0", 7)
+    assert json.loads(line) == {
+        "hello": "agent-dispatch",
+        "protocol": 1,
+        "version": "0.1.0",
+        "pid": 7,
+        "cwd": "",
+        "env": {},
+        "status": True,
+    }
+    assert rendezvous.parse_hello(line).status
+
+
+def test_replies_round_trip() -> None:
+    assert rendezvous.parse_reply(rendezvous.encode_welcome("0.2.0", 9)) == Welcome("0.2.0", 9)
+    refusal = rendezvous.parse_reply(rendezvous.encode_refusal("outdated", "newer front"))
+    assert refusal == Refusal(code="outdated", reason="newer front")
+    status = Status("0.1.0", 9, 3.5, sessions=2, running=1, queued=0, draining=False)
+    assert rendezvous.parse_status(rendezvous.encode_status(status)) == status
+    assert rendezvous.parse_status(rendezvous.encode_refusal("protocol", "no")) == Refusal(
+        "protocol", "no"
+    )
+
+
+@pytest.mark.parametrize(
+    ("line", "problem"),
+    [
+        (b"", "not JSON"),
+        (b"[1]\n", "not one JSON object"),
+        (b'{"hello": "other"}\n', "not an agent-dispatch hello"),
+        (b'{"hello": "agent-dispatch", "protocol": "1"}\n', "'protocol' must be an integer"),
+        (b'{"hello":"agent-dispatch","protocol":1,"version":"1","pid":1,"cwd":"/"}', "'env'"),
+        (
+            b'{"hello":"agent-dispatch","protocol":1,"version":"1","pid":true,"cwd":"/","env":{}}',
+            "'pid'",
+        ),
+        (
+            b'{"hello":"agent-dispatch","protocol":1,"version":"1","pid":1,"cwd":"/",'
+            b'"env":{"A":"x\\u0000y"}}',
+            "NUL",
+        ),
+        (b"\xff\xfe{}", "not UTF-8"),
+        (b"[" * 100_000, "nested too deeply|not JSON"),
+        (b"{}\n{}\n", "more than one line"),
+    ],
+)
+def test_a_bad_hello_is_a_value_error_naming_the_problem(line: bytes, problem: str) -> None:
+    with pytest.raises(ValueError, match=problem):
+        rendezvous.parse_hello(line)
+
+
+def test_a_hello_over_the_limit_is_refused_unread() -> None:
+    line = b"{" + b" " * rendezvous.MAX_HELLO_BYTES + b"}"
+    with pytest.raises(ValueError, match="over the 1048576-byte limit"):
+        rendezvous.parse_hello(line)
+    with pytest.raises(ValueError, match="too large"):
+        rendezvous.encode_hello("1", 1, "/", {"BIG": "x" * rendezvous.MAX_HELLO_BYTES})
+
+
+def test_a_hello_in_another_protocol_is_its_own_value_error() -> None:
+    line = b'{"hello": "agent-dispatch", "protocol": 2, "anything": "new"}\n'
+    with pytest.raises(UnsupportedProtocol, match="protocol 2 is not supported"):
+        rendezvous.parse_hello(line)
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "expected"),
+    [
+        ("0.2.0", "0.1.0", True),
+        ("0.1.0", "0.2.0", False),
+        ("0.1.0", "0.1.0", False),
+        ("0.10.0", "0.9.0", True),
+        ("1.0", "0.9.9", True),
+        ("0.1.0.1", "0.1.0", True),
+        ("0.2.0.dev1", "0.1.0", True),  # does not parse: unequal, so newer
+        ("0.1.0", "weird", True),
+        ("weird", "weird", False),
+    ],
+)
+def test_newer_compares_versions_as_tuples_of_ints(a: str, b: str, expected: bool) -> None:
+    assert rendezvous.newer(a, b) is expected
+
+
+# -- properties -----------------------------------------------------------------
+
+_text = st.text(max_size=20)
+_env_names = st.text(min_size=1, max_size=10).filter(lambda s: "\0" not in s and "=" not in s)
+_envs = st.dictionaries(_env_names, _text.filter(lambda s: "\0" not in s), max_size=5)
+
+
+@settings(max_examples=200)
+@given(st.binary(max_size=300))
+def test_parsers_take_any_bytes_to_a_value_or_a_value_error(line: bytes) -> None:
+    for parse in (rendezvous.parse_hello, rendezvous.parse_reply, rendezvous.parse_status):
+        try:
+            parse(line)
+        except ValueError:
+            pass
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | _text,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_text, inner, max_size=3),
+    max_leaves=10,
+)
+
+
+@settings(max_examples=200)
+@given(
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "hello": st.sampled_from(["agent-dispatch", "x"]) | _json,
+            "welcome": st.sampled_from(["agent-dispatch"]) | _json,
+            "status": st.sampled_from(["agent-dispatch", True]) | _json,
+            "refused": _json,
+            "code": _json,
+            "protocol": st.sampled_from([1, 2]) | _json,
+            "version": _json,
+            "pid": st.integers() | _json,
+            "cwd": _json,
+            "env": _envs | _json,
+            "uptime": _json,
+            "sessions": _json,
+            "running": _json,
+            "queued": _json,
+            "draining": _json,
+        },
+    )
+)
+def test_parsers_take_any_json_object_to_a_value_or_a_value_error(obj: dict[str, object]) -> None:
+    line = json.dumps(obj).encode() + b"\n"
+    for parse in (rendezvous.parse_hello, rendezvous.parse_reply, rendezvous.parse_status):
+        try:
+            parse(line)
+        except ValueError:
+            pass
+
+
+@settings(max_examples=200)
+@given(version=_text, pid=st.integers(min_value=1), cwd=_text, env=_envs, status=st.booleans())
+def test_any_encodable_hello_parses_back_to_itself(
+    version: str, pid: int, cwd: str, env: dict[str, str], status: bool
+) -> None:
+    try:
+        line = rendezvous.encode_hello(version, pid, cwd, env, status=status)
+    except ValueError:
+        assert "\0" in version or "\0" in cwd
+        return
+    assert rendezvous.parse_hello(line) == Hello(version, pid, cwd, env, status)
+
+
+@settings(max_examples=200)
+@given(_text, _text)
+def test_newer_is_never_true_both_ways(a: str, b: str) -> None:
+    assert not (rendezvous.newer(a, b) and rendezvous.newer(b, a)) or (
+        rendezvous._release(a) is None or rendezvous._release(b) is None
+    )
+    assert not rendezvous.newer(a, a)
