@@ -12,7 +12,7 @@ from typing import Any
 
 import trio
 
-from agent_dispatch import rendezvous
+from agent_dispatch import offload, rendezvous
 from agent_dispatch.runtime.scripted import ScriptedRunner
 from agent_dispatch.server.service import Service, serve_service
 from agent_dispatch.storage.config import ConfigStore
@@ -57,11 +57,14 @@ async def running_service(
         finally:
             exited.set()
 
-    async with trio.open_nursery() as nursery:
-        service = await nursery.start(serve)
-        await service.listening.wait()
-        yield Running(service, exited)
-        nursery.cancel_scope.cancel()
+    # Blocking calls run inline (offload.inline): with the autojump clock, a deadline
+    # must never pass while a worker thread writes a record or takes the lock.
+    with offload.inline():
+        async with trio.open_nursery() as nursery:
+            service = await nursery.start(serve)
+            await service.listening.wait()
+            yield Running(service, exited)
+            nursery.cancel_scope.cancel()
 
 
 class Conn:

@@ -99,6 +99,9 @@ def test_ctrl_c_in_the_body_ends_the_program_as_an_interrupt(tmp_path: Path) -> 
     script = textwrap.dedent(
         f"""
         import os, signal, trio
+        # As in a terminal: a shell's background job (a CI step, `cmd &`) starts with
+        # SIGINT ignored, and then Python installs no KeyboardInterrupt handler at all.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         from agent_dispatch import Dispatcher
         from agent_dispatch.models import Config
         from agent_dispatch.storage.jobs import JobStore

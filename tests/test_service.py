@@ -36,9 +36,9 @@ from tests.service_support import (
 
 @pytest.fixture
 def clock(autojump_clock: trio.testing.MockClock) -> trio.testing.MockClock:
-    """Autojump, but only after 50 ms of real idleness: the service's worker threads
-    (lock, bind, job records) finish first, so no deadline jumps past them."""
-    autojump_clock.autojump_threshold = 0.05
+    """Autojump: time moves only when every task waits. running_service runs the
+    service's blocking calls inline (offload.inline), so no worker thread is ever
+    in flight when the clock jumps to a deadline."""
     return autojump_clock
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import trio
 
-from agent_dispatch import __version__, exception_groups, rendezvous
+from agent_dispatch import __version__, exception_groups, offload, rendezvous
 from agent_dispatch.errors import ConfigError
 from agent_dispatch.models import Settings
 from agent_dispatch.runtime.runner import Runner
@@ -122,17 +122,17 @@ async def serve_service(
       OSError: the runtime directory is unsafe (PermissionError) or the socket cannot bind.
     """
     env = dict(os.environ if env is None else env)
-    sock = await trio.to_thread.run_sync(rendezvous.socket_path, env)
+    sock = await offload.run_sync(rendezvous.socket_path, env)
     owned_fd = None
     if lock_fd is None:
-        lock = await trio.to_thread.run_sync(rendezvous.lock_path, env)
-        owned_fd = lock_fd = await trio.to_thread.run_sync(acquire_lock, lock)
+        lock = await offload.run_sync(rendezvous.lock_path, env)
+        owned_fd = lock_fd = await offload.run_sync(acquire_lock, lock)
         if lock_fd is None:
-            raise ServiceRunning(await trio.to_thread.run_sync(lock_holder, lock), sock)
+            raise ServiceRunning(await offload.run_sync(lock_holder, lock), sock)
     try:
-        if not await trio.to_thread.run_sync(remove_stale_socket, sock):
+        if not await offload.run_sync(remove_stale_socket, sock):
             raise ServiceRunning(None, sock)
-        raw, inode = await trio.to_thread.run_sync(bind_socket, sock)
+        raw, inode = await offload.run_sync(bind_socket, sock)
         listener = trio.SocketListener(trio.socket.from_stdlib_socket(raw))
         try:
             async with Dispatcher.open(store, env=env, policy=TOOLS, runner=runner) as dispatcher:
@@ -218,7 +218,7 @@ class Service:
             if self._connections:
                 continue
             changed = self._changed
-            idle = await trio.to_thread.run_sync(self._idle_seconds)
+            idle = await offload.run_sync(self._idle_seconds)
             if idle <= 0:
                 await changed.wait()
                 continue
@@ -319,7 +319,7 @@ class Service:
         log.info("session from pid %d (%s) opened", hello.pid, hello.cwd)
         self.sessions += 1
         try:
-            limit = await trio.to_thread.run_sync(max_line, self._store)
+            limit = await offload.run_sync(max_line, self._store)
             with caller_context(CallerContext(env=dict(hello.env), cwd=hello.cwd)):
                 await serve_session(wire, wire, self._get_app, line_limit=limit)
         finally:

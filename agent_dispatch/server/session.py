@@ -17,6 +17,7 @@ from typing import Any
 
 import trio
 
+from agent_dispatch import offload
 from agent_dispatch.errors import DispatchError
 from agent_dispatch.models import Settings
 from agent_dispatch.server.front import Front
@@ -81,7 +82,7 @@ def max_line(store: ConfigStore) -> int:
 async def _import_sdk() -> ModuleType:
     """Import the SDK (server/app.py) in a thread: the Dispatcher's recovery and the
     Front's vetting run meanwhile, and a signal still ends the process at once."""
-    return await trio.to_thread.run_sync(
+    return await offload.run_sync(
         importlib.import_module, "agent_dispatch.server.app", abandon_on_cancel=True
     )
 

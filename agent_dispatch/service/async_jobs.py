@@ -5,7 +5,7 @@ stops it) and sets a trio.Event when it reaches a terminal state (which is how
 a wait wakes up, without polling). Status transitions are monotonic: the store
 never lets a late writer overwrite a terminal record.
 
-Store IO runs in worker threads (trio.to_thread), never on the event loop. A
+Store IO runs in worker threads (offload.run_sync), never on the event loop. A
 job's writes hold its own trio.Lock and each writes the job's state as it is
 when the write starts, so writes of one job never overlap and the last one
 always carries the latest state; the terminal write is the last, and the
@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable, Sequence
 import msgspec
 import trio
 
-from agent_dispatch import exception_groups
+from agent_dispatch import exception_groups, offload
 from agent_dispatch.errors import DispatchError, InvalidArgument, StorageError
 from agent_dispatch.models import (
     TERMINAL_STATUSES,
@@ -127,7 +127,7 @@ class AsyncJobs:
             return changed
 
         try:
-            changed = await trio.to_thread.run_sync(recover)
+            changed = await offload.run_sync(recover)
         except DispatchError as exc:  # a broken job dir: serve, and say so per call
             log.warning("job recovery skipped: %s", exc.message)
         else:
@@ -173,7 +173,7 @@ class AsyncJobs:
         if live is not None:
             return live.job
         await self.recovered()
-        return await trio.to_thread.run_sync(self.store.require, job_id)
+        return await offload.run_sync(self.store.require, job_id)
 
     async def listing(
         self, *, status: str | None = None, agent: str | None = None, limit: int = 50
@@ -182,7 +182,7 @@ class AsyncJobs:
         as they are now: their records lag (they are written from worker threads), so a
         job that just started is listed as running, not left out of `status="running"`."""
         await self.recovered()
-        found = await trio.to_thread.run_sync(
+        found = await offload.run_sync(
             lambda: self.store.listing(status=status, agent=agent, limit=limit)
         )
         listed = [self.freshest(job) for job in found.jobs]  # the store's order
@@ -214,7 +214,7 @@ class AsyncJobs:
             request=req,
         )
         # No race: nothing else knows this id until submit returns it.
-        await trio.to_thread.run_sync(self.store.save, job)
+        await offload.run_sync(self.store.save, job)
         live = _Live(job)
         self._live[job.id] = live
         live.scope = await self._nursery.start(self._job_task, live)
@@ -250,7 +250,7 @@ class AsyncJobs:
         async with live.writing:
             job = live.job  # taken under the lock: no older state is written after it
             try:
-                await trio.to_thread.run_sync(self.store.save_if_not_terminal, job)
+                await offload.run_sync(self.store.save_if_not_terminal, job)
             except StorageError as exc:
                 log.warning("could not write job %s: %s", job.id, exc)
 
@@ -307,7 +307,7 @@ class AsyncJobs:
             await live.done.wait()  # the group is dead and the slot free once this returns
             return CancelOutcome(job_id=job_id, outcome=outcome, status=live.job.status)
         await self.recovered()
-        found = await trio.to_thread.run_sync(self.store.read, job_id)
+        found = await offload.run_sync(self.store.read, job_id)
         if found is None:
             return CancelOutcome(job_id=job_id, outcome=CancelResult.NOT_FOUND, status=None)
         if isinstance(found, Unreadable):
@@ -322,7 +322,7 @@ class AsyncJobs:
         job = msgspec.structs.replace(
             job, status="cancelled", error="cancelled (its server is gone)", completed_at=now_iso()
         )
-        await trio.to_thread.run_sync(self.store.save_if_not_terminal, job)
+        await offload.run_sync(self.store.save_if_not_terminal, job)
         return CancelOutcome(job_id=job_id, outcome=CancelResult.CANCELLED, status=job.status)
 
     async def wait(

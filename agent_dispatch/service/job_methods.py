@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import trio
-
+from agent_dispatch import offload
 from agent_dispatch.models import Config, DispatchRequest, JobStatus, NonNegFloat, WaitMode, convert
 from agent_dispatch.service.async_jobs import AsyncJobs, CancelOutcome, Waited
 from agent_dispatch.service.policy import Policy
@@ -101,7 +100,7 @@ class JobMethods:
     async def purge_jobs(self, *, max_age_days: float, dry_run: bool = False) -> list[str]:
         """Delete finished job records older than `max_age_days`; the ids (dry_run: only list)."""
         await self._jobs.recovered()
-        return await trio.to_thread.run_sync(
+        return await offload.run_sync(
             lambda: self._jobs.store.gc(max_age_days=max_age_days, dry_run=dry_run)
         )
 
