@@ -54,7 +54,7 @@ def ours(python: Path = OURS_PYTHON) -> System:
     """Our server: the `serve` command when the CLI has one, else serve_stdio directly."""
     argv: tuple[str, ...] = (str(python), "-m", "agent_dispatch", "serve")
     usable = False
-    if (ROOT / "agent_dispatch" / "cli.py").exists():
+    if (ROOT / "agent_dispatch" / "__main__.py").exists():
         try:
             probe = subprocess.run(
                 [*argv, "--help"], cwd=ROOT, capture_output=True, timeout=30, check=False
@@ -88,9 +88,14 @@ class Sandbox:
         self.config = root / "agents.yaml"
         self.log = root / "server.log"
         self.pidfile = root / "server.pid"
+        # Our `serve` is a front to a per-setup service: its socket, lock and log stay
+        # in the sandbox too (XDG_RUNTIME_DIR must exist, else /tmp/agent-dispatch-UID).
+        self.runtime = root / "run"
+        self.cache = root / "cache"
         self.agents = [f"a{i}" for i in range(agents)]
         for path in (self.home, self.bin):
             path.mkdir(parents=True, exist_ok=True)
+        self.runtime.mkdir(mode=0o700, exist_ok=True)
         for name in self.agents:
             (root / "projects" / name).mkdir(parents=True, exist_ok=True)
         claude = self.bin / "claude"
@@ -130,6 +135,8 @@ class Sandbox:
             "AGENT_DISPATCH_JOBS_DIR": str(self.jobs),
             "AGENT_DISPATCH_USAGE_LOG": str(self.root / "usage.jsonl"),
             "AGENT_DISPATCH_LOG_LEVEL": "WARNING",
+            "XDG_RUNTIME_DIR": str(self.runtime),
+            "XDG_CACHE_HOME": str(self.cache),
             "BENCH_LATENCY_MS": str(latency_ms),
             "BENCH_PIDFILE": str(self.pidfile),
             "BENCH_RUN_ID": self.run_id,
@@ -238,6 +245,24 @@ async def _read_pid(path: Path) -> int | None:
             except (OSError, ValueError):
                 await trio.sleep(0.005)
     return None
+
+
+async def stop_service(sandbox: Sandbox) -> str:
+    """`agent-dispatch service stop` for the sandbox's setup (our front's service, if
+    one runs); what it said. The original has no service: nothing to do."""
+    if sandbox.system.name != "ours":
+        return ""
+    python = sandbox.system.argv[0] if sandbox.system.argv else str(OURS_PYTHON)
+    env = sandbox.env(latency_ms=0)
+    with trio.fail_after(30):
+        done = await trio.run_process(
+            [python, "-m", "agent_dispatch", "service", "stop"],
+            env=env,
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+        )
+    return (done.stdout or done.stderr).decode(errors="replace").strip()
 
 
 def server_log_tail(sandbox: Sandbox, lines: int = 20) -> str:
