@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -22,6 +23,7 @@ import trio
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters, stdio_client
 
+from agent_dispatch import __version__, rendezvous
 from benchmarks.events import EventLog
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -190,7 +192,8 @@ class Session:
         return [tool.name for tool in listed.tools]
 
     def rss_mb(self) -> float:
-        """The server process's resident set, in MiB (0 when unknown)."""
+        """The server process's resident set, in MiB (0 when unknown). For ours, the
+        service's (where the dispatches and jobs live), not the thin front's."""
         if self.pid is None:
             return 0.0
         try:
@@ -229,7 +232,28 @@ async def serve(
             await session.list_tools()  # primes the client's output-schema table too
             if wrap_pid:
                 session.pid = await _read_pid(sandbox.pidfile)
+                if sandbox.system.name == "ours":
+                    env = sandbox.env(latency_ms=latency_ms)
+                    session.pid = await trio.to_thread.run_sync(service_pid, env) or session.pid
             yield session
+
+
+def service_pid(env: Mapping[str, str]) -> int | None:
+    """The pid of the setup's running service (a status request on its socket), None
+    when none answers: our `serve` is a front, the service does the work."""
+    try:
+        path = rendezvous.socket_path(env)
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(5)
+            sock.connect(os.fspath(path))
+            sock.sendall(rendezvous.encode_status_request(__version__, os.getpid()))
+            data = b""
+            while b"\n" not in data and (chunk := sock.recv(65536)):
+                data += chunk
+        status = rendezvous.parse_status(data.partition(b"\n")[0])
+    except (OSError, ValueError):
+        return None
+    return status.pid if isinstance(status, rendezvous.Status) else None
 
 
 def _append(path: Path) -> TextIO:
