@@ -10,11 +10,19 @@ in these setups, each in its own HOME registered with
 `claude mcp add-json agent-dispatch ... --scope user`:
 
 - `none`: no MCP server registered (the CLI's own fixed cost);
-- `serve`: this checkout's `serve`;
+- `front`: this checkout's `serve`, the thin front, relaying to the setup's
+  per-user service. The service is started by the untimed warm-up run and
+  stays up, so the timed rounds measure the warm case users have;
+- `standalone`: this checkout's `serve --standalone` (the in-process server);
 - `serve from DIR`: the `agent_dispatch` package of another tree (`--source`,
-  e.g. `git archive aead31b agent_dispatch | tar -x -C DIR`, the tree that still
-  had the early handshake; there `--env AGENT_DISPATCH_EARLY=0` turned it off).
-  `--env KEY=VALUE` adds to every `serve` setup's registered environment.
+  e.g. `git archive aead31b agent_dispatch | tar -x -C DIR`).
+  `--env KEY=VALUE` adds to every registered setup's environment.
+
+Every registered setup has its own config, jobs directory, XDG_RUNTIME_DIR and
+XDG_CACHE_HOME inside the benchmark's temporary directory, so its own service
+(socket, lock, log); every service the run started is stopped at the end, on
+an error or Ctrl-C too (`agent-dispatch service stop`, then SIGTERM to anything
+left that carries the run's marker), so the benchmark leaves no process behind.
 
 Rounds alternate the order of the setups, so drift on a shared machine hits
 all alike; the table shows the median and the range of wall seconds per run.
@@ -25,25 +33,33 @@ the method the CLI sends first, and what `serve` answered before the CLI let go.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shlex
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import trio
 
+from agent_dispatch import rendezvous
 from tests.e2e.conftest import INSTALLED_CLI, OVERRIDE_VAR
 from tests.e2e.fake_anthropic import FakeAnthropic
 
 REPO = Path(__file__).resolve().parents[1]
 RUN_LIMIT_S = 60.0
+STOP_LIMIT_S = 30.0
 PROMPT = "Say OK."
+MARKER = "CHILD_COST_RUN"  # in every registered env: what the last-resort sweep looks for
+SCRIPT = Path(sys.executable).with_name("agent-dispatch")
 
 
 @dataclass
@@ -52,29 +68,86 @@ class Setup:
 
     name: str
     command: list[str] | None  # how the CLI starts `serve`; None: nothing registered
+    home: Path
     env: dict[str, str] = field(default_factory=dict)  # the registration's "env"
-    home: Path = Path()
+    front: bool = False  # its `serve` relays to a service the run must stop
     walls: list[float] = field(default_factory=list)
     first_method: str = "-"
     answered: str = "-"
+    service_pids: list[int] = field(default_factory=list)  # seen before and after the rounds
 
     def entry(self, command: list[str] | None = None) -> str:
         """The `claude mcp add-json` JSON, optionally with another command line."""
         argv = command or self.command or []
         return json.dumps({"type": "stdio", "command": argv[0], "args": argv[1:], "env": self.env})
 
+    def service_env(self) -> dict[str, str]:
+        """What names the setup's service: the env `agent-dispatch service ...` needs."""
+        return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(self.home)} | {
+            k: v for k, v in self.env.items() if k != "AGENT_DISPATCH_LOG_LEVEL"
+        }
 
-def serve_setup(name: str, root: Path, env: dict[str, str], source: Path | None) -> Setup:
-    """`serve` as `agent-dispatch init` registers it (the console script), its own
-    config and jobs dir; with `source`, the package imported from another tree."""
+
+def serve_setup(
+    name: str,
+    root: Path,
+    argv: list[str],
+    env: dict[str, str],
+    run_id: str,
+    *,
+    front: bool,
+    source: Path | None = None,
+) -> Setup:
+    """`serve` as `agent-dispatch init` registers it (the console script), with its own
+    HOME, config, jobs dir, runtime dir and cache dir under `root`; with `source`, the
+    package imported from another tree."""
+    root.mkdir(mode=0o700)
     config = root / "agents.yaml"
     config.write_text("agents: {}\n")
     config.chmod(0o600)
-    base = {"AGENT_DISPATCH_CONFIG": str(config), "AGENT_DISPATCH_JOBS_DIR": str(root / "jobs")}
+    (root / "run").mkdir(mode=0o700)  # must exist, or the socket goes to /tmp/agent-dispatch-UID
+    base = {
+        "AGENT_DISPATCH_CONFIG": str(config),
+        "AGENT_DISPATCH_JOBS_DIR": str(root / "jobs"),
+        "XDG_RUNTIME_DIR": str(root / "run"),
+        "XDG_CACHE_HOME": str(root / "cache"),
+        MARKER: run_id,
+    }
     if source is not None:
         base["PYTHONPATH"] = str(source.resolve())  # ahead of the editable install's entry
-    script = Path(sys.executable).with_name("agent-dispatch")
-    return Setup(name, [str(script), "serve"], base | env)
+    return Setup(name, argv, root / "home", base | env, front=front)
+
+
+def make_setups(root: Path, args: argparse.Namespace, run_id: str) -> list[Setup]:
+    env = dict(pair.split("=", 1) for pair in args.env)
+    serve = [str(SCRIPT), "serve"]
+    setups = [
+        Setup("none (no MCP server registered)", None, root / "none" / "home"),
+        serve_setup(
+            "front (this checkout's serve)", root / "front", serve, env, run_id, front=True
+        ),
+        serve_setup(
+            "standalone (serve --standalone)",
+            root / "standalone",
+            [*serve, "--standalone"],
+            env,
+            run_id,
+            front=False,
+        ),
+    ]
+    for n, dir_ in enumerate(args.source):
+        setups.append(
+            serve_setup(
+                f"serve from {dir_}",
+                root / f"source{n}",
+                serve,
+                env,
+                run_id,
+                front=True,
+                source=dir_,
+            )
+        )
+    return setups
 
 
 def claude_env(home: Path, base_url: str) -> dict[str, str]:
@@ -165,6 +238,86 @@ async def probe(claude: Path, setup: Setup, base_url: str) -> None:
     setup.answered = ", ".join(answered) or "nothing"
 
 
+# -- the setups' services -------------------------------------------------------------
+
+
+def service_cli(setup: Setup, *args: str) -> subprocess.CompletedProcess[str]:
+    """`agent-dispatch service ARGS` in the setup's environment."""
+    return subprocess.run(
+        [str(SCRIPT), "service", *args],
+        env=setup.service_env(),
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=STOP_LIMIT_S,
+    )
+
+
+def service_pid(setup: Setup) -> int | None:
+    """The pid of the setup's running service (`service status --json`), None if none."""
+    done = service_cli(setup, "status", "--json")
+    try:
+        status = json.loads(done.stdout)
+    except ValueError:
+        return None
+    return status.get("pid") if status.get("running") else None
+
+
+def check_service(setup: Setup) -> None:
+    """The front setup's service runs, on a socket inside the run's temporary directory."""
+    sock = rendezvous.socket_path(setup.service_env())
+    if not sock.is_relative_to(setup.env["XDG_RUNTIME_DIR"]):
+        raise SystemExit(f"{setup.name}: the service socket {sock} is outside the sandbox")
+    pid = service_pid(setup)
+    if pid is None:
+        raise SystemExit(f"{setup.name}: no service answers on {sock} after the warm-up")
+    setup.service_pids.append(pid)
+
+
+def marked_pids(run_id: str) -> list[int]:
+    """Live processes whose environment carries this run's marker (services, fronts)."""
+    marker = f"{MARKER}={run_id}".encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        with contextlib.suppress(OSError):
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                if marker in f.read().split(b"\0"):
+                    found.append(int(entry))
+    return found
+
+
+def stop_services(setups: list[Setup], run_id: str) -> None:
+    """Stop every service the run started (`service stop`), then SIGTERM (and after 5 s
+    SIGKILL) whatever still carries the run's marker. Reports to stderr."""
+    for setup in setups:
+        if setup.front:
+            done = service_cli(setup, "stop")
+            print(f"{setup.name}: {(done.stdout or done.stderr).strip()}", file=sys.stderr)
+    leftover = marked_pids(run_id)
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        if not leftover:
+            return
+        print(f"left running: pids {leftover}: {sig.name}", file=sys.stderr)
+        for pid in leftover:
+            with contextlib.suppress(OSError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + 5
+        while (leftover := marked_pids(run_id)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def no_interrupts() -> Iterator[None]:
+    """Ctrl-C held off while the services are stopped (a second one must not skip it)."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def locate_claude() -> Path:
     override = os.environ.get(OVERRIDE_VAR)
     binary = Path(override) if override else INSTALLED_CLI
@@ -180,36 +333,30 @@ def cli_version(claude: Path) -> str:
     return done.stdout.strip()
 
 
-async def measure(args: argparse.Namespace) -> list[Setup]:
-    claude = locate_claude()
-    with tempfile.TemporaryDirectory(prefix="child-cost-") as tmp:
-        root = Path(tmp)
-        env = dict(pair.split("=", 1) for pair in args.env)
-        setups = [
-            Setup("none (no MCP server registered)", None),
-            serve_setup("serve (this checkout)", root, env, None),
-        ]
-        setups += [serve_setup(f"serve from {dir_}", root, env, dir_) for dir_ in args.source]
-        async with trio.open_nursery() as nursery:
-            fake = FakeAnthropic()
-            base_url = await nursery.start(fake.serve)
-            for n, setup in enumerate(setups):
-                setup.home = root / f"home{n}"
-                await prepare(claude, setup, base_url)
-                await child(claude, setup, base_url)  # warm-up: page cache, first-run files
-            for setup in setups:
-                if setup.command is not None:
-                    await probe(claude, setup, base_url)
-            for round_ in range(args.rounds):
-                order = setups if round_ % 2 == 0 else setups[::-1]
-                for setup in order:
-                    setup.walls.append(await child(claude, setup, base_url))
-                    print(
-                        f"round {round_ + 1}: {setup.name}: {setup.walls[-1]:.2f} s",
-                        file=sys.stderr,
-                    )
-            nursery.cancel_scope.cancel()
-    return setups
+async def measure(claude: Path, setups: list[Setup], rounds: int) -> None:
+    async with trio.open_nursery() as nursery:
+        fake = FakeAnthropic()
+        base_url = await nursery.start(fake.serve)
+        for setup in setups:
+            await prepare(claude, setup, base_url)
+            await child(claude, setup, base_url)  # warm-up: page cache, first-run files, service
+        for setup in setups:
+            if setup.command is not None:
+                await probe(claude, setup, base_url)
+            if setup.front:
+                await trio.to_thread.run_sync(check_service, setup)
+        for round_ in range(rounds):
+            order = setups if round_ % 2 == 0 else setups[::-1]
+            for setup in order:
+                setup.walls.append(await child(claude, setup, base_url))
+                print(
+                    f"round {round_ + 1}: {setup.name}: {setup.walls[-1]:.2f} s",
+                    file=sys.stderr,
+                )
+        for setup in setups:
+            if setup.front:
+                await trio.to_thread.run_sync(check_service, setup)
+        nursery.cancel_scope.cancel()
 
 
 def report(setups: list[Setup], rounds: int, claude: str) -> str:
@@ -228,6 +375,11 @@ def report(setups: list[Setup], rounds: int, claude: str) -> str:
             f"| {setup.name} | {median:.2f} s | {min(setup.walls):.2f}-{max(setup.walls):.2f} s"
             f" | {median - none:+.2f} s | {setup.first_method} | {setup.answered} |"
         )
+    for setup in setups:
+        if setup.front:
+            pids = sorted(set(setup.service_pids))
+            same = "the same service throughout" if len(pids) == 1 else "the service changed"
+            lines.append(f"\n{setup.name}: service pid(s) {pids} ({same})")
     return "\n".join(lines)
 
 
@@ -237,8 +389,18 @@ def main() -> None:
     parser.add_argument("--source", type=Path, action="append", default=[], metavar="DIR")
     parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args()
-    setups = trio.run(measure, args)
-    print(report(setups, args.rounds, cli_version(locate_claude())))
+    claude = locate_claude()
+    run_id = uuid.uuid4().hex
+    load = os.getloadavg()
+    print(f"load average before {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}", file=sys.stderr)
+    with tempfile.TemporaryDirectory(prefix="child-cost-") as tmp:
+        setups = make_setups(Path(tmp), args, run_id)
+        try:
+            trio.run(measure, claude, setups, args.rounds)
+        finally:
+            with no_interrupts():
+                stop_services(setups, run_id)
+    print(report(setups, args.rounds, cli_version(claude)))
 
 
 if __name__ == "__main__":

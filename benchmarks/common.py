@@ -14,7 +14,7 @@ from typing import Any
 import trio
 
 from benchmarks.events import EventLog, reap_strays
-from benchmarks.servers import Sandbox, Session, System, serve
+from benchmarks.servers import Sandbox, Session, System, serve, stop_service
 
 
 class BenchError(Exception):
@@ -90,11 +90,13 @@ async def open_servers(
     systems: Sequence[System] | None = None,
 ) -> AsyncIterator[list[Session]]:
     """Start each system's server in its own sandbox; reap stray children afterwards."""
+    sandboxes: list[Sandbox] = []
     try:
         async with AsyncExitStack() as stack:
             sessions = []
             for system in systems if systems is not None else ctx.systems:
                 sandbox = Sandbox(ctx.tmp / case / system.name, system, ctx.run_id)
+                sandboxes.append(sandbox)
                 sandbox.write_config(max_concurrency)
                 log = None
                 if events:
@@ -113,7 +115,10 @@ async def open_servers(
                 sessions.append(session)
             yield sessions
     finally:
-        killed = await reap_strays(ctx.run_id)
+        with trio.CancelScope(shield=True):
+            for sandbox in sandboxes:
+                await stop_service(sandbox)  # else it idles on, and reap_strays kills it
+            killed = await reap_strays(ctx.run_id)
         if killed:
             ctx.log(f"    ({case}: killed {len(killed)} leftover processes)")
 

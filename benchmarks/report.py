@@ -58,7 +58,7 @@ def machine() -> dict[str, Any]:
 def _num(value: float | None, unit: str) -> str:
     if value is None:
         return "-"
-    if unit == "children":
+    if unit in ("children", "processes"):
         return f"{value:.0f}"
     if unit == "items/s":
         return f"{value:.1f}/s"

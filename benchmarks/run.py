@@ -20,7 +20,7 @@ from pathlib import Path
 
 import trio
 
-from benchmarks import cases_library, cases_load, cases_speed
+from benchmarks import cases_library, cases_load, cases_service, cases_speed
 from benchmarks.common import Ctx, Row
 from benchmarks.report import machine, table, update_readme, write_json
 from benchmarks.servers import BENCH_DIR, System, original, ours
@@ -40,6 +40,7 @@ CASES: dict[str, CaseFn] = {
     "queue": cases_load.case_queue,
     "fanout": cases_speed.case_fanout,
     "library": cases_library.case_library,
+    "service": cases_service.case_service,
 }
 RESULTS = BENCH_DIR / "results"
 TOOLS_PYTHON = BENCH_DIR / ".venv-tools" / "bin" / "python"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -22,6 +23,7 @@ import trio
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters, stdio_client
 
+from agent_dispatch import __version__, rendezvous
 from benchmarks.events import EventLog
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -54,7 +56,7 @@ def ours(python: Path = OURS_PYTHON) -> System:
     """Our server: the `serve` command when the CLI has one, else serve_stdio directly."""
     argv: tuple[str, ...] = (str(python), "-m", "agent_dispatch", "serve")
     usable = False
-    if (ROOT / "agent_dispatch" / "cli.py").exists():
+    if (ROOT / "agent_dispatch" / "__main__.py").exists():
         try:
             probe = subprocess.run(
                 [*argv, "--help"], cwd=ROOT, capture_output=True, timeout=30, check=False
@@ -88,9 +90,14 @@ class Sandbox:
         self.config = root / "agents.yaml"
         self.log = root / "server.log"
         self.pidfile = root / "server.pid"
+        # Our `serve` is a front to a per-setup service: its socket, lock and log stay
+        # in the sandbox too (XDG_RUNTIME_DIR must exist, else /tmp/agent-dispatch-UID).
+        self.runtime = root / "run"
+        self.cache = root / "cache"
         self.agents = [f"a{i}" for i in range(agents)]
         for path in (self.home, self.bin):
             path.mkdir(parents=True, exist_ok=True)
+        self.runtime.mkdir(mode=0o700, exist_ok=True)
         for name in self.agents:
             (root / "projects" / name).mkdir(parents=True, exist_ok=True)
         claude = self.bin / "claude"
@@ -130,6 +137,8 @@ class Sandbox:
             "AGENT_DISPATCH_JOBS_DIR": str(self.jobs),
             "AGENT_DISPATCH_USAGE_LOG": str(self.root / "usage.jsonl"),
             "AGENT_DISPATCH_LOG_LEVEL": "WARNING",
+            "XDG_RUNTIME_DIR": str(self.runtime),
+            "XDG_CACHE_HOME": str(self.cache),
             "BENCH_LATENCY_MS": str(latency_ms),
             "BENCH_PIDFILE": str(self.pidfile),
             "BENCH_RUN_ID": self.run_id,
@@ -183,7 +192,8 @@ class Session:
         return [tool.name for tool in listed.tools]
 
     def rss_mb(self) -> float:
-        """The server process's resident set, in MiB (0 when unknown)."""
+        """The server process's resident set, in MiB (0 when unknown). For ours, the
+        service's (where the dispatches and jobs live), not the thin front's."""
         if self.pid is None:
             return 0.0
         try:
@@ -222,7 +232,28 @@ async def serve(
             await session.list_tools()  # primes the client's output-schema table too
             if wrap_pid:
                 session.pid = await _read_pid(sandbox.pidfile)
+                if sandbox.system.name == "ours":
+                    env = sandbox.env(latency_ms=latency_ms)
+                    session.pid = await trio.to_thread.run_sync(service_pid, env) or session.pid
             yield session
+
+
+def service_pid(env: Mapping[str, str]) -> int | None:
+    """The pid of the setup's running service (a status request on its socket), None
+    when none answers: our `serve` is a front, the service does the work."""
+    try:
+        path = rendezvous.socket_path(env)
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(5)
+            sock.connect(os.fspath(path))
+            sock.sendall(rendezvous.encode_status_request(__version__, os.getpid()))
+            data = b""
+            while b"\n" not in data and (chunk := sock.recv(65536)):
+                data += chunk
+        status = rendezvous.parse_status(data.partition(b"\n")[0])
+    except (OSError, ValueError):
+        return None
+    return status.pid if isinstance(status, rendezvous.Status) else None
 
 
 def _append(path: Path) -> TextIO:
@@ -238,6 +269,24 @@ async def _read_pid(path: Path) -> int | None:
             except (OSError, ValueError):
                 await trio.sleep(0.005)
     return None
+
+
+async def stop_service(sandbox: Sandbox) -> str:
+    """`agent-dispatch service stop` for the sandbox's setup (our front's service, if
+    one runs); what it said. The original has no service: nothing to do."""
+    if sandbox.system.name != "ours":
+        return ""
+    python = sandbox.system.argv[0] if sandbox.system.argv else str(OURS_PYTHON)
+    env = sandbox.env(latency_ms=0)
+    with trio.fail_after(30):
+        done = await trio.run_process(
+            [python, "-m", "agent_dispatch", "service", "stop"],
+            env=env,
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+        )
+    return (done.stdout or done.stderr).decode(errors="replace").strip()
 
 
 def server_log_tail(sandbox: Sandbox, lines: int = 20) -> str:

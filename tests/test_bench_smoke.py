@@ -42,3 +42,36 @@ def test_bench_harness_measures_a_dispatch_against_our_server(tmp_path: Path) ->
     assert 0 < rows[0]["ours"] < 5000  # milliseconds for one dispatch at latency 0
     assert rows[0]["original"] is None
     assert "one dispatch at latency 0" in proc.stdout
+
+
+def test_bench_service_case_runs_quick_fronts_against_one_service_and_stops_it(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.run",
+            "--only=ours",
+            "--case=service",
+            "--quick",
+            "--rounds=2",
+            "--no-readme",
+            "--no-plot",
+            f"--output={out}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = {row["case"]: row for row in json.loads(out.read_text())["rows"]}
+    assert rows["service_procs"]["ours"] == 1
+    assert rows["service_peak"]["ours"] <= 5
+    assert rows["service_front_rss"]["ours"] > 0
+    assert len(rows["service_front_start"]["samples"]["ours"]) == 2
+    assert "service stopped (pid" in proc.stderr  # the case stopped the service it started
+    assert "leftover" not in proc.stderr  # and nothing else had to be killed
