@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import string
+import subprocess
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -31,7 +32,7 @@ from agent_dispatch.server.tasks import (
 from agent_dispatch.service.dispatcher import Dispatcher
 from agent_dispatch.storage.jobs import Job, JobStore
 from tests.front_support import initialize
-from tests.server_support import Workspace, in_memory_server
+from tests.server_support import StdioServer, Workspace, blocked, in_memory_server, serve_argv
 
 pytest_plugins = ("tests.server_fixtures",)
 
@@ -398,3 +399,97 @@ def test_job_records_without_a_reply_still_load(tmp_path: Path) -> None:
     job = Job(id="b" * 32, agent="alpha", task="t", status="done", created_at="", owner_pid=1)
     store.save(job)
     assert store.require(job.id).reply is None
+
+
+# -- over a real `serve` (the fake claude behind it) ---------------------------------------
+
+
+@asynccontextmanager
+async def modern_serve(ws: Workspace, serve_mode: str) -> AsyncIterator[StdioServer]:
+    """`agent-dispatch serve`, opened the 2026-07-28 way (server/discover), as Claude Code does."""
+    stderr_path = ws.root / f"serve-stderr-{len(list(ws.root.glob('serve-stderr-*')))}.log"
+    with open(stderr_path, "wb") as stderr:
+        proc = await trio.lowlevel.open_process(
+            serve_argv(serve_mode),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            env=ws.env(),
+            cwd=ws.root,
+        )
+    server = StdioServer(proc, stderr_path)
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(server._read)
+            found = await server.request("server/discover", {"_meta": envelope()})
+            assert found["capabilities"]["extensions"] == {TASKS_EXTENSION: {}}
+            yield server
+            nursery.cancel_scope.cancel()
+    finally:
+        with trio.CancelScope(shield=True):
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+            for stream in (proc.stdin, proc.stdout):
+                if stream is not None:
+                    await stream.aclose()
+
+
+async def test_a_task_over_stdio_goes_working_then_completed(
+    ws: Workspace, serve_mode: str
+) -> None:
+    ws.write_config(task_grace_seconds=0.2)
+    task, release = blocked(ws, "T", "@fake reply=over the wire")
+    with trio.fail_after(30):
+        async with modern_serve(ws, serve_mode) as server:
+            quick = await server.request(
+                "tools/call",
+                {
+                    "name": "dispatch",
+                    "arguments": {"agent": "beta", "task": "hi"},
+                    "_meta": envelope(),
+                },
+            )
+            assert quick["resultType"] == "complete"  # inside the grace window: inline
+            handle = await server.request(
+                "tools/call",
+                {
+                    "name": "dispatch",
+                    "arguments": {"agent": "alpha", "task": task},
+                    "_meta": envelope(),
+                },
+            )
+            assert handle["resultType"] == "task"
+            get = {"taskId": handle["taskId"], "_meta": envelope()}
+            assert (await server.request("tasks/get", get))["status"] == "working"
+            release.touch()
+            while (done := await server.request("tasks/get", get))["status"] == "working":
+                await trio.sleep(0.05)  # the client's polling, compressed
+    assert done["status"] == "completed"
+    assert done["result"]["structuredContent"]["result"] == "over the wire"
+
+
+async def test_a_task_outlives_its_session_in_the_service(ws: Workspace) -> None:
+    # Claude Code says a task "keeps running after you exit this session": with the
+    # per-user service it does, and `claude --resume` (a new front) reads its outcome.
+    ws.write_config(task_grace_seconds=0.2)
+    task, release = blocked(ws, "S", "@fake reply=still here")
+    with trio.fail_after(30):
+        async with modern_serve(ws, "relay") as server:
+            handle = await server.request(
+                "tools/call",
+                {
+                    "name": "dispatch",
+                    "arguments": {"agent": "alpha", "task": task},
+                    "_meta": envelope(),
+                },
+            )
+            await server.close_stdin()  # the session ends (Claude Code exits)
+            assert await server.wait() == 0
+        release.touch()
+        async with modern_serve(ws, "relay") as server:
+            get = {"taskId": handle["taskId"], "_meta": envelope()}
+            while (done := await server.request("tasks/get", get))["status"] == "working":
+                await trio.sleep(0.05)  # the client's polling, compressed
+    assert done["status"] == "completed"
+    assert done["result"]["structuredContent"]["result"] == "still here"
