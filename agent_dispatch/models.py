@@ -54,6 +54,7 @@ MAX_TIMEOUT = 7200.0
 MAX_AGENT_TIMEOUT = 7 * 24 * 3600  # an agent's configured timeout, at most (a week)
 KILL_GRACE_SECONDS = 1.5  # SIGTERM to SIGKILL for a child's group, by default
 MAX_KILL_GRACE_SECONDS = 60.0
+MAX_TASK_GRACE_SECONDS = 600.0
 
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
 TimeoutSeconds = Annotated[int, msgspec.Meta(ge=1, le=MAX_AGENT_TIMEOUT)]
@@ -342,6 +343,9 @@ class Settings(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=True):
     )
     # The per-user service exits after this many seconds with no session and no job (0: never).
     service_idle_seconds: NonNegFloat = 900
+    # An MCP client that takes tasks (Claude Code, interactive) gets the answer of a
+    # dispatch inline when it comes within this many seconds, else a task handle.
+    task_grace_seconds: Annotated[float, msgspec.Meta(ge=0, le=MAX_TASK_GRACE_SECONDS)] = 8
 
     def __post_init__(self) -> None:
         _require_finite(self.default_max_budget_usd, "default_max_budget_usd")
@@ -372,6 +376,23 @@ class DispatchRequest(msgspec.Struct, frozen=True, kw_only=True):
     timeout_seconds: NonNegFloat | None = None  # 0 too: the agent's own
     session_id: str | None = None  # resume this session (dispatch_session)
     group: str | None = None
+
+
+TaskTool = Literal["dispatch", "dispatch_session"]
+
+
+class TaskReply(msgspec.Struct, frozen=True, kw_only=True):
+    """How a job started as an MCP task answers once done: as the tool `tool` would have,
+    with that tool's shaping arguments (`return_ref` and `summary_chars` of dispatch)."""
+
+    tool: TaskTool
+    return_ref: bool = False
+    summary_chars: int = 500
+
+    @property
+    def cached(self) -> bool:
+        """Whether its run consults and fills the cache, as the tool's run does."""
+        return self.tool == "dispatch"
 
 
 class ParallelItem(DispatchRequest, frozen=True, kw_only=True, forbid_unknown_fields=True):

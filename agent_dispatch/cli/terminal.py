@@ -10,29 +10,11 @@ JSON output keeps the text whole with such characters escaped (`json_text`).
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
-# Whole escape sequences go, so no "[31m" debris is left behind. The string
-# bodies stop at any introducer, which keeps every scan linear; an unterminated
-# one is not a sequence here, and its introducer is dropped below like any control.
-_ESCAPE_RE = re.compile(
-    r"(?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]"  # CSI: colours, cursor moves, erasing
-    r"|(?:\x1b[\]PX^_]|[\x90\x98\x9d\x9e\x9f])[^\x07\x1b\x90-\x9f]*(?:\x07|\x1b\\|\x9c)"  # OSC..
-    r"|\x1b[ -/]*[0-~]"  # the short escapes (charset, keypad, full reset)
-)
-# C0 except tab and newline, DEL, C1, and the bidi controls (Trojan-Source reordering).
-UNSAFE = "\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"
-_UNSAFE_RE = re.compile(f"[{UNSAFE}]")
+from agent_dispatch.safe_text import UNSAFE, UNSAFE_RE, terminal_text
 
-
-def terminal_text(text: str) -> str:
-    """`text` without escape sequences and without any character in UNSAFE.
-
-    Tabs and newlines stay; a carriage return goes (it would let a line overwrite
-    itself). Printable text, whatever its script, is unchanged.
-    """
-    return _UNSAFE_RE.sub("", _ESCAPE_RE.sub("", text))
+__all__ = ["UNSAFE", "json_text", "terminal_text"]
 
 
 def json_text(value: Any) -> str:
@@ -42,4 +24,4 @@ def json_text(value: Any) -> str:
     here as \\uXXXX, so a program reading the JSON gets the text unchanged.
     """
     text = json.dumps(value, indent=2, ensure_ascii=False, default=str)
-    return _UNSAFE_RE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+    return UNSAFE_RE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)

@@ -21,6 +21,7 @@ from pydantic import ValidationError
 
 from agent_dispatch import __version__
 from agent_dispatch.errors import InvalidArgument
+from agent_dispatch.server.tasks import DispatchTasks
 from agent_dispatch.server.toolkit import Toolbox, error_result
 from agent_dispatch.server.tools_agents import register_agent_tools
 from agent_dispatch.server.tools_dispatch import register_dispatch_tools
@@ -107,7 +108,11 @@ def build_server(dispatcher: Dispatcher, store: ConfigStore) -> MCPServer:
     register_dispatch_tools(box, dispatcher)
     register_job_tools(box, dispatcher)
     return _Server(
-        name="agent-dispatch", instructions=INSTRUCTIONS, version=__version__, tools=box.tools
+        name="agent-dispatch",
+        instructions=INSTRUCTIONS,
+        version=__version__,
+        tools=box.tools,
+        extensions=[DispatchTasks(dispatcher, box.tools)],
     )
 
 

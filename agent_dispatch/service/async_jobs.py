@@ -33,6 +33,7 @@ from agent_dispatch.models import (
     JobStatus,
     NonNegFloat,
     ProgressEvent,
+    TaskReply,
     WaitMode,
     convert,
 )
@@ -203,7 +204,7 @@ class AsyncJobs:
 
     # -- running -----------------------------------------------------------------
 
-    async def submit(self, req: DispatchRequest) -> Job:
+    async def submit(self, req: DispatchRequest, reply: TaskReply | None = None) -> Job:
         job = Job(
             id=new_job_id(),
             agent=req.agent,
@@ -212,6 +213,7 @@ class AsyncJobs:
             created_at=now_iso(),
             owner_pid=os.getpid(),
             request=req,
+            reply=reply,
         )
         # No race: nothing else knows this id until submit returns it.
         await offload.run_sync(self.store.save, job)
@@ -229,6 +231,7 @@ class AsyncJobs:
                 task_status.started(scope)
                 result = await self._run(
                     req,
+                    cached=live.job.reply is not None and live.job.reply.cached,
                     on_spawn=lambda pgid: self._mark_running(live, pgid),
                     on_progress=lambda event: self._progress(live, event),
                 )
@@ -324,6 +327,16 @@ class AsyncJobs:
         )
         await offload.run_sync(self.store.save_if_not_terminal, job)
         return CancelOutcome(job_id=job_id, outcome=CancelResult.CANCELLED, status=job.status)
+
+    def cancel_soon(self, job_id: str, reason: str) -> None:
+        """Start `cancel` beside the caller, which does not wait for the group to die."""
+        self._nursery.start_soon(self._cancel_quietly, job_id, reason)
+
+    async def _cancel_quietly(self, job_id: str, reason: str) -> None:
+        try:
+            await self.cancel(job_id, reason)
+        except DispatchError as exc:  # nobody waits for this answer: log it
+            log.warning("could not cancel job %s: %s", job_id, exc.message)
 
     async def wait(
         self, job_ids: Sequence[str], *, mode: WaitMode | str, seconds: float | None

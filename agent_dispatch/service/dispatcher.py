@@ -433,11 +433,12 @@ class Dispatcher(JobMethods, StreamMethods):
         self,
         req: DispatchRequest,
         *,
+        cached: bool,
         on_spawn: Callable[[int | None], None],
         on_progress: ProgressCallback,
     ) -> DispatchResult:
         return await self._run(
-            self.config(), req, use_cache=False, on_progress=on_progress, on_spawn=on_spawn
+            self.config(), req, use_cache=cached, on_progress=on_progress, on_spawn=on_spawn
         )
 
     def store_ref(self, req: DispatchRequest, result: DispatchResult) -> Job:

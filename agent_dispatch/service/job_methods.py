@@ -10,7 +10,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from agent_dispatch import offload
-from agent_dispatch.models import Config, DispatchRequest, JobStatus, NonNegFloat, WaitMode, convert
+from agent_dispatch.models import (
+    Config,
+    DispatchRequest,
+    JobStatus,
+    NonNegFloat,
+    TaskReply,
+    WaitMode,
+    convert,
+)
 from agent_dispatch.service.async_jobs import AsyncJobs, CancelOutcome, Waited
 from agent_dispatch.service.policy import Policy
 from agent_dispatch.storage.jobs import Job, Listing
@@ -42,6 +50,19 @@ class JobMethods:
         return await self._jobs.submit(req)
 
     dispatch_async = submit  # the MCP tool's name
+
+    async def submit_task(self, req: DispatchRequest, reply: TaskReply) -> Job:
+        """`submit`, for a job that answers as the tool `reply.tool` would (an MCP task):
+        a `dispatch` job consults and fills the cache as that tool's run does.
+
+        Raises as `submit`.
+        """
+        self.validate(req)
+        return await self._jobs.submit(req, reply)
+
+    def cancel_soon(self, job_id: str, *, reason: str) -> None:
+        """Start cancelling a job and return at once (see `cancel`); a failure is logged."""
+        self._jobs.cancel_soon(job_id, reason)
 
     async def job(self, job_id: str) -> Job:
         """A job as it is now (this process's running jobs live, others from their record).

@@ -84,6 +84,8 @@ class Job(msgspec.Struct, kw_only=True):
     # what a server killed outright leaves, for `cancel` and the next start to stop.
     child_pgid: int | None = None
     child_started: int | None = None
+    # Set for a job started as an MCP task: how its answer is shaped (server/tasks.py).
+    reply: models.TaskReply | None = None
 
 
 class Unreadable(msgspec.Struct, frozen=True):
