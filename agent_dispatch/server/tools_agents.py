@@ -6,8 +6,8 @@ import functools
 from typing import Any
 
 import msgspec
-import trio
 
+from agent_dispatch import offload
 from agent_dispatch.models import AgentPatch
 from agent_dispatch.server.toolkit import Toolbox
 from agent_dispatch.service import edit_policy as mcp_policy
@@ -42,13 +42,13 @@ def register_agent_tools(box: Toolbox, dispatcher: Dispatcher, store: ConfigStor
     async def list_agents() -> AgentList:
         """List the configured agents with health and detected facts (stacks, DBs, MCP servers)."""
         cfg = await config()
-        return AgentList(agents=await trio.to_thread.run_sync(registry.list_agents, cfg))
+        return AgentList(agents=await offload.run_sync(registry.list_agents, cfg))
 
     @box.tool
     async def inspect_agent(name: str, preview_lines: int = 40) -> registry.AgentInfo:
         """Full config, detected facts and CLAUDE.md / README.md previews of one agent."""
         cfg = await config()
-        return await trio.to_thread.run_sync(registry.inspect_agent, cfg, name, preview_lines)
+        return await offload.run_sync(registry.inspect_agent, cfg, name, preview_lines)
 
     @box.tool
     async def list_groups() -> GroupList:
@@ -81,7 +81,7 @@ def register_agent_tools(box: Toolbox, dispatcher: Dispatcher, store: ConfigStor
         mcp_policy.check_edits_allowed(await config(), name, "add")
         args = {k: v for k, v in locals().items() if k in AgentPatch.__struct_fields__}
         patch = patch_from_args(args, zero="default", hint=_ADD_HINTS.get)
-        return await trio.to_thread.run_sync(
+        return await offload.run_sync(
             functools.partial(registry.add_agent, store, name, patch, guard=mcp_policy.check_edit)
         )
 
@@ -106,7 +106,7 @@ def register_agent_tools(box: Toolbox, dispatcher: Dispatcher, store: ConfigStor
         mcp_policy.check_edits_allowed(await config(), name, "update")
         args = {k: v for k, v in locals().items() if k in AgentPatch.__struct_fields__}
         patch = patch_from_args(args, zero="unchanged", hint=_UPDATE_HINTS.get)
-        return await trio.to_thread.run_sync(
+        return await offload.run_sync(
             functools.partial(
                 registry.update_agent, store, name, patch, guard=mcp_policy.check_edit
             )
@@ -116,9 +116,7 @@ def register_agent_tools(box: Toolbox, dispatcher: Dispatcher, store: ConfigStor
     async def remove_agent(name: str) -> registry.Removed:
         """Remove an agent from the config (its directory is untouched)."""
         mcp_policy.check_edits_allowed(await config(), name, "remove")
-        return await trio.to_thread.run_sync(
-            registry.remove_agent, store, name, mcp_policy.check_edit
-        )
+        return await offload.run_sync(registry.remove_agent, store, name, mcp_policy.check_edit)
 
     @box.tool
     async def cache_stats() -> CacheStats:
