@@ -177,16 +177,23 @@ def _non_finite(value: object, path: str = "") -> tuple[str, float] | None:
     """The path and value of the first float in `value` that is NaN or infinite."""
     if isinstance(value, float):
         return None if _finite(value) else (path, value)
-    items: Any = ()
     if isinstance(value, msgspec.Struct):
-        items = ((f".{f}", getattr(value, f)) for f in value.__struct_fields__)
+        names = value.__struct_fields__
+        pairs: Any = zip((f".{f}" for f in names), (getattr(value, f) for f in names), strict=True)
     elif isinstance(value, dict):
-        items = ((f".{k}", v) for k, v in value.items())
+        pairs = ((f".{k}", v) for k, v in value.items())
     elif isinstance(value, list | tuple):
-        items = ((f"[{i}]", v) for i, v in enumerate(value))
-    for step, item in items:
-        if (found := _non_finite(item, path + step)) is not None:
-            return found
+        pairs = ((f"[{i}]", v) for i, v in enumerate(value))
+    else:
+        return None
+    for step, item in pairs:
+        # Scalars are checked here, not by a call each: this runs on every dispatch.
+        if isinstance(item, float):
+            if not _finite(item):
+                return (path + step, item)
+        elif isinstance(item, msgspec.Struct | dict | list | tuple):
+            if (found := _non_finite(item, path + step)) is not None:
+                return found
     return None
 
 

@@ -58,13 +58,13 @@ def config_path(env: Mapping[str, str] | None = None) -> Path:
 
 
 def agent_directory(agent: AgentConfig) -> Path:
-    """The agent's directory with `~` expanded and symlinks resolved (it need not exist)."""
-    path = Path(agent.directory)
-    with contextlib.suppress(RuntimeError):  # no home directory to expand into
-        path = path.expanduser()
+    """The agent's directory with `~` expanded and symlinks resolved (it need not exist).
+
+    On every dispatch's path, so string functions: `Path.resolve` costs a stat more."""
+    path = os.path.expanduser(agent.directory)  # no home to expand into: left as it is
     try:
-        return path.resolve()
-    except (OSError, RuntimeError, ValueError):  # a symlink loop, a NUL byte, ...
+        return Path(os.path.realpath(path))
+    except (OSError, ValueError):  # a NUL byte, ...
         return Path(os.path.abspath(path))
 
 
