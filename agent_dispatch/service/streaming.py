@@ -45,6 +45,7 @@ class Run:
         self._arrived = trio.Event()
         self._started = trio.Event()
         self._ended = trio.Event()
+        self._settled = trio.Event()  # started, or ended without starting
         self._result: DispatchResult | None = None
         self._scope = trio.CancelScope()
 
@@ -88,10 +89,7 @@ class Run:
     async def wait_started(self) -> None:
         """Wait until the child has started (`pid`, `session_id` known) or the run ended
         without one (it could not start, or it was cancelled while queued)."""
-        with exception_groups.collapsed():
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(_wait_then_cancel, self._started, nursery.cancel_scope)
-                nursery.start_soon(_wait_then_cancel, self._ended, nursery.cancel_scope)
+        await self._settled.wait()
 
     def cancel(self) -> None:
         """Stop the run: its process group is stopped and its slot freed; no result."""
@@ -116,6 +114,7 @@ class Run:
             self.pid = event.pid
             self.session_id = event.session_id or self.session_id
             self._started.set()
+            self._settled.set()
         if len(self._events) == self._events.maxlen:
             self._lost += 1  # deque drops the oldest as the new one goes in
         self._events.append(event)
@@ -127,12 +126,8 @@ class Run:
         if result is not None and result.session_id:
             self.session_id = result.session_id
         self._ended.set()
+        self._settled.set()
         self._arrived.set()
-
-
-async def _wait_then_cancel(event: trio.Event, scope: trio.CancelScope) -> None:
-    await event.wait()
-    scope.cancel()
 
 
 class StreamMethods:
@@ -175,9 +170,7 @@ class StreamMethods:
 
         Raises (on entering): as `dispatch`, for a bad request; nothing runs.
         """
-        cfg = self.config()
-        self.validate(req, cfg)
-        run = Run(req, buffer)
+        cfg, run = self._new_run(req, buffer)
         with exception_groups.collapsed():
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._drive, cfg, run)
@@ -200,15 +193,19 @@ class StreamMethods:
 
         Raises (before anything runs): as `dispatch`, for a bad request.
         """
-        cfg = self.config()
-        self.validate(req, cfg)
-        run = Run(req, buffer)
+        cfg, run = self._new_run(req, buffer)
         with exception_groups.collapsed():
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._drive, cfg, run)
                 await run.wait_started()
                 task_status.started(run)
         return run._result
+
+    def _new_run(self, req: DispatchRequest, buffer: int) -> tuple[Config, Run]:
+        """The config the run uses and its Run, after the request is checked."""
+        cfg = self.config()
+        self.validate(req, cfg)
+        return cfg, Run(req, buffer)
 
     async def _drive(self, cfg: Config, run: Run) -> None:
         result: DispatchResult | None = None
