@@ -19,14 +19,14 @@ cancellation, progress, fan-out and jobs. Every name a program needs is here.
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Final
-
 # Every name loads on first use (PEP 562): `import agent_dispatch.relay` (the `serve`
-# front, started for every Claude Code session) must not pay for trio, msgspec or mcp.
-# Type checkers read the imports below instead.
+# front, started for every Claude Code session and every `claude -p` child) must not
+# pay for trio, msgspec or mcp, nor even typing. Type checkers read the imports below.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Any, Final
+
     from agent_dispatch.errors import (
         ConfigError,
         DispatchError,
@@ -193,6 +193,8 @@ def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value  # the next lookup is a plain attribute
     return value

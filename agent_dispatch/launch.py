@@ -10,9 +10,12 @@ Every other command is the CLI (`cli`); no face imports another.
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
 
 from agent_dispatch import __version__
+
+TYPE_CHECKING = False  # the front's import path stays free of typing (see relay)
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 
 def main() -> None:

@@ -22,17 +22,20 @@ import fcntl
 import os
 import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
-from pathlib import Path
-from typing import IO, NoReturn
 
 from agent_dispatch import rendezvous
+
+# What this module imports is what every `claude -p` child waits for (see rendezvous):
+# no typing, dataclasses or pathlib, and subprocess only when a service must be started.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import subprocess
+    from collections.abc import Iterator, Mapping
+    from typing import IO, NoReturn
 
 START_TIMEOUT = 10.0  # seconds for a service we started to accept, and for the start lock
 DRAIN_TIMEOUT = 30.0  # seconds for a refusing ("outdated", "draining") service to go away
@@ -47,13 +50,15 @@ class RelayError(Exception):
     """Why the front cannot reach a service; printed to stderr, exit status 1."""
 
 
-@dataclass(frozen=True)
 class Session:
     """A welcomed connection and whatever the service sent right after its welcome."""
 
-    sock: socket.socket
-    welcome: rendezvous.Welcome
-    early: bytes
+    __slots__ = ("early", "sock", "welcome")
+
+    def __init__(self, sock: socket.socket, welcome: rendezvous.Welcome, early: bytes) -> None:
+        self.sock = sock
+        self.welcome = welcome
+        self.early = early
 
 
 def main(version: str, env: Mapping[str, str] | None = None) -> int:
@@ -86,12 +91,13 @@ def _quiet_signals() -> None:
 def connect(env: Mapping[str, str], version: str) -> Session:
     """A welcomed session with the setup's service, started when none answers."""
     try:
-        path = rendezvous.socket_path(env)
+        paths = rendezvous.ServicePaths(env)
         hello = rendezvous.encode_hello(version, os.getpid(), _cwd(), env)
     except (OSError, ValueError) as exc:
         raise RelayError(str(exc)) from None
+    path = paths.socket
     for _ in range(_RETRIES):
-        sock = dial(path) or start_service(env, path)
+        sock = dial(path) or start_service(env, paths)
         inode = _inode(path)  # of the socket we reached (or its successor: then we retry)
         reply, early = handshake(sock, hello)
         if isinstance(reply, rendezvous.Welcome):
@@ -113,12 +119,12 @@ def _cwd() -> str:
         return os.environ.get("PWD", "/")
 
 
-def dial(path: Path) -> socket.socket | None:
+def dial(path: str) -> socket.socket | None:
     """A connection to the service at `path`, or None when nothing listens there
     (no socket file, or a stale one left by a service that died)."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        sock.connect(os.fspath(path))
+        sock.connect(path)
     except OSError as exc:
         sock.close()
         if exc.errno in _GONE:
@@ -127,7 +133,7 @@ def dial(path: Path) -> socket.socket | None:
     return sock
 
 
-def start_service(env: Mapping[str, str], path: Path) -> socket.socket:
+def start_service(env: Mapping[str, str], paths: rendezvous.ServicePaths) -> socket.socket:
     """Start the service (unless another front did meanwhile) and connect to it.
 
     The fronts that find no service queue on a start lock: the first starts it and
@@ -136,10 +142,9 @@ def start_service(env: Mapping[str, str], path: Path) -> socket.socket:
     drains (its socket gone, its jobs finishing) that lock stays taken, and we wait
     for it to be free before starting the successor, which could not run before.
     """
-    service_lock = rendezvous.lock_path(env)
-    log = rendezvous.log_path(env)
+    path, log = paths.socket, paths.log
     now = time.monotonic()
-    with _start_lock(path, now + START_TIMEOUT + DRAIN_TIMEOUT):
+    with _start_lock(paths.start_lock, now + START_TIMEOUT + DRAIN_TIMEOUT):
         drained_by = time.monotonic() + DRAIN_TIMEOUT
         child: subprocess.Popen[bytes] | None = None
         accept_by = 0.0
@@ -160,7 +165,7 @@ def start_service(env: Mapping[str, str], path: Path) -> socket.socket:
                     f"the service exited with status {child.returncode} as it started; "
                     f"its log: {log}"
                 )
-            elif _lock_free(service_lock) and spawned < _RETRIES:
+            elif _lock_free(paths.lock) and spawned < _RETRIES:
                 child, spawned = _spawn(env, log), spawned + 1
                 accept_by = time.monotonic() + START_TIMEOUT
             elif now >= drained_by:
@@ -172,7 +177,7 @@ def start_service(env: Mapping[str, str], path: Path) -> socket.socket:
             time.sleep(_POLL)
 
 
-def _lock_free(lock: Path) -> bool:
+def _lock_free(lock: str) -> bool:
     """Whether no service holds the setup's service lock (a probe: taken and let go)."""
     try:
         fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
@@ -188,9 +193,8 @@ def _lock_free(lock: Path) -> bool:
 
 
 @contextmanager
-def _start_lock(path: Path, deadline: float) -> Iterator[None]:
+def _start_lock(lock: str, deadline: float) -> Iterator[None]:
     """Hold the setup's start lock (beside the socket), waiting until `deadline`."""
-    lock = path.with_suffix(".start")
     try:
         fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
     except OSError as exc:
@@ -211,9 +215,11 @@ def _start_lock(path: Path, deadline: float) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
-def _spawn(env: Mapping[str, str], log: Path) -> subprocess.Popen[bytes]:
+def _spawn(env: Mapping[str, str], log: str) -> subprocess.Popen[bytes]:
     """`python -m agent_dispatch service run`, detached: its own session, no stdin,
     output to the service log (it outlives this front and its terminal)."""
+    import subprocess  # here: a front that finds its service running never needs it
+
     argv = [sys.executable, "-m", "agent_dispatch", "service", "run"]
     with _log_file(log) as out:
         try:
@@ -231,9 +237,11 @@ def _spawn(env: Mapping[str, str], log: Path) -> subprocess.Popen[bytes]:
 
 
 @contextmanager
-def _log_file(log: Path) -> Iterator[IO[bytes] | int]:
+def _log_file(log: str) -> Iterator[IO[bytes] | int]:
+    import subprocess
+
     try:
-        log.parent.mkdir(parents=True, exist_ok=True)
+        os.makedirs(os.path.dirname(log), exist_ok=True)
         out = open(log, "ab")
     except OSError:
         yield subprocess.DEVNULL  # no log then, rather than no service
@@ -274,14 +282,14 @@ def handshake(
         raise RelayError(f"the service's answer is not understood: {exc}") from None
 
 
-def _inode(path: Path) -> int | None:
+def _inode(path: str) -> int | None:
     try:
         return os.stat(path).st_ino
     except FileNotFoundError:
         return None
 
 
-def wait_gone(path: Path, inode: int | None, refusal: rendezvous.Refusal) -> None:
+def wait_gone(path: str, inode: int | None, refusal: rendezvous.Refusal) -> None:
     """Until the refusing service's socket `inode` has left `path` (removed, or
     replaced by a successor's)."""
     deadline = time.monotonic() + DRAIN_TIMEOUT

@@ -7,6 +7,7 @@ milliseconds. Paths:
 - `service_key(env)`: 16 hex chars naming the setup; separate setups get separate services.
 - `runtime_dir(env)`: a private 0700 directory for the socket and the lock.
 - `socket_path(env)`, `lock_path(env)`, `log_path(env)`.
+- `ServicePaths(env)`: all of those as strings, the key computed once (the front's form).
 
 The wire, on the Unix socket, before the raw MCP stream: each side sends exactly one JSON
 object on one line.
@@ -38,10 +39,17 @@ import hashlib
 import json
 import os
 import stat
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+
+# The front imports this module for every Claude Code session and every `claude -p`
+# child: it pays for nothing it does not use. pathlib, dataclasses and typing would
+# cost it ~30 ms (`python -X importtime`), so the paths are computed as strings (the
+# Path-returning functions import pathlib when called) and the records are small
+# classes of their own. Type checkers read the imports below.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from pathlib import Path
+    from typing import Any
 
 PROTOCOL = 1
 MAGIC = "agent-dispatch"
@@ -62,53 +70,61 @@ def _env(env: Mapping[str, str] | None) -> Mapping[str, str]:
     return os.environ if env is None else env
 
 
-def _home(env: Mapping[str, str]) -> Path:
-    return Path(env.get("HOME") or str(Path.home()))
+def _home(env: Mapping[str, str]) -> str:
+    return env.get("HOME") or os.path.expanduser("~")
 
 
-def _env_path(env: Mapping[str, str], name: str) -> Path | None:
+def _setup_file(env: Mapping[str, str], name: str, default: str) -> str:
+    """`$name` made absolute (`~` expanded; `..` kept, as Path.absolute keeps it), else
+    `~/.config/agent-dispatch/<default>`."""
     value = env.get(name, "")
-    return Path(value).expanduser().absolute() if value else None
+    if value:
+        return os.path.join(os.getcwd(), os.path.expanduser(value))
+    return os.path.join(_home(env), ".config", "agent-dispatch", default)
+
+
+def _path(value: str) -> Path:
+    from pathlib import Path
+
+    return Path(value)
 
 
 def config_file(env: Mapping[str, str] | None = None) -> Path:
     """`$AGENT_DISPATCH_CONFIG`, else `~/.config/agent-dispatch/agents.yaml`."""
-    env = _env(env)
-    return _env_path(env, CONFIG_ENV) or _home(env) / ".config" / "agent-dispatch" / "agents.yaml"
+    return _path(_setup_file(_env(env), CONFIG_ENV, "agents.yaml"))
 
 
 def jobs_directory(env: Mapping[str, str] | None = None) -> Path:
     """`$AGENT_DISPATCH_JOBS_DIR`, else `~/.config/agent-dispatch/jobs`."""
-    env = _env(env)
-    return _env_path(env, JOBS_ENV) or _home(env) / ".config" / "agent-dispatch" / "jobs"
+    return _path(_setup_file(_env(env), JOBS_ENV, "jobs"))
 
 
 def service_key(env: Mapping[str, str] | None = None) -> str:
     """16 hex chars of sha256 over the absolute config path, NUL, the absolute jobs
     directory: one service per setup (neither needs to exist)."""
     env = _env(env)
-    config = os.path.abspath(config_file(env))
-    jobs = os.path.abspath(jobs_directory(env))
+    config = os.path.abspath(_setup_file(env, CONFIG_ENV, "agents.yaml"))
+    jobs = os.path.abspath(_setup_file(env, JOBS_ENV, "jobs"))
     digest = hashlib.sha256(os.fsencode(config) + b"\0" + os.fsencode(jobs))
     return digest.hexdigest()[:_KEY_CHARS]
 
 
-def _tmp_dir() -> Path:
+def _tmp_dir() -> str:
     # A fixed, per-uid name (not $TMPDIR): every front and service of a user must agree.
-    return Path(f"/tmp/agent-dispatch-{os.getuid()}")  # noqa: S108 - checked 0700 and ours
+    return f"/tmp/agent-dispatch-{os.getuid()}"  # noqa: S108 - checked 0700 and ours
 
 
-def _candidate_dir(env: Mapping[str, str]) -> Path:
+def _candidate_dir(env: Mapping[str, str]) -> str:
     runtime = env.get("XDG_RUNTIME_DIR", "")
     if runtime and os.path.isabs(runtime) and os.path.isdir(runtime):
-        directory = Path(runtime) / "agent-dispatch"
-        longest = directory / f"{'0' * _KEY_CHARS}.sock"
+        directory = os.path.join(os.path.normpath(runtime), "agent-dispatch")
+        longest = os.path.join(directory, f"{'0' * _KEY_CHARS}.sock")
         if len(os.fsencode(longest)) <= _MAX_SOCKET_PATH:
             return directory
     return _tmp_dir()
 
 
-def _ensure_private_dir(directory: Path) -> None:
+def _ensure_private_dir(directory: str) -> None:
     try:
         os.mkdir(directory, 0o700)
     except FileExistsError:
@@ -131,6 +147,69 @@ def _ensure_private_dir(directory: Path) -> None:
         )
 
 
+class _Record:
+    """A small immutable value, equal by type and fields (its `__slots__`), shown by
+    them: what a frozen dataclass gives, without importing `dataclasses`."""
+
+    __slots__: tuple[str, ...] = ()
+    _unhashed: tuple[str, ...] = ()  # fields left out of the hash (mutable ones)
+
+    def _fields(self, names: tuple[str, ...]) -> tuple[object, ...]:
+        return tuple(getattr(self, name) for name in names)
+
+    def _init(self, **values: object) -> None:
+        for name, value in values.items():
+            object.__setattr__(self, name, value)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"{type(self).__name__} is immutable: cannot set {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"{type(self).__name__} is immutable: cannot delete {name!r}")
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        return self._fields(self.__slots__) == other._fields(self.__slots__)
+
+    def __hash__(self) -> int:
+        kept = tuple(name for name in self.__slots__ if name not in self._unhashed)
+        return hash((type(self), self._fields(kept)))
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
+        return f"{type(self).__name__}({shown})"
+
+
+class ServicePaths(_Record):
+    """Where a setup's service lives, as strings: its key, the private runtime
+    directory, the socket, the service's life-long lock, the starters' lock, the log."""
+
+    __slots__ = ("key", "lock", "log", "runtime", "socket", "start_lock")
+    key: str
+    runtime: str
+    socket: str
+    lock: str
+    start_lock: str
+    log: str
+
+    def __init__(self, env: Mapping[str, str] | None = None) -> None:
+        """Computes them (creating the runtime directory; raises OSError, PermissionError
+        when that directory is not ours or not private)."""
+        env = _env(env)
+        key = service_key(env)
+        runtime = _candidate_dir(env)
+        _ensure_private_dir(runtime)
+        self._init(
+            key=key,
+            runtime=runtime,
+            socket=os.path.join(runtime, f"{key}.sock"),
+            lock=os.path.join(runtime, f"{key}.lock"),
+            start_lock=os.path.join(runtime, f"{key}.start"),
+            log=_log_file(env, key),
+        )
+
+
 def runtime_dir(env: Mapping[str, str] | None = None) -> Path:
     """The private directory holding the sockets and locks, created 0700 when missing:
     `$XDG_RUNTIME_DIR/agent-dispatch` when that is an existing directory (and its socket
@@ -138,60 +217,74 @@ def runtime_dir(env: Mapping[str, str] | None = None) -> Path:
     the directory is not ours or not private, which would let another user in)."""
     directory = _candidate_dir(_env(env))
     _ensure_private_dir(directory)
-    return directory
+    return _path(directory)
 
 
 def socket_path(env: Mapping[str, str] | None = None) -> Path:
     """The setup's service socket (creates the runtime directory; raises OSError)."""
-    env = _env(env)
-    return runtime_dir(env) / f"{service_key(env)}.sock"
+    return _path(ServicePaths(env).socket)
 
 
 def lock_path(env: Mapping[str, str] | None = None) -> Path:
     """The lock one service of the setup holds for its whole life (raises OSError)."""
-    env = _env(env)
-    return runtime_dir(env) / f"{service_key(env)}.lock"
+    return _path(ServicePaths(env).lock)
+
+
+def _log_file(env: Mapping[str, str], key: str) -> str:
+    cache = env.get("XDG_CACHE_HOME", "")
+    base = cache if cache and os.path.isabs(cache) else os.path.join(_home(env), ".cache")
+    return os.path.join(base, "agent-dispatch", f"service-{key}.log")
 
 
 def log_path(env: Mapping[str, str] | None = None) -> Path:
     """`$XDG_CACHE_HOME` (else `~/.cache`) `/agent-dispatch/service-<key>.log`; not created."""
     env = _env(env)
-    cache = env.get("XDG_CACHE_HOME", "")
-    base = Path(cache) if cache and os.path.isabs(cache) else _home(env) / ".cache"
-    return base / "agent-dispatch" / f"service-{service_key(env)}.log"
+    return _path(_log_file(env, service_key(env)))
 
 
 # -- the wire -------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Hello:
+class Hello(_Record):
     """The front's first line: who it is and the caller's context."""
 
+    __slots__ = ("cwd", "env", "pid", "status", "version")
+    _unhashed = ("env",)
     version: str
     pid: int
     cwd: str
-    env: Mapping[str, str] = field(hash=False)
-    status: bool = False  # a status request: answer with a status line, no MCP
+    env: Mapping[str, str]
+    status: bool  # a status request: answer with a status line, no MCP
+
+    def __init__(
+        self, version: str, pid: int, cwd: str, env: Mapping[str, str], status: bool = False
+    ) -> None:
+        self._init(version=version, pid=pid, cwd=cwd, env=env, status=status)
 
 
-@dataclass(frozen=True)
-class Welcome:
+class Welcome(_Record):
+    __slots__ = ("pid", "protocol", "version")
     version: str
     pid: int
-    protocol: int = PROTOCOL
+    protocol: int
+
+    def __init__(self, version: str, pid: int, protocol: int = PROTOCOL) -> None:
+        self._init(version=version, pid=pid, protocol=protocol)
 
 
-@dataclass(frozen=True)
-class Refusal:
+class Refusal(_Record):
+    __slots__ = ("code", "reason")
     code: str  # one of REFUSAL_CODES (a newer service may add codes)
     reason: str
 
+    def __init__(self, code: str, reason: str) -> None:
+        self._init(code=code, reason=reason)
 
-@dataclass(frozen=True)
-class Status:
+
+class Status(_Record):
     """What a status request tells about a running service."""
 
+    __slots__ = ("draining", "pid", "queued", "running", "sessions", "uptime", "version")
     version: str
     pid: int
     uptime: float
@@ -199,6 +292,26 @@ class Status:
     running: int
     queued: int
     draining: bool
+
+    def __init__(
+        self,
+        version: str,
+        pid: int,
+        uptime: float,
+        sessions: int,
+        running: int,
+        queued: int,
+        draining: bool,
+    ) -> None:
+        self._init(
+            version=version,
+            pid=pid,
+            uptime=uptime,
+            sessions=sessions,
+            running=running,
+            queued=queued,
+            draining=draining,
+        )
 
 
 class UnsupportedProtocol(ValueError):

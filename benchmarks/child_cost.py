@@ -14,6 +14,10 @@ in these setups, each in its own HOME registered with
   per-user service. The service is started by the untimed warm-up run and
   stays up, so the timed rounds measure the warm case users have;
 - `standalone`: this checkout's `serve --standalone` (the in-process server);
+- `floor`: `benchmarks/replay_server.py` under `python -S -I`, answering every
+  request at once from the front's recorded session (its probe, below): what any
+  stdio server written in Python costs a child when answering costs nothing, the
+  bound under which no front can go;
 - `serve from DIR`: the `agent_dispatch` package of another tree (`--source`,
   e.g. `git archive aead31b agent_dispatch | tar -x -C DIR`).
   `--env KEY=VALUE` adds to every registered setup's environment.
@@ -23,6 +27,9 @@ XDG_CACHE_HOME inside the benchmark's temporary directory, so its own service
 (socket, lock, log); every service the run started is stopped at the end, on
 an error or Ctrl-C too (`agent-dispatch service stop`, then SIGTERM to anything
 left that carries the run's marker), so the benchmark leaves no process behind.
+
+The children get no PYTHONDONTWRITEBYTECODE: with it a front recompiles its modules
+on every start (~10 ms more), which users, whose installs hold the .pyc files, never pay.
 
 Rounds alternate the order of the setups, so drift on a shared machine hits
 all alike; the table shows the median and the range of wall seconds per run.
@@ -71,6 +78,7 @@ class Setup:
     home: Path
     env: dict[str, str] = field(default_factory=dict)  # the registration's "env"
     front: bool = False  # its `serve` relays to a service the run must stop
+    replays: Setup | None = None  # a floor: answers from this setup's recorded session
     walls: list[float] = field(default_factory=list)
     first_method: str = "-"
     answered: str = "-"
@@ -135,6 +143,12 @@ def make_setups(root: Path, args: argparse.Namespace, run_id: str) -> list[Setup
             front=False,
         ),
     ]
+    front = setups[1]
+    floor = root / "floor"
+    wire = (str(floor / "home" / "wire-in.jsonl"), str(floor / "home" / "wire-out.jsonl"))
+    replay = [sys.executable, "-S", "-I", str(REPO / "benchmarks" / "replay_server.py"), *wire]
+    setups.insert(2, Setup("floor (canned answers, python -S -I)", replay, floor / "home"))
+    setups[2].replays = front
     for n, dir_ in enumerate(args.source):
         setups.append(
             serve_setup(
@@ -155,7 +169,8 @@ def claude_env(home: Path, base_url: str) -> dict[str, str]:
     env = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith(("CLAUDE", "ANTHROPIC_")) and k != "IS_SANDBOX"
+        if not k.startswith(("CLAUDE", "ANTHROPIC_"))
+        and k not in ("IS_SANDBOX", "PYTHONDONTWRITEBYTECODE")
     }
     tmp = home / "tmp"
     tmp.mkdir(parents=True, exist_ok=True)
@@ -339,12 +354,20 @@ async def measure(claude: Path, setups: list[Setup], rounds: int) -> None:
         base_url = await nursery.start(fake.serve)
         for setup in setups:
             await prepare(claude, setup, base_url)
-            await child(claude, setup, base_url)  # warm-up: page cache, first-run files, service
+            if setup.replays is None:  # warm-up: page cache, first-run files, .pyc, service
+                await child(claude, setup, base_url)
         for setup in setups:
-            if setup.command is not None:
+            if setup.command is not None and setup.replays is None:
                 await probe(claude, setup, base_url)
             if setup.front:
                 await trio.to_thread.run_sync(check_service, setup)
+        for setup in setups:
+            if setup.replays is not None:  # the front's session, recorded, is its script
+                for name in ("wire-in.jsonl", "wire-out.jsonl"):
+                    (setup.home / name).write_bytes((setup.replays.home / name).read_bytes())
+                await child(claude, setup, base_url)
+                setup.first_method = setup.replays.first_method
+                setup.answered = f"as {setup.replays.name.split(' ')[0]} did, from the recording"
         for round_ in range(rounds):
             order = setups if round_ % 2 == 0 else setups[::-1]
             for setup in order:

@@ -30,7 +30,7 @@ def box(tmp_path: Path) -> Iterator[Sandbox]:
         yield box
 
 
-def test_importing_the_front_loads_no_framework_and_no_other_face() -> None:
+def test_importing_the_front_loads_no_framework_no_other_face_and_no_slow_stdlib() -> None:
     code = (
         "import sys, json, agent_dispatch.relay, agent_dispatch.launch;"
         "print(json.dumps(sorted(sys.modules)))"
@@ -45,6 +45,10 @@ def test_importing_the_front_loads_no_framework_and_no_other_face() -> None:
     }
     assert heavy == set() and faces == set()
     assert "agent_dispatch.relay" in loaded
+    # nor what costs a front (so every `claude -p` child) ~45 ms of start-up: only a
+    # front that must start the service imports subprocess
+    slow = {"typing", "dataclasses", "pathlib", "inspect", "subprocess"}
+    assert loaded & slow == set()
 
 
 def test_the_package_still_exports_every_name_on_first_use() -> None:

@@ -50,6 +50,55 @@ def test_separate_setups_get_separate_keys_and_one_setup_one_key(
     assert rendezvous.service_key(dotted) == key
 
 
+_path_text = st.text(st.characters(exclude_categories=["Cs"], exclude_characters="\0"), min_size=1)
+
+
+def _pathlib_absolute(value: str) -> Path:
+    try:
+        return Path(value).expanduser().absolute()
+    except RuntimeError:  # "~nosuchuser/x": pathlib gives up; a literal path is kept
+        return Path(value).absolute()
+
+
+@given(config=_path_text, jobs=_path_text)
+def test_the_setup_paths_are_what_pathlib_would_make_of_the_variables(
+    config: str, jobs: str
+) -> None:
+    # computed as strings (the front imports no pathlib); the same paths as before,
+    # and a `~user` that names no user is a literal path, not a crash
+    env = {"HOME": "/home/me", "AGENT_DISPATCH_CONFIG": config, "AGENT_DISPATCH_JOBS_DIR": jobs}
+    assert rendezvous.config_file(env) == _pathlib_absolute(config)
+    assert rendezvous.jobs_directory(env) == _pathlib_absolute(jobs)
+    assert len(rendezvous.service_key(env)) == 16
+
+
+def test_service_paths_are_the_path_functions_as_strings_with_the_start_lock_beside(
+    service_env: dict[str, str],
+) -> None:
+    paths = rendezvous.ServicePaths(service_env)
+    assert paths.key == rendezvous.service_key(service_env)
+    assert Path(paths.runtime) == rendezvous.runtime_dir(service_env)
+    assert Path(paths.socket) == rendezvous.socket_path(service_env)
+    assert Path(paths.lock) == rendezvous.lock_path(service_env)
+    assert Path(paths.log) == rendezvous.log_path(service_env)
+    assert Path(paths.start_lock) == Path(paths.socket).with_suffix(".start")
+
+
+def test_the_wire_records_are_values_equal_by_fields_and_immutable() -> None:
+    hello = Hello(version="1.0", pid=7, cwd="/p", env={"A": "1"})
+    assert hello == Hello("1.0", 7, "/p", {"A": "1"}, status=False)
+    assert hello != Hello("1.0", 7, "/p", {"A": "2"})
+    assert hello != Welcome("1.0", 7)
+    # env is left out of the hash (a dict), as the dataclass had it
+    assert hash(hello) == hash(Hello("1.0", 7, "/p", {"B": "2"}))
+    assert hash(Refusal("outdated", "x")) == hash(Refusal("outdated", "x"))
+    assert repr(Welcome("1.0", 7)) == "Welcome(pid=7, protocol=1, version='1.0')"
+    with pytest.raises(AttributeError, match="immutable"):
+        hello.pid = 8
+    with pytest.raises(AttributeError, match="immutable"):
+        del hello.cwd
+
+
 def test_socket_and_lock_live_in_a_private_directory_under_xdg_runtime_dir(
     tmp_path: Path, service_env: dict[str, str]
 ) -> None:
