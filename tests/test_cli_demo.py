@@ -22,6 +22,8 @@ SECTIONS = (
     "dispatch_async",
     "dispatch_wait",
     "job done",
+    "from the usage journal",
+    "billing-api  3 runs, 100% succeeded",  # dispatch, a parallel item, the aggregation
 )
 
 

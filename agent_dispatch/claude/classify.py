@@ -63,11 +63,14 @@ def classify(
     max_budget_usd: float | None = None,
     response_format: str = "",
     stopped_after_result: bool = False,
+    typical_seconds: float | None = None,
 ) -> DispatchResult:
     """Turn one finished (or timed-out) run into a DispatchResult.
 
     `timeout_seconds` is the deadline the run had; `agent_timeout` the agent's own,
-    which a hint never suggests lowering. `stopped_after_result`: claude printed a
+    which a hint never suggests lowering; `typical_seconds` how long the agent's
+    successful runs usually take (the p90 of its recent ones), which a hint to give
+    it more time starts from. `stopped_after_result`: claude printed a
     complete result but did not exit, so it was stopped (at the deadline when
     `timed_out` too): the result stands, and more time would not have helped.
 
@@ -81,7 +84,9 @@ def classify(
     err_tail = _stderr_tail(stderr)
     if out is None:
         if timed_out:
-            return _timeout_result(agent, session_id, timeout_seconds, agent_timeout)
+            return _timeout_result(
+                agent, session_id, timeout_seconds, agent_timeout, typical_seconds
+            )
         return _no_result(agent, returncode, stdout, err_tail, session_id, response_format)
     result = _from_output(agent, out, returncode, err_tail, session_id, max_budget_usd)
     if result.success and response_format == "json":
@@ -102,7 +107,7 @@ def classify(
             result,
             advice(
                 f"The run finished right at the deadline{at}; ",
-                *_raise_timeout_hint(agent, timeout_seconds, agent_timeout),
+                *_raise_timeout_hint(agent, timeout_seconds, agent_timeout, typical_seconds),
             ),
         )
     return result
@@ -296,11 +301,17 @@ def _looks_like_cli_json(text: str) -> bool:
 
 
 def _timeout_result(
-    agent: str, session_id: str | None, timeout_seconds: float | None, agent_timeout: float | None
+    agent: str,
+    session_id: str | None,
+    timeout_seconds: float | None,
+    agent_timeout: float | None,
+    typical_seconds: float | None,
 ) -> DispatchResult:
     secs = _fmt_seconds(timeout_seconds)
     resume = _resume_hint(agent, session_id, "Resume it: ")
-    more_time = _raise_timeout_hint(agent, timeout_seconds, agent_timeout, capital=not resume)
+    more_time = _raise_timeout_hint(
+        agent, timeout_seconds, agent_timeout, typical_seconds, capital=not resume
+    )
     return DispatchResult(
         agent=agent,
         success=False,
@@ -325,9 +336,14 @@ def _resume_hint(agent: str, session_id: str | None, prefix: str) -> tuple[Part,
 
 
 def _raise_timeout_hint(
-    agent: str, ran_out: float | None, agent_timeout: float | None, *, capital: bool = False
+    agent: str,
+    ran_out: float | None,
+    agent_timeout: float | None,
+    typical_seconds: float | None = None,
+    *,
+    capital: bool = False,
 ) -> tuple[Part, ...]:
-    store, call = timeout_fixes(ran_out, agent_timeout)
+    store, call = timeout_fixes(ran_out, agent_timeout, typical_seconds)
     options: list[UpdateAgent | CallTimeout] = []
     if store is not None:
         options.append(UpdateAgent(agent=agent, field="timeout", value=store))
@@ -354,27 +370,36 @@ def _raise_budget_hint(agent: str, max_budget_usd: float | None) -> tuple[Part, 
     return ("Raise the cap with ", Choice(options=(more,)), ".")
 
 
-def more_time(seconds: float | None, *, cap: float = MAX_TIMEOUT) -> int:
-    """Twice the timeout that ran out, 60..cap s (600 when unknown)."""
-    if seconds is None or not math.isfinite(seconds) or seconds <= 0:
+def more_time(
+    seconds: float | None, *, cap: float = MAX_TIMEOUT, typical: float | None = None
+) -> int:
+    """The agent's typical duration (`typical`, the p90 of its successful runs) rounded
+    up to a whole minute when that is more than the timeout that ran out; else twice
+    that timeout; 60..cap s (600 when nothing is known)."""
+    known = seconds is not None and math.isfinite(seconds) and seconds > 0
+    if typical is not None and math.isfinite(typical) and typical > 0:
+        minutes = 60.0 * math.ceil(typical / 60)
+        if not known or minutes > (seconds or 0):
+            return int(min(cap, max(60.0, minutes)))
+    if not known or seconds is None:
         return 600
     return int(min(cap, max(60.0, math.ceil(seconds * 2))))
 
 
 def timeout_fixes(
-    ran_out: float | None, agent_timeout: float | None
+    ran_out: float | None, agent_timeout: float | None, typical: float | None = None
 ) -> tuple[int | None, int | None]:
     """(an agent timeout to store, a per-call timeout_seconds) that give a run more time
     than `ran_out`; None where a value would not: never lower the agent's own timeout
     (a short per-call deadline ran out), never past the maxima (7200 s per call, a week
     per agent)."""
-    store: int | None = more_time(ran_out, cap=MAX_AGENT_TIMEOUT)
+    store: int | None = more_time(ran_out, cap=MAX_AGENT_TIMEOUT, typical=typical)
     if store is not None and (
         (agent_timeout is not None and store <= agent_timeout)
         or (ran_out is not None and store <= ran_out)
     ):
         store = None
-    call: int | None = more_time(ran_out)
+    call: int | None = more_time(ran_out, typical=typical)
     if ran_out is not None and call is not None and call <= ran_out:
         call = None
     return store, call

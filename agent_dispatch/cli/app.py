@@ -25,6 +25,7 @@ from agent_dispatch.cli import groups as cli_groups
 from agent_dispatch.cli import jobs as cli_jobs
 from agent_dispatch.cli import service_cmd as cli_service
 from agent_dispatch.cli import setup as cli_setup
+from agent_dispatch.cli import stats as cli_stats
 from agent_dispatch.cli import test_cmd as cli_test
 from agent_dispatch.cli.common import emit_json, warn
 from agent_dispatch.errors import DispatchError
@@ -57,6 +58,7 @@ app.command(cli_jobs.jobs)
 app.command(cli_jobs.job)
 app.command(cli_jobs.cancel)
 app.command(cli_jobs.gc)
+app.command(cli_stats.stats)
 app.command(demo.demo)
 app.command(cli_service.service_app)
 

@@ -154,7 +154,7 @@ async def _tour(out: _Out, env: dict[str, str]) -> None:
         out(f"connected; the server offers {len(tools.tools)} tools")
 
         out("")
-        out("== 1/4 list_agents: who can I delegate to? ==")
+        out("== 1/5 list_agents: who can I delegate to? ==")
         agents = (await _call(client, "list_agents", {}))["agents"]
         for a in agents:
             health = "healthy" if a["healthy"] is True else f"UNHEALTHY ({a.get('problem')})"
@@ -162,13 +162,13 @@ async def _tour(out: _Out, env: dict[str, str]) -> None:
             out(f"{a['name']:<12} {health:<8} {stacks:<7} {cut(a['description'], 70)}", 2)
 
         out("")
-        out("== 2/4 dispatch: one task to one agent ==")
+        out("== 2/5 dispatch: one task to one agent ==")
         task = "Which endpoint creates an invoice? Answer in one sentence."
         out(f'-> dispatch(agent="billing-api", task="{task}")', 2)
         _show_result(out, await _call(client, "dispatch", {"agent": "billing-api", "task": task}))
 
         out("")
-        out("== 3/4 dispatch_parallel: two agents at once, merged by an aggregate agent ==")
+        out("== 3/5 dispatch_parallel: two agents at once, merged by an aggregate agent ==")
         items = [
             {"agent": "billing-api", "task": "In one sentence: how is a payment recorded?"},
             {"agent": "web-app", "task": "In one sentence: where does a customer see invoices?"},
@@ -184,7 +184,7 @@ async def _tour(out: _Out, env: dict[str, str]) -> None:
         _show_result(out, both["aggregated"], "merged by billing-api")
 
         out("")
-        out("== 4/4 dispatch_async + dispatch_wait: a background job with progress ==")
+        out("== 4/5 dispatch_async + dispatch_wait: a background job with progress ==")
         task = "In two sentences: how does paying by card flow from the web app to the API?"
         job = await _call(client, "dispatch_async", {"agent": "web-app", "task": task})
         out(f'-> dispatch_async(agent="web-app", task="{task}")', 2)
@@ -198,6 +198,21 @@ async def _tour(out: _Out, env: dict[str, str]) -> None:
             out(f"| {cut(line, 100)}", 5)
         if record.get("result"):
             _show_result(out, record["result"], "result")
+
+        out("")
+        out("== 5/5 list_agents again: what each agent took, from the usage journal ==")
+        for a in (await _call(client, "list_agents", {}))["agents"]:
+            u = a.get("usage")
+            if u is None:
+                out(f"{a['name']:<12} no runs yet", 2)
+                continue
+            out(
+                f"{a['name']:<12} {u['runs']} runs, {u['success_rate']:.0%} succeeded, "
+                f"p50 {u.get('p50_duration_s', 0):.2f}s, p90 {u.get('p90_duration_s', 0):.2f}s, "
+                f"p50 cost {money(u.get('p50_cost_usd'))}",
+                2,
+            )
+        out("(`agent-dispatch stats` shows the same, with totals, for your own setup)", 2)
 
 
 def _demo_error(prefix: str, exc: Exception) -> DispatchError:

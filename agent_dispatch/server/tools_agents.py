@@ -38,17 +38,36 @@ def register_agent_tools(box: Toolbox, dispatcher: Dispatcher, store: ConfigStor
     async def config() -> Any:
         return dispatcher.config()  # raises ConfigError -> envelope
 
+    def usage_of() -> registry.UsageOf:
+        """The journal's figures, brought up to date (blocking: in a worker thread)."""
+        book = dispatcher.usage
+        if book is None:
+            return registry.no_usage
+        book.refresh()
+        return book.usage
+
     @box.tool
     async def list_agents() -> AgentList:
-        """List the configured agents with health and detected facts (stacks, DBs, MCP servers)."""
+        """List the configured agents with health, detected facts (stacks, DBs, MCP servers)
+        and, once an agent has run, its typical figures (runs, success rate, p50/p90
+        duration and cost, last used)."""
         cfg = await config()
-        return AgentList(agents=await offload.run_sync(registry.list_agents, cfg))
+
+        def listing() -> list[registry.AgentBrief]:
+            return registry.list_agents(cfg, usage_of())
+
+        return AgentList(agents=await offload.run_sync(listing))
 
     @box.tool
     async def inspect_agent(name: str, preview_lines: int = 40) -> registry.AgentInfo:
-        """Full config, detected facts and CLAUDE.md / README.md previews of one agent."""
+        """Full config, detected facts, typical figures and CLAUDE.md / README.md previews
+        of one agent."""
         cfg = await config()
-        return await offload.run_sync(registry.inspect_agent, cfg, name, preview_lines)
+
+        def inspection() -> registry.AgentInfo:
+            return registry.inspect_agent(cfg, name, preview_lines, usage_of())
+
+        return await offload.run_sync(inspection)
 
     @box.tool
     async def list_groups() -> GroupList:

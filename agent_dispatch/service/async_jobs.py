@@ -108,6 +108,7 @@ class AsyncJobs:
         self._nursery = nursery
         self._run = run
         self._live: dict[str, _Live] = {}
+        self._live_changed = trio.Event()  # replaced whenever a job comes or goes
         self._recovered: trio.Event | None = None  # set: no recovery runs or it is done
 
     # -- recovery ----------------------------------------------------------------
@@ -219,6 +220,7 @@ class AsyncJobs:
         await offload.run_sync(self.store.save, job)
         live = _Live(job)
         self._live[job.id] = live
+        self._touch()
         live.scope = await self._nursery.start(self._job_task, live)
         return job
 
@@ -231,6 +233,8 @@ class AsyncJobs:
                 task_status.started(scope)
                 result = await self._run(
                     req,
+                    tool="dispatch_async" if live.job.reply is None else "task",
+                    job_id=live.job.id,
                     cached=live.job.reply is not None and live.job.reply.cached,
                     on_spawn=lambda pgid: self._mark_running(live, pgid),
                     on_progress=lambda event: self._progress(live, event),
@@ -296,6 +300,7 @@ class AsyncJobs:
         finally:
             live.done.set()
             self._live.pop(live.job.id, None)
+            self._touch()
 
     # -- control -----------------------------------------------------------------
 
@@ -378,6 +383,18 @@ class AsyncJobs:
 
     def running_count(self) -> int:
         return len(self._live)
+
+    def live_ids(self) -> list[str]:
+        """The ids of the jobs running (or waiting for a slot) here, oldest first."""
+        return list(self._live)
+
+    def _touch(self) -> None:
+        self._live_changed.set()
+        self._live_changed = trio.Event()
+
+    async def wait_changed(self) -> None:
+        """Return once a job has started or ended here."""
+        await self._live_changed.wait()
 
     def queued_count(self) -> int:
         return sum(1 for live in self._live.values() if live.job.status == "pending")

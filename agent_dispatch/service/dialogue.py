@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 
 import msgspec
 
+from agent_dispatch.errors import InvalidArgument
 from agent_dispatch.models import DispatchRequest, DispatchResult, clamped
 
 RESOLVED = "[RESOLVED]"
@@ -46,6 +47,17 @@ class DialogueResult(msgspec.Struct, kw_only=True, omit_defaults=True):
 
 def clamp_rounds(value: object) -> int:
     return int(clamped(value, "max_rounds", 1, MAX_ROUNDS))
+
+
+def check_dialogue(requester: str, responder: str, topic: str) -> None:
+    """InvalidArgument unless two different agents have something to settle."""
+    if requester == responder:
+        raise InvalidArgument(
+            f"responder: {responder!r} is also the requester",
+            "A dialogue needs two different agents; to ask one agent, use dispatch.",
+        )
+    if not topic.strip():
+        raise InvalidArgument("topic: must not be empty", "Say what the agents should settle.")
 
 
 def _opening(requester: str, responder: str, topic: str) -> str:

@@ -12,6 +12,7 @@ aggregation, dialogue, async jobs) goes through `_run`, which decides the run
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -28,7 +29,6 @@ from agent_dispatch.models import (
     DispatchRequest,
     DispatchResult,
     PositiveInt,
-    Settings,
     convert,
 )
 from agent_dispatch.runtime.claude_runner import ClaudeRunner, find_claude
@@ -36,8 +36,13 @@ from agent_dispatch.runtime.runner import Runner, RunSpec
 from agent_dispatch.service.async_jobs import AsyncJobs
 from agent_dispatch.service.cache import ResultCache, cache_key
 from agent_dispatch.service.caller import current_caller
-from agent_dispatch.service.dialogue import DialogueResult, clamp_rounds, run_dialogue
-from agent_dispatch.service.fanout import Completions, ParallelResult
+from agent_dispatch.service.dialogue import (
+    DialogueResult,
+    check_dialogue,
+    clamp_rounds,
+    run_dialogue,
+)
+from agent_dispatch.service.fanout import Completions, ParallelResult, checked_batch
 from agent_dispatch.service.job_methods import JobMethods
 from agent_dispatch.service.policy import LIBRARY, Policy
 from agent_dispatch.service.resolve import (
@@ -51,8 +56,10 @@ from agent_dispatch.service.resolve import (
 )
 from agent_dispatch.service.runs import ProgressCallback, RunStats, run_once
 from agent_dispatch.service.streaming import StreamMethods
+from agent_dispatch.service.usage import UsageBook, journalled
+from agent_dispatch.storage import usage
 from agent_dispatch.storage.config import ConfigStore
-from agent_dispatch.storage.jobs import Job, JobStore, jobs_dir
+from agent_dispatch.storage.jobs import JobStore, jobs_dir
 
 ItemCallback = Callable[[int, DispatchResult], Awaitable[None]]
 
@@ -122,6 +129,9 @@ class Dispatcher(JobMethods, StreamMethods):
             cache_opts["clock"] = clock
         self.cache = ResultCache(**cache_opts)
         self._applied = first
+        # Dispatches are journalled beside a config file (the faces); a fixed Config
+        # has no file, so a program's dispatches are not journalled unless asked.
+        self.usage = UsageBook(usage.journal_path(self._store.path)) if self._store else None
         self._jobs = AsyncJobs(jobs or JobStore(jobs_dir(self._env)), nursery, self._job_run)
         self._nursery = nursery
 
@@ -242,12 +252,12 @@ class Dispatcher(JobMethods, StreamMethods):
           trio.Cancelled: a scope around the call was cancelled; the child's process
             group is gone and its slot free when this propagates.
         """
-        return await self._dispatch(req, use_cache=True)
+        return await self._dispatch(req, use_cache=True, tool="dispatch")
 
     async def dispatch_session(self, req: DispatchRequest) -> DispatchResult:
         """A dispatch that starts (or, with `session_id`, resumes) a session; never cached.
         Raises as `dispatch` does."""
-        return await self._dispatch(req, use_cache=False)
+        return await self._dispatch(req, use_cache=False, tool="dispatch_session")
 
     async def dispatch_stream(
         self, req: DispatchRequest, on_progress: ProgressCallback | None = None
@@ -257,18 +267,21 @@ class Dispatcher(JobMethods, StreamMethods):
         Every event is awaited in order before the result returns, so a slow callback
         delays the result: a consumer that may be slow reads `stream()` instead.
         Raises as `dispatch` does."""
-        return await self._dispatch(req, use_cache=False, on_progress=on_progress)
+        return await self._dispatch(
+            req, use_cache=False, on_progress=on_progress, tool="dispatch_stream"
+        )
 
     async def _dispatch(
         self,
         req: DispatchRequest,
         *,
         use_cache: bool,
+        tool: str,
         on_progress: ProgressCallback | None = None,
     ) -> DispatchResult:
         cfg = self.config()
         self.validate(req, cfg)
-        return await self._run(cfg, req, use_cache=use_cache, on_progress=on_progress)
+        return await self._run(cfg, req, use_cache=use_cache, on_progress=on_progress, tool=tool)
 
     async def _run(
         self,
@@ -280,13 +293,32 @@ class Dispatcher(JobMethods, StreamMethods):
         on_spawn: Callable[[int | None], None] | None = None,
         lifecycle: bool = False,
         stats: RunStats | None = None,
+        tool: str = "dispatch",
+        job_id: str | None = None,
     ) -> DispatchResult:
-        """Resolve, consult the cache, run through the runner under the limiter, cache."""
+        """`_execute`, journalled (the run's end, once it has one) as done through `tool`."""
+        execute = functools.partial(
+            self._execute, cfg, req, use_cache, on_progress, on_spawn, lifecycle, stats
+        )
+        return await journalled(self.usage, execute, tool, req, job_id)
+
+    async def _execute(
+        self,
+        cfg: Config,
+        req: DispatchRequest,
+        use_cache: bool,
+        on_progress: ProgressCallback | None,
+        on_spawn: Callable[[int | None], None] | None,
+        lifecycle: bool,
+        stats: RunStats | None,
+    ) -> tuple[DispatchResult, bool]:
+        """Resolve, consult the cache, run through the runner under the limiter, cache;
+        the result and whether the cache answered."""
         env = self._caller_env()
         depth = claude.current_depth(env)
         refusal = recursion_refusal(cfg, req.agent, depth)
         if refusal is not None:
-            return refusal
+            return refusal, False
         eff = effective_agent(cfg, req.agent)
         rails = self.policy
         timeout = resolve_timeout(
@@ -309,7 +341,7 @@ class Dispatcher(JobMethods, StreamMethods):
             )
             hit = self.cache.get(key)
             if hit is not None:
-                return hit
+                return hit, True
         invocation = claude.Invocation(
             prompt=claude.build_prompt(
                 req.task,
@@ -348,10 +380,11 @@ class Dispatcher(JobMethods, StreamMethods):
             on_spawn=on_spawn,
             lifecycle=lifecycle,
             stats=stats,
+            typical_seconds=self.usage.typical_seconds(req.agent) if self.usage else None,
         )
         if caching:
             self.cache.put(key, req.agent, result)
-        return result
+        return result, False
 
     # -- fan-out -----------------------------------------------------------------
 
@@ -364,18 +397,11 @@ class Dispatcher(JobMethods, StreamMethods):
 
     def _batch(self, requests: Sequence[DispatchRequest], cfg: Config) -> list[DispatchRequest]:
         """The whole batch, validated before anything is spawned."""
-        batch = list(requests)
-        if not batch:
-            raise InvalidArgument("dispatches: must hold at least one item")
-        limit = self.max_parallel_items(cfg)
-        if limit is not None and len(batch) > limit:
-            raise InvalidArgument(
-                f"dispatches: {len(batch)} items is more than the limit of {limit}",
-                "Split the batch, or use dispatch_async for long queues.",
-            )
-        for i, req in enumerate(batch):
-            self.validate(req, cfg, field=f"dispatches[{i}]")
-        return batch
+        return checked_batch(
+            requests,
+            self.max_parallel_items(cfg),
+            lambda i, r: self.validate(r, cfg, f"dispatches[{i}]"),
+        )
 
     def as_completed(self, requests: Sequence[DispatchRequest]) -> Completions:
         """`async for index, result in d.as_completed(requests):` each result as its run
@@ -392,7 +418,7 @@ class Dispatcher(JobMethods, StreamMethods):
         batch = self._batch(requests, cfg)
 
         async def run(req: DispatchRequest) -> DispatchResult:
-            return await self._run(cfg, req, use_cache=True)
+            return await self._run(cfg, req, use_cache=True, tool="as_completed")
 
         return Completions(run, batch, self._nursery)
 
@@ -411,7 +437,9 @@ class Dispatcher(JobMethods, StreamMethods):
             check_agent(cfg, aggregate, "aggregate")
         results: list[DispatchResult | None] = [None] * len(batch)
         async with Completions(
-            lambda req: self._run(cfg, req, use_cache=True), batch, self._nursery
+            lambda req: self._run(cfg, req, use_cache=True, tool="dispatch_parallel"),
+            batch,
+            self._nursery,
         ) as done_in_order:
             async for i, result in done_in_order:
                 results[i] = result
@@ -424,6 +452,7 @@ class Dispatcher(JobMethods, StreamMethods):
                 cfg,
                 DispatchRequest(agent=aggregate, task=aggregation_task(batch, done)),
                 use_cache=False,
+                tool="aggregate",
             )
         return ParallelResult(results=done, aggregated=aggregated)
 
@@ -436,24 +465,18 @@ class Dispatcher(JobMethods, StreamMethods):
         cached: bool,
         on_spawn: Callable[[int | None], None],
         on_progress: ProgressCallback,
+        tool: str,
+        job_id: str,
     ) -> DispatchResult:
         return await self._run(
-            self.config(), req, use_cache=cached, on_progress=on_progress, on_spawn=on_spawn
+            self.config(),
+            req,
+            use_cache=cached,
+            on_progress=on_progress,
+            on_spawn=on_spawn,
+            tool=tool,
+            job_id=job_id,
         )
-
-    def store_ref(self, req: DispatchRequest, result: DispatchResult) -> Job:
-        """Keep a finished result as a job record so it can be fetched by reference."""
-        return self._jobs.record_finished(req, result)
-
-    def _start_recovery(self) -> None:
-        """Settle the records a dead process left (JobStore.recover_stale) and apply
-        job_retention_days, in a worker thread beside the body: `open` never waits for
-        it; job reads (and waits on other processes' jobs) do."""
-        try:
-            settings = self.config().settings
-        except ConfigError:
-            settings = Settings(job_retention_days=0)  # keep every record; calls say why
-        self._jobs.start_recovery(settings.job_retention_days, settings.kill_grace_seconds)
 
     # -- dialogue ----------------------------------------------------------------
 
@@ -470,17 +493,11 @@ class Dispatcher(JobMethods, StreamMethods):
         cfg = self.config()
         check_agent(cfg, requester, "requester")
         check_agent(cfg, responder, "responder")
-        if requester == responder:
-            raise InvalidArgument(
-                f"responder: {responder!r} is also the requester",
-                "A dialogue needs two different agents; to ask one agent, use dispatch.",
-            )
-        if not topic.strip():
-            raise InvalidArgument("topic: must not be empty", "Say what the agents should settle.")
+        check_dialogue(requester, responder, topic)
         rounds = clamp_rounds(max_rounds)
 
         async def run_turn(req: DispatchRequest) -> DispatchResult:
-            return await self._run(self.config(), req, use_cache=False)
+            return await self._run(self.config(), req, use_cache=False, tool="dispatch_dialogue")
 
         return await run_dialogue(
             run_turn,

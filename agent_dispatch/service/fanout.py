@@ -19,6 +19,7 @@ from types import TracebackType
 import msgspec
 import trio
 
+from agent_dispatch.errors import InvalidArgument
 from agent_dispatch.models import DispatchRequest, DispatchResult
 
 __all__ = ["Completions", "ParallelResult"]
@@ -127,3 +128,23 @@ class Completions:
                 batch.scope.cancel()
             except RuntimeError:  # pragma: no cover - trio's run is over
                 pass
+
+
+def checked_batch(
+    requests: Sequence[DispatchRequest],
+    limit: int | None,
+    validate: Callable[[int, DispatchRequest], None],
+) -> list[DispatchRequest]:
+    """The whole batch, each item validated (`validate(index, item)` raises), before
+    anything is spawned; InvalidArgument when it is empty or over `limit` items."""
+    batch = list(requests)
+    if not batch:
+        raise InvalidArgument("dispatches: must hold at least one item")
+    if limit is not None and len(batch) > limit:
+        raise InvalidArgument(
+            f"dispatches: {len(batch)} items is more than the limit of {limit}",
+            "Split the batch, or use dispatch_async for long queues.",
+        )
+    for i, req in enumerate(batch):
+        validate(i, req)
+    return batch

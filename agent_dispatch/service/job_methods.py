@@ -8,13 +8,17 @@ can wait on, fetch or cancel them by id.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 from agent_dispatch import offload
+from agent_dispatch.errors import ConfigError
 from agent_dispatch.models import (
     Config,
     DispatchRequest,
+    DispatchResult,
     JobStatus,
     NonNegFloat,
+    Settings,
     TaskReply,
     WaitMode,
     convert,
@@ -27,13 +31,30 @@ __all__ = ["JobMethods"]
 
 
 class JobMethods:
-    """Jobs on the Dispatcher; it provides `_jobs`, `policy` and `validate`."""
+    """Jobs on the Dispatcher; it provides `_jobs`, `policy`, `validate` and `config`."""
 
     _jobs: AsyncJobs
     policy: Policy
 
     def validate(self, req: DispatchRequest, cfg: Config | None = None, field: str = "") -> None:
         raise NotImplementedError  # pragma: no cover - Dispatcher.validate
+
+    def config(self) -> Config:
+        raise NotImplementedError  # pragma: no cover - Dispatcher.config
+
+    def store_ref(self, req: DispatchRequest, result: DispatchResult) -> Job:
+        """Keep a finished result as a job record so it can be fetched by reference."""
+        return self._jobs.record_finished(req, result)
+
+    def _start_recovery(self) -> None:
+        """Settle the records a dead process left (JobStore.recover_stale) and apply
+        job_retention_days, in a worker thread beside the body: `open` never waits for
+        it; job reads (and waits on other processes' jobs) do."""
+        try:
+            settings = self.config().settings
+        except ConfigError:
+            settings = Settings(job_retention_days=0)  # keep every record; calls say why
+        self._jobs.start_recovery(settings.job_retention_days, settings.kill_grace_seconds)
 
     async def submit(self, req: DispatchRequest) -> Job:
         """Run `req` as a job in the Dispatcher's nursery; return its pending record at once.
@@ -132,6 +153,18 @@ class JobMethods:
     def queued_jobs(self) -> int:
         """How many of them still wait for a slot of the limiter (not spawned yet)."""
         return self._jobs.queued_count()
+
+    def jobs_directory(self) -> Path:
+        """Where this Dispatcher keeps its job records."""
+        return self._jobs.store.directory
+
+    def live_job_ids(self) -> list[str]:
+        """The ids of the jobs this Dispatcher runs now (queued ones too)."""
+        return self._jobs.live_ids()
+
+    async def wait_jobs_changed(self) -> None:
+        """Return once one of this Dispatcher's jobs has started or ended."""
+        await self._jobs.wait_changed()
 
     async def wait_no_jobs(self) -> None:
         """Return once this Dispatcher runs no jobs (new ones may start after)."""

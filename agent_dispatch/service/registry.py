@@ -27,6 +27,7 @@ from agent_dispatch.models import (
     revalidated,
 )
 from agent_dispatch.service.agent_args import CLEAR, split_list
+from agent_dispatch.service.usage import AgentUsage
 from agent_dispatch.storage import describe
 from agent_dispatch.storage.config import ConfigStore, agent_directory
 
@@ -64,6 +65,8 @@ class AgentBrief(msgspec.Struct, kw_only=True, omit_defaults=True):
     disallowed_tools: list[str] | UnsetType = UNSET
     max_budget_usd: float | UnsetType = UNSET
     risky_capabilities: list[str] | UnsetType = UNSET
+    # Its typical figures over its recent runs (the usage journal), once it has run.
+    usage: AgentUsage | UnsetType = UNSET
 
 
 class AgentInfo(AgentBrief, kw_only=True, omit_defaults=True):
@@ -142,7 +145,15 @@ def _check_directory(directory: str) -> str:
 # -- agents ---------------------------------------------------------------------
 
 
-def _brief_fields(name: str, agent: AgentConfig) -> dict[str, Any]:
+UsageOf = Callable[[str], AgentUsage | None]
+"""An agent's typical figures, None before its first journalled run (UsageBook.usage)."""
+
+
+def no_usage(name: str) -> None:
+    return None
+
+
+def _brief_fields(name: str, agent: AgentConfig, usage: UsageOf) -> dict[str, Any]:
     facts = describe.detect(agent_directory(agent))
 
     def given(value: Any) -> Any:
@@ -168,15 +179,16 @@ def _brief_fields(name: str, agent: AgentConfig) -> dict[str, Any]:
         "disallowed_tools": given(agent.disallowed_tools),
         "max_budget_usd": given(agent.max_budget_usd),
         "risky_capabilities": given(agent.risky_capabilities or None),
+        "usage": given(usage(name)),
     }
 
 
-def agent_brief(name: str, agent: AgentConfig) -> AgentBrief:
-    return AgentBrief(**_brief_fields(name, agent))
+def agent_brief(name: str, agent: AgentConfig, usage: UsageOf = no_usage) -> AgentBrief:
+    return AgentBrief(**_brief_fields(name, agent, usage))
 
 
-def list_agents(cfg: Config) -> list[AgentBrief]:
-    return [agent_brief(name, cfg.agents[name]) for name in sorted(cfg.agents)]
+def list_agents(cfg: Config, usage: UsageOf = no_usage) -> list[AgentBrief]:
+    return [agent_brief(name, cfg.agents[name], usage) for name in sorted(cfg.agents)]
 
 
 def get_agent(cfg: Config, name: str) -> AgentConfig:
@@ -186,12 +198,14 @@ def get_agent(cfg: Config, name: str) -> AgentConfig:
     return cfg.agents[name]
 
 
-def inspect_agent(cfg: Config, name: str, preview_lines: int = 40) -> AgentInfo:
+def inspect_agent(
+    cfg: Config, name: str, preview_lines: int = 40, usage: UsageOf = no_usage
+) -> AgentInfo:
     agent = get_agent(cfg, name)
     lines = int(clamped(preview_lines, "preview_lines", 0, MAX_PREVIEW_LINES))
     directory = agent_directory(agent)
     info = AgentInfo(
-        **_brief_fields(name, agent),
+        **_brief_fields(name, agent, usage),
         config=agent,
         groups=sorted(
             g for g, grp in cfg.groups.items() if any(m.agent == name for m in grp.members)

@@ -53,8 +53,10 @@ async def run_once(
     on_spawn: Callable[[int | None], None] | None = None,
     lifecycle: bool = False,
     stats: RunStats | None = None,
+    typical_seconds: float | None = None,
 ) -> DispatchResult:
-    """Run `spec` under one limiter token and classify what it left.
+    """Run `spec` under one limiter token and classify what it left (`typical_seconds`:
+    how long the agent's runs usually take, for a timeout's hint).
 
     Every event reaches `on_progress` in order, stamped with the wall-clock time
     the service saw it (`at`); a callback a whole buffer behind loses events
@@ -99,6 +101,7 @@ async def run_once(
         agent_timeout=agent_timeout,
         max_budget_usd=max_budget_usd,
         response_format=response_format,
+        typical_seconds=typical_seconds,
     )
     return library_hint(classified)
 

@@ -149,6 +149,8 @@ class StreamMethods:
         on_spawn: Callable[[int | None], None] | None = None,
         lifecycle: bool = False,
         stats: RunStats | None = None,
+        tool: str = "dispatch",
+        job_id: str | None = None,
     ) -> DispatchResult:
         raise NotImplementedError  # pragma: no cover - Dispatcher._run
 
@@ -218,6 +220,7 @@ class StreamMethods:
                     on_progress=run._push,
                     lifecycle=True,
                     stats=run._stats,
+                    tool="stream",
                 )
         finally:
             run._end(result)
