@@ -385,7 +385,7 @@ class DispatchRequest(msgspec.Struct, frozen=True, kw_only=True):
     group: str | None = None
 
 
-TaskTool = Literal["dispatch", "dispatch_session"]
+TaskTool = Literal["dispatch", "dispatch_session", "dispatch_stream"]
 
 
 class TaskReply(msgspec.Struct, frozen=True, kw_only=True):

@@ -64,13 +64,19 @@ class Session:
 def main(version: str, env: Mapping[str, str] | None = None) -> int:
     """The `serve` command: relay stdin/stdout to the service; the exit status."""
     _quiet_signals()
-    env = dict(os.environ if env is None else env)
     try:
-        session = connect(env, version)
-    except RelayError as exc:
-        sys.stderr.write(f"agent-dispatch serve: {exc}\n")
-        return 1
-    return pump(session, stdin=0, stdout=1)
+        env = dict(os.environ if env is None else env)
+        try:
+            session = connect(env, version)
+        except RelayError as exc:
+            sys.stderr.write(f"agent-dispatch serve: {exc}\n")
+            return 1
+        return pump(session, stdin=0, stdout=1)
+    finally:
+        # The interpreter's exit puts the default handlers back, under which a late
+        # SIGINT would end the front by that signal: ignored from here to the end.
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, signal.SIG_IGN)
 
 
 def _quiet_signals() -> None:

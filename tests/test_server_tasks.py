@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from mcp.shared.exceptions import MCPError
 from mcp_types import ClientCapabilities
 
+from agent_dispatch.models import ProgressEvent
 from agent_dispatch.runtime.scripted import Script, ScriptedRunner
 from agent_dispatch.server.app import run_session
 from agent_dispatch.server.front import Front
@@ -188,6 +189,40 @@ async def test_a_task_for_dispatch_answers_as_dispatch_with_return_ref(
     assert answer["ref"] == handle["taskId"]
     assert answer["summary_chars"] == 10 and answer["size"] == 900
     assert fetched["structuredContent"]["result"] == "x" * 900
+
+
+@pytest.mark.usefixtures("short_grace")
+async def test_a_slow_dispatch_stream_becomes_a_task_whose_status_is_its_last_line(
+    ws: Workspace, runner: ScriptedRunner
+) -> None:
+    gate = trio.Event()
+    events = [ProgressEvent("text", "Reading the routes"), ProgressEvent("tool_use", "Grep")]
+    runner.on(Script(reply="streamed answer", events=events, release=gate), prompt="slow")
+    async with session(ws, runner) as (client, dispatcher):
+        handle = await client.call("dispatch_stream", agent="alpha", task="slow")
+        assert handle["resultType"] == "task"
+        job = await dispatcher.job(handle["taskId"])
+        assert job.reply is not None and job.reply.tool == "dispatch_stream"
+        assert not job.reply.cached  # a stream is never answered from the cache
+        # the events came as the run started, before the grace window ended
+        working = await client.get(handle["taskId"])
+        assert working["status"] == "working" and "Grep" in working["statusMessage"]
+        gate.set()
+        await dispatcher.wait(handle["taskId"])
+        done = await client.get(handle["taskId"])
+        inline = await client.call("dispatch_stream", tasks=False, agent="alpha", task="slow")
+    assert done["status"] == "completed"
+
+    def steady(result: dict[str, Any]) -> dict[str, Any]:  # what differs run to run
+        return {
+            k: v
+            for k, v in result["structuredContent"].items()
+            if k not in ("session_id", "duration_ms")
+        }
+
+    assert set(done["result"]) == set(payload(inline))
+    assert steady(done["result"]) == steady(inline)
+    assert done["result"]["structuredContent"]["result"] == "streamed answer"
 
 
 async def test_a_dispatch_that_ends_inside_the_grace_window_is_an_inline_result(

@@ -29,6 +29,7 @@ from agent_dispatch.cli.common import (
 from agent_dispatch.cli.terminal import terminal_text
 from agent_dispatch.errors import ConfigError, DispatchError
 from agent_dispatch.models import Config
+from agent_dispatch.runtime import servers
 from agent_dispatch.storage import describe
 from agent_dispatch.storage.config import agent_directory, save_config
 from agent_dispatch.storage.config_perms import InsecureConfig
@@ -368,7 +369,39 @@ def run_checks() -> list[Check]:
         checks += _agent_checks(cfg)
     checks.append(_jobs_check())
     checks.append(_service_check())
+    checks.append(_servers_check())
     return checks
+
+
+def _servers_check() -> Check:
+    """Every running agent-dispatch server of this user (the registry), and which of
+    them run an older version than this install (they linger after an upgrade)."""
+    try:
+        found = servers.live_entries(servers.registry_dir())
+    except OSError as exc:
+        return Check(name="servers", status="warn", message=f"cannot read the registry: {exc}")
+    if not found:
+        return Check(name="servers", status="ok", message="none running")
+
+    def show(e: servers.ServerEntry) -> str:
+        jobs = f", {plural(len(e.jobs), 'job')}" if e.jobs else ""
+        return f"pid {e.pid} ({e.kind} {e.version}, since {e.started_at}{jobs})"
+
+    old = [e for e in found if rendezvous.newer(__version__, e.version)]
+    if not old:
+        return Check(name="servers", status="ok", message="; ".join(map(show, found)))
+    held = sum(len(e.jobs) for e in old)
+    return Check(
+        name="servers",
+        status="warn",
+        message=(
+            f"{len(old)} of {len(found)} run a version older than this install "
+            f"({__version__}): {'; '.join(map(show, old))}. A standalone one belongs to an "
+            "open Claude Code session (restart the session after stopping it)"
+            + (f"; stopping them cancels the {plural(held, 'job')} they run" if held else "")
+        ),
+        fix=command("kill", *(str(e.pid) for e in old)),
+    )
 
 
 def _service_check() -> Check:

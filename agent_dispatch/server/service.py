@@ -27,6 +27,7 @@ from agent_dispatch import __version__, exception_groups, offload, rendezvous
 from agent_dispatch.errors import ConfigError
 from agent_dispatch.models import Settings
 from agent_dispatch.runtime.runner import Runner
+from agent_dispatch.server.registered import registered
 from agent_dispatch.server.service_socket import (
     PrefixedStream,
     acquire_lock,
@@ -135,7 +136,10 @@ async def serve_service(
         raw, inode = await offload.run_sync(bind_socket, sock)
         listener = trio.SocketListener(trio.socket.from_stdlib_socket(raw))
         try:
-            async with Dispatcher.open(store, env=env, policy=TOOLS, runner=runner) as dispatcher:
+            async with (
+                Dispatcher.open(store, env=env, policy=TOOLS, runner=runner) as dispatcher,
+                registered(dispatcher, "service", store.path, env, version=version),
+            ):
                 async with trio.open_nursery() as nursery:
                     service = Service(dispatcher, store, nursery, version=version)
                     nursery.start_soon(service.load_app)

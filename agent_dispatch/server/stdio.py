@@ -17,6 +17,7 @@ from functools import partial
 
 import trio
 
+from agent_dispatch.server.registered import registered
 from agent_dispatch.server.session import load_app, max_line, serve_session
 from agent_dispatch.server.signals import until_signalled
 from agent_dispatch.service.dispatcher import Dispatcher
@@ -52,7 +53,10 @@ async def serve_stdio(store: ConfigStore, *, env: Mapping[str, str] | None = Non
 
 async def _serve(store: ConfigStore, env: Mapping[str, str] | None) -> None:
     # Recovery of stale jobs runs in the background: the handshake does not wait for it.
-    async with Dispatcher.open(store, env=env, policy=TOOLS) as dispatcher:
+    async with (
+        Dispatcher.open(store, env=env, policy=TOOLS) as dispatcher,
+        registered(dispatcher, "standalone", store.path, os.environ if env is None else env),
+    ):
         async with _claim_stdio() as (rx, tx):
             await serve_session(
                 rx, tx, partial(load_app, dispatcher, store), line_limit=max_line(store)

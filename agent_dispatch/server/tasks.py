@@ -1,8 +1,10 @@
 """MCP tasks (the `io.modelcontextprotocol/tasks` extension, SEP-2663): long dispatches
 that a client which takes tasks (Claude Code, interactive) tracks on its own.
 
-Only a `tools/call` of `dispatch` or `dispatch_session` whose own request declares
-the extension (its `_meta` client capabilities, 2026-07-28 era) may become a task;
+Only a `tools/call` of `dispatch`, `dispatch_session` or `dispatch_stream` whose own
+request declares the extension (its `_meta` client capabilities, 2026-07-28 era) may
+become a task (a stream's live lines then go to the task's status line, the only
+channel a task has);
 every other call takes the tools' inline path untouched. Such a call runs as a job
 (the job id is the task id) and waits up to `settings.task_grace_seconds`: a job
 that ends inside it (a cache hit among them) is answered inline, as the tool would;
