@@ -67,19 +67,11 @@ def screen_text(raw: bytes) -> str:
 def prepare_home(home: Path, project: Path, api_key: str) -> None:
     """Write ``home/.claude.json`` so the interactive CLI opens straight on its prompt:
     onboarding completed, ``project`` trusted, ``api_key`` approved (the CLI keeps the
-    last 20 characters of a key it asked about)."""
+    last 20 characters of a key it asked about). These three are all 2.1.332 needs."""
     state: dict[str, Any] = {
         "hasCompletedOnboarding": True,
-        "numStartups": 1,
-        "theme": "dark",
         "customApiKeyResponses": {"approved": [api_key[-20:]], "rejected": []},
-        "projects": {
-            str(project): {
-                "allowedTools": [],
-                "hasTrustDialogAccepted": True,
-                "hasCompletedProjectOnboarding": True,
-            }
-        },
+        "projects": {str(project): {"hasTrustDialogAccepted": True}},
     }
     (home / ".claude.json").write_text(json.dumps(state, indent=2))
 
