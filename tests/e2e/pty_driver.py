@@ -15,8 +15,8 @@ no keys need typing; ``send`` types more when a test wants to.
 The CLI runs in its own session with the pty as its controlling terminal (``setsid
 -c``), so its process group is exactly it and what it started (the MCP servers among
 them, unless they leave the group). On leaving the block the driver asks it to exit
-(Ctrl-C twice), then SIGTERMs and SIGKILLs the group: nothing is left behind whatever
-happened in the block.
+(Ctrl-C, two or three presses), then SIGTERMs and SIGKILLs the group and waits until it
+is empty: nothing is left behind, whatever happened in the block.
 """
 
 from __future__ import annotations
@@ -41,9 +41,12 @@ from agent_dispatch.exception_groups import collapsed
 __all__ = ["InteractiveClaude", "interactive_claude", "prepare_home", "screen_text"]
 
 ROWS, COLUMNS = 50, 160
-# How long the CLI gets to exit after Ctrl-C twice, then after SIGTERM.
-EXIT_GRACE_S = 3.0
+# Ctrl-C presses to exit (one more than two: a turn in flight takes one), each given
+# this long to end the CLI (well inside its "press again to exit" window); then SIGTERM.
+EXIT_PRESSES = 3
+PRESS_GAP_S = 0.5
 TERM_GRACE_S = 2.0
+DEATH_LIMIT_S = 2.0  # SIGKILLed processes get this long to finish dying
 SCREEN_TAIL_CHARS = 4000
 
 _ANSI = re.compile(
@@ -83,7 +86,6 @@ class InteractiveClaude:
         self.process = process
         self._master = master
         self._output = bytearray()
-        self._changed = trio.Event()
         self.closed = trio.Event()  # the terminal reported end of output
 
     @property
@@ -110,35 +112,25 @@ class InteractiveClaude:
                 f"{what}: not within {seconds} s. The CLI's screen ends:\n{self.screen()}"
             ) from None
 
-    async def wait_for_text(self, needle: str) -> None:
-        """Wait until the screen shows ``needle`` (escapes stripped). Screens are fragile:
-        prefer waiting on API requests. Callers bound the wait."""
-        while needle not in screen_text(bytes(self._output)):
-            if self.closed.is_set():
-                raise AssertionError(f"the CLI ended without showing {needle!r}:\n{self.screen()}")
-            await self._changed.wait()
-
     async def _read(self) -> None:
         try:
             while chunk := await self._master.receive_some(65536):
                 self._output += chunk
-                self._changed.set()
-                self._changed = trio.Event()
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass  # EIO: every slave end is closed, the CLI and its children are gone
         finally:
             self.closed.set()
-            self._changed.set()
 
     async def _stop(self) -> None:
         """Ask the CLI to exit, then end its process group by force; reap it."""
-        if self.process.returncode is None:
-            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-                for _ in range(2):  # Ctrl-C twice: the CLI's own "exit"
-                    await self.send("\x03")
-                    await trio.sleep(0.2)  # the CLI takes the second one as a new press
-            with trio.move_on_after(EXIT_GRACE_S):
-                await self.process.wait()
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            # Ctrl-C: the first interrupts a turn in flight, two in a row exit.
+            for _ in range(EXIT_PRESSES):
+                if self.process.returncode is not None:
+                    break
+                await self.send("\x03")
+                with trio.move_on_after(PRESS_GAP_S):
+                    await self.process.wait()
         for sig, grace in ((signal.SIGTERM, TERM_GRACE_S), (signal.SIGKILL, None)):
             # The group outlives its leader when children stayed in it: signal it anyway.
             with contextlib.suppress(ProcessLookupError):
@@ -147,6 +139,18 @@ class InteractiveClaude:
                 with trio.move_on_after(grace):
                     await self.process.wait()
         await self.process.wait()
+        with trio.move_on_after(DEATH_LIMIT_S):
+            await self._group_gone()
+
+    async def _group_gone(self) -> None:
+        """Wait until no process is left in the CLI's group (its killed children die and
+        are reaped by init). Callers bound the wait."""
+        while True:
+            try:
+                os.killpg(self.pid, 0)
+            except ProcessLookupError:
+                return
+            await trio.sleep(0.02)  # other processes dying: no event to wait on
 
 
 def _set_window(fd: int) -> None:

@@ -93,11 +93,13 @@ async def test_a_dispatch_outlasting_the_grace_window_answers_as_a_task_notifica
     tmp_path: Path,
 ) -> None:
     task = "@fake sleep=3\n@fake reply=alpha's slow answer"
+    children_then: list[list[dict[str, Any]]] = []  # as the placeholder reached the model
 
     def model(request: RecordedRequest) -> Reply:
         if notified(request):
             return text("Alpha answered.")
         if request.has_tool_result:
+            children_then.append(sandbox.children())
             return text("Waiting for alpha.")
         return tool_use(DISPATCH, {"agent": "alpha", "task": task}, tool_use_id=CALL)
 
@@ -117,6 +119,9 @@ async def test_a_dispatch_outlasting_the_grace_window_answers_as_a_task_notifica
             notification = await fake_api.wait_for_request(notified)
 
     [job] = sandbox.jobs_on_disk()
+    assert fake_api.main_requests.index(placeholder) == 1  # the call's very next turn
+    [[child]] = children_then
+    assert child["end"] is None  # the task went to the background at once, not at its end
     [result] = placeholder.tool_results
     assert not result.get("is_error"), body
     assert started["task"] == job.id  # the task id is the job id
