@@ -78,7 +78,9 @@ async def settled_job(sandbox: DispatchSandbox) -> Job:
 
 @pytest.fixture
 def home(claude_env: dict[str, str], project_dir: Path) -> Path:
-    """The test HOME, primed so the CLI opens straight on its prompt."""
+    """The test HOME, primed so the CLI opens straight on its prompt. Tests take it as an
+    argument: pytest-trio runs a fixture that depends on an async one (``fake_api``)
+    only then; a ``usefixtures`` mark leaves it unrun."""
     path = Path(claude_env["HOME"])
     prepare_home(path, project_dir, claude_env["ANTHROPIC_API_KEY"])
     return path
