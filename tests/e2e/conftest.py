@@ -137,11 +137,11 @@ def project_dir(tmp_path: Path) -> Path:
     return path
 
 
-@pytest.fixture
-def claude_env(tmp_path: Path, fake_api: FakeAnthropic) -> dict[str, str]:
-    """An isolated environment for one CLI run: own HOME and TMPDIR, fully offline."""
-    home = tmp_path / "home"
-    tmpdir = tmp_path / "tmp"
+def isolated_env(root: Path, base_url: str) -> dict[str, str]:
+    """An isolated environment for the CLI against the fake API at ``base_url``: own
+    HOME and TMPDIR (made under ``root``), fully offline."""
+    home = root / "home"
+    tmpdir = root / "tmp"
     home.mkdir()
     tmpdir.mkdir()
     # Drop the caller's claude settings (CLAUDECODE and CLAUDE_CODE_ENTRYPOINT
@@ -154,7 +154,7 @@ def claude_env(tmp_path: Path, fake_api: FakeAnthropic) -> dict[str, str]:
     env.update(
         HOME=str(home),
         TMPDIR=str(tmpdir),
-        ANTHROPIC_BASE_URL=fake_api.base_url,
+        ANTHROPIC_BASE_URL=base_url,
         ANTHROPIC_API_KEY="sk-test",
         CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC="1",
         DISABLE_TELEMETRY="1",
@@ -163,6 +163,12 @@ def claude_env(tmp_path: Path, fake_api: FakeAnthropic) -> dict[str, str]:
         CLAUDE_CODE_MAX_RETRIES="0",
     )
     return env
+
+
+@pytest.fixture
+def claude_env(tmp_path: Path, fake_api: FakeAnthropic) -> dict[str, str]:
+    """An isolated environment for one CLI run: own HOME and TMPDIR, fully offline."""
+    return isolated_env(tmp_path, fake_api.base_url)
 
 
 @dataclass(frozen=True)
