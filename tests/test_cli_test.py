@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from agent_dispatch.claude import classify as claude_classify
+from agent_dispatch.claude.invocation import STATUS_FOOTER
 from agent_dispatch.cli.test_cmd import DEFAULT_TASK, diagnose
 from agent_dispatch.models import AgentConfig, DispatchResult, ErrorType, Settings
 from tests.fake_claude import CLAUDE_BIN, read_runs
@@ -38,7 +39,7 @@ def test_test_runs_one_dispatch_in_the_agents_directory(cli):
     assert f"fake reply to: {DEFAULT_TASK}" in res.out
     [run] = runs(cli)
     assert run["cwd"] == str(directory.resolve())
-    assert run["prompt"] == DEFAULT_TASK
+    assert run["prompt"] == f"{DEFAULT_TASK}\n\n{STATUS_FOOTER}"
     assert "--session-id" in run["argv"]
 
 

@@ -18,6 +18,7 @@ from agent_dispatch.claude.output import (
     parse_json_reply,
     parse_output,
 )
+from agent_dispatch.claude.status import read_status
 from agent_dispatch.claude.wording import Reading, is_limit_notice, reading, reset_time
 from agent_dispatch.models import MAX_AGENT_TIMEOUT, MAX_TIMEOUT, DispatchResult, ErrorType
 from agent_dispatch.remedies import (
@@ -140,7 +141,7 @@ def _from_output(
         or is_limit_notice(out.result)
     )
     if not failed:
-        res.result = out.result or ""
+        read_status(res, out.result or "")
         if denied:
             _add_hint(res, _denied_hint(agent, denied))
         if (
@@ -259,9 +260,8 @@ def _no_result(
     text = stdout[: _TEXT_CAP * 4].decode("utf-8", "replace").strip()
     is_text = bool(text) and not _looks_like_cli_json(text)
     if returncode == 0 and is_text and not is_limit_notice(text):
-        res = DispatchResult(
-            agent=agent, success=True, result=bound_text(text, _TEXT_CAP), session_id=session_id
-        )
+        res = DispatchResult(agent=agent, success=True, session_id=session_id)
+        read_status(res, bound_text(text, _TEXT_CAP))
         if response_format == "json":
             ok, value = parse_json_reply(res.result)
             res.parsed_result = value if ok else None
