@@ -57,7 +57,7 @@ class DispatchResult(msgspec.Struct, kw_only=True, omit_defaults=True):
     `outcome_reason` is what it gave after the word), "unknown" when it wrote none. A
     partial or blocked run carries a hint to continue its session, and is never
     cached. A failed run (`success=False`) produced no answer, so it has no outcome
-    (None): its `error_type` says what happened.
+    (None, left out of the JSON): its `error_type` says what happened.
     """
 
     agent: str
