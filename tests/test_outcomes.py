@@ -120,3 +120,24 @@ async def test_a_failed_run_has_no_outcome(dispatcher: Dispatcher, runner: Scrip
     runner.default = Script(reply="API Error: 500", fields={"is_error": True}, returncode=1)
     result = await dispatcher.dispatch(req("t"))
     assert result.success is False and result.outcome is None
+
+
+async def test_a_dialogue_turn_resolves_with_its_marker_before_the_status_line(
+    dispatcher: Dispatcher, runner: ScriptedRunner
+) -> None:
+    runner.default = Script(reply="We agree on v2. [RESOLVED]\nSTATUS: done")
+    dialogue = await dispatcher.dispatch_dialogue(requester="backend", responder="web", topic="x")
+    assert dialogue.resolved and dialogue.rounds == 1
+    assert dialogue.final_answer == "We agree on v2."
+    assert [t.outcome for t in dialogue.conversation] == ["done", "done"]
+
+
+async def test_the_aggregator_is_told_which_items_did_not_finish(
+    dispatcher: Dispatcher, runner: ScriptedRunner
+) -> None:
+    runner.on(Script(reply=PARTIAL), prompt="first")
+    runner.on(Script(reply="Both.\nSTATUS: done"), prompt="second")
+    await dispatcher.dispatch_parallel([req("first"), req("second")], aggregate="web")
+    aggregation = runner.calls[-1].prompt
+    assert "### Result 1: agent backend (partial: the second half is left)\n" in aggregation
+    assert "### Result 2: agent backend\nTask: second\n\nBoth.\n" in aggregation
