@@ -27,9 +27,12 @@ __all__ = ["Status", "read_status", "split_status"]
 
 # The word, then Markdown around the label and the word (`**STATUS:** done`, `STATUS: done`
 # in backticks), then the reason: after a space or a separator, never glued on.
+# Each run of spaces is followed by something that is not a space, so no two runs compete
+# for the same characters: the match is linear in the line.
+_MARKUP = r"(?:[*_`]{1,3}\s*)?"
 _LINE_RE = re.compile(
-    r"[*_`]{0,3}\s*status\s*[*_`]{0,3}\s*:\s*[*_`]{0,3}\s*"
-    r"(done|partial|blocked)(?=\Z|[\s:;,.!()\-\u2013\u2014]|[*_`]+(?!\w))(.*)",
+    rf"{_MARKUP}status\s*{_MARKUP}:\s*{_MARKUP}"
+    r"(done|partial|blocked)(?=\Z|[\s:;,.!()\-\u2013\u2014]|[*_`]++(?!\w))(.*)",
     re.IGNORECASE | re.DOTALL,
 )
 _CLOSING = "*_`.!"  # closing markup and full stops (and whitespace)
