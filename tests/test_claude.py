@@ -14,6 +14,7 @@ import pytest
 from agent_dispatch.claude import classify as claude_classify
 from agent_dispatch.claude import invocation as claude
 from agent_dispatch.claude import output as claude_output
+from agent_dispatch.claude import unstarted
 from agent_dispatch.claude.invocation import Invocation, build_argv
 from agent_dispatch.claude.output import CliOutput, StreamParser
 from agent_dispatch.claude.status import split_status
@@ -829,7 +830,7 @@ def test_timeout_with_a_received_result_returns_the_result(cli_samples: Path):
 
 def test_not_found_result():
     fix = advice("Install it.")
-    res = claude_classify.not_found_result("web", "claude executable not found", fix)
+    res = unstarted.not_found_result("web", "claude executable not found", fix)
     assert res == DispatchResult(
         agent="web",
         success=False,
