@@ -17,8 +17,10 @@ from msgspec import UNSET, UnsetType
 
 from agent_dispatch.errors import InvalidArgument
 from agent_dispatch.results import ERROR_TYPES as ERROR_TYPES
+from agent_dispatch.results import OUTCOMES as OUTCOMES
 from agent_dispatch.results import DispatchResult as DispatchResult
 from agent_dispatch.results import ErrorType as ErrorType
+from agent_dispatch.results import Outcome as Outcome
 
 NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_-]*"
 MAX_NAME_LENGTH = 64  # names are table cells, argv words and file-name-like keys

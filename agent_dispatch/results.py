@@ -25,6 +25,7 @@ from agent_dispatch.remedies import Advice
 
 __all__ = [
     "ERROR_TYPES",
+    "OUTCOMES",
     "BudgetExceeded",
     "ClaudeCliError",
     "ClaudeOrDirectoryNotFound",
@@ -32,6 +33,7 @@ __all__ = [
     "DispatchResult",
     "DispatchTimeout",
     "ErrorType",
+    "Outcome",
     "PermissionDenied",
     "RecursionLimitReached",
     "UsageLimitReached",
@@ -41,10 +43,22 @@ ErrorType = Literal[
     "permission", "timeout", "recursion", "not_found", "budget", "usage_limit", "cli_error"
 ]
 ERROR_TYPES: tuple[ErrorType, ...] = get_args(ErrorType)
+# What the agent said of its own work, on the last line of its answer (claude/status.py):
+# it finished, stopped half-way, or is blocked; "unknown" when it said nothing.
+Outcome = Literal["done", "partial", "blocked", "unknown"]
+OUTCOMES: tuple[Outcome, ...] = get_args(Outcome)
 
 
 class DispatchResult(msgspec.Struct, kw_only=True, omit_defaults=True):
-    """What a dispatch returns. Optional fields are omitted when unset."""
+    """What a dispatch returns. Optional fields are omitted when unset.
+
+    `outcome` is the agent's own verdict on a successful run: "done", "partial" or
+    "blocked" from the `STATUS:` line it ended its answer with (removed from `result`;
+    `outcome_reason` is what it gave after the word), "unknown" when it wrote none. A
+    partial or blocked run carries a hint to continue its session, and is never
+    cached. A failed run (`success=False`) produced no answer, so it has no outcome
+    (None, left out of the JSON): its `error_type` says what happened.
+    """
 
     agent: str
     success: bool
@@ -60,6 +74,8 @@ class DispatchResult(msgspec.Struct, kw_only=True, omit_defaults=True):
     hint: str | None = None
     budget_exceeded: bool | None = None
     cached: bool | None = None
+    outcome: Outcome | None = None
+    outcome_reason: str | None = None
     # The hint as data (what to change, to which value); `hint` is its text as rendered
     # for the receiver. Faces render it and leave it out of their answers.
     advice: Advice | None = None

@@ -29,6 +29,8 @@ win). Unknown keys or bad values exit 2 with a message on stderr.
 
   reply=TEXT                 the result text (``\\n`` becomes a newline); default
                              ``fake reply to: <first non-directive prompt line, 80 chars>``
+                             (``reply=Half.\\nSTATUS: partial why`` ends it with the
+                             STATUS line agent-dispatch reads as the outcome)
   sleep=SECONDS              wait before answering (after the .started marker)
   wait_file=PATH             block until PATH exists (before answering)
   exit=N                     exit status (default: 0, or 1 for the error cases below)

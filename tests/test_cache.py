@@ -52,6 +52,12 @@ def test_entry_expires_at_ttl_from_insertion() -> None:
     assert cache.stats().size == 0
 
 
+def test_finished_and_unknown_outcomes_are_stored() -> None:
+    for outcome in ("done", "unknown", None):
+        result = DispatchResult(agent="a", success=True, result="r", outcome=outcome)
+        assert is_cacheable(result), outcome
+
+
 def test_fifo_eviction_at_max_size_counts_evictions() -> None:
     cache = ResultCache(ttl=60, max_size=2, clock=FakeClock())
     for task in ("one", "two"):
@@ -71,6 +77,8 @@ def test_only_clean_successes_are_stored() -> None:
         DispatchResult(agent="a", success=True, result="r", denied_tools=["Bash"]),
         DispatchResult(agent="a", success=True, result="r", budget_exceeded=True),
         DispatchResult(agent="a", success=True, result=""),
+        DispatchResult(agent="a", success=True, result="half", outcome="partial"),
+        DispatchResult(agent="a", success=True, result="stuck", outcome="blocked"),
     ]
     for i, result in enumerate(dirty):
         assert not is_cacheable(result)

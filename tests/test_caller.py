@@ -10,6 +10,7 @@ from pathlib import Path
 
 import trio
 
+from agent_dispatch.claude.invocation import STATUS_FOOTER
 from agent_dispatch.models import DispatchRequest
 from agent_dispatch.runtime.scripted import Script, ScriptedRunner
 from agent_dispatch.service.caller import CallerContext, caller_context, current_caller
@@ -18,6 +19,11 @@ from agent_dispatch.storage.jobs import JobStore
 from tests.dispatcher_config import make_config
 
 OWN = {"PATH": "/usr/bin", "HOME": "/home/service"}
+
+
+def _task(prompt: str) -> str:
+    """The task's last line: the prompt without the status footer every prompt ends with."""
+    return prompt.removesuffix("\n\n" + STATUS_FOOTER).rsplit("\n", 1)[-1]
 
 
 def req(task: str) -> DispatchRequest:
@@ -49,7 +55,7 @@ async def test_each_caller_s_child_gets_that_caller_s_env_and_depth(tmp_path: Pa
         async with trio.open_nursery() as nursery:
             nursery.start_soon(call_as, alice, "for alice")
             nursery.start_soon(call_as, bob, "for bob")
-    envs = {call.prompt.rsplit("\n", 1)[-1]: call.spec.env for call in runner.calls}
+    envs = {_task(call.prompt): call.spec.env for call in runner.calls}
     assert envs == {
         "for alice": {"PATH": "/a", "ANTHROPIC_API_KEY": "ka", "AGENT_DISPATCH_DEPTH": "1"},
         "for bob": {"PATH": "/b", "AGENT_DISPATCH_DEPTH": "2"},
@@ -65,7 +71,7 @@ async def test_a_caller_at_the_depth_limit_is_refused_and_others_are_not(tmp_pat
             refused = await d.dispatch(req("too deep"))
         assert (await d.dispatch(req("fine"))).success
     assert refused.error_type == "recursion" and "dispatch depth 3" in (refused.error or "")
-    assert [call.prompt.rsplit("\n", 1)[-1] for call in runner.calls] == ["fine"]
+    assert [_task(call.prompt) for call in runner.calls] == ["fine"]
 
 
 async def test_a_job_keeps_its_submitting_caller_s_env_after_the_caller_left(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import uuid
 from pathlib import Path
 from typing import Any
@@ -13,8 +14,10 @@ import pytest
 from agent_dispatch.claude import classify as claude_classify
 from agent_dispatch.claude import invocation as claude
 from agent_dispatch.claude import output as claude_output
+from agent_dispatch.claude import unstarted
 from agent_dispatch.claude.invocation import Invocation, build_argv
 from agent_dispatch.claude.output import CliOutput, StreamParser
+from agent_dispatch.claude.status import split_status
 from agent_dispatch.errors import InvalidArgument
 from agent_dispatch.models import DispatchResult, ProgressEvent
 from agent_dispatch.remedies import advice
@@ -207,26 +210,43 @@ def test_lone_surrogate_in_prompt_is_replaced_so_exec_cannot_fail():
 # -- prompt, environment, ids --------------------------------------------------
 
 
-def test_prompt_is_the_task_alone_without_extras():
-    assert claude.build_prompt("fix the bug") == "fix the bug"
+def test_prompt_is_the_task_alone_without_extras_then_the_status_footer():
+    assert claude.build_prompt("fix the bug") == "fix the bug\n\n" + claude.STATUS_FOOTER
 
 
 def test_prompt_sections_in_order_and_only_non_empty():
+    end = "\n\n" + claude.STATUS_FOOTER
     prompt = claude.build_prompt("fix it", context="logs here", caller="ops", goal="ship")
     assert prompt == (
-        "## Goal\nship\n\n## Dispatched by\nops\n\n## Context\nlogs here\n\n## Task\nfix it"
+        "## Goal\nship\n\n## Dispatched by\nops\n\n## Context\nlogs here\n\n## Task\nfix it" + end
     )
-    assert claude.build_prompt("fix it", caller="ops") == "## Dispatched by\nops\n\n## Task\nfix it"
-    assert claude.build_prompt("fix it", goal="  ") == "fix it"
+    assert claude.build_prompt("fix it", caller="ops") == (
+        "## Dispatched by\nops\n\n## Task\nfix it" + end
+    )
+    assert claude.build_prompt("fix it", goal="  ") == "fix it" + end
 
 
-def test_prompt_json_footer():
+def test_prompt_json_footer_comes_before_the_status_footer():
+    end = "\n\n" + claude.STATUS_FOOTER
     prompt = claude.build_prompt("list users", response_format="json")
-    assert prompt == "list users\n\n" + claude.JSON_FOOTER
+    assert prompt == "list users\n\n" + claude.JSON_FOOTER + end
     assert "exactly one JSON value" in claude.JSON_FOOTER
     assert "no Markdown code fences" in claude.JSON_FOOTER
+    assert "STATUS line" in claude.JSON_FOOTER  # the JSON rule leaves room for it
     with_ctx = claude.build_prompt("t", context="c", response_format="json")
-    assert with_ctx.endswith("## Task\nt\n\n" + claude.JSON_FOOTER)
+    assert with_ctx.endswith("## Task\nt\n\n" + claude.JSON_FOOTER + end)
+
+
+def test_the_status_footer_asks_for_each_outcome_the_parser_reads():
+    """Each example the footer gives, written as the child's last line, reads back."""
+    examples = re.findall(r"`(STATUS: [^`]*)`", claude.STATUS_FOOTER)
+    read = [split_status(f"The answer.\n{line}") for line in examples]
+    assert [(s.outcome, s.text) for s in read] == [
+        ("done", "The answer."),
+        ("partial", "The answer."),
+        ("blocked", "The answer."),
+    ]
+    assert len(claude.STATUS_FOOTER) < 160  # paid on every dispatch
 
 
 def test_child_env_drops_parent_session_markers_and_bumps_depth():
@@ -810,7 +830,7 @@ def test_timeout_with_a_received_result_returns_the_result(cli_samples: Path):
 
 def test_not_found_result():
     fix = advice("Install it.")
-    res = claude_classify.not_found_result("web", "claude executable not found", fix)
+    res = unstarted.not_found_result("web", "claude executable not found", fix)
     assert res == DispatchResult(
         agent="web",
         success=False,

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent_dispatch.claude import classify as claude_classify
-from agent_dispatch.models import DispatchResult, ErrorType
+from agent_dispatch.models import OUTCOMES, DispatchResult, ErrorType
 from agent_dispatch.server.remedies import present
 
 SID = "0b8e3a1c-5d2f-4e6a-9b7c-1d2e3f405162"
@@ -174,6 +174,48 @@ def test_a_result_that_arrived_only_at_the_deadline_still_suggests_more_time() -
     assert "timeout_seconds=600" in res.hint
 
 
+# -- the agent's outcome (its last STATUS line) ------------------------------------------
+
+
+def test_a_status_line_becomes_the_outcome_and_leaves_the_result() -> None:
+    res = _classify(
+        _result_line(result="Renamed 3 of 5 files.\nSTATUS: partial 2 files are locked")
+    )
+    assert (res.success, res.result) == (True, "Renamed 3 of 5 files.")
+    assert (res.outcome, res.outcome_reason) == ("partial", "2 files are locked")
+    assert f'dispatch_session(agent="web", session_id="{SID}"' in (res.hint or "")
+
+
+def test_a_reply_without_a_status_line_is_unknown_and_kept_whole() -> None:
+    res = _classify(_result_line(result="All done.\n"))
+    assert (res.result, res.outcome, res.hint) == ("All done.\n", "unknown", None)
+
+
+def test_a_plain_text_reply_has_its_status_line_read_too() -> None:
+    res = _classify(b"Here you go.\n\n**STATUS:** done\n")
+    assert (res.success, res.result, res.outcome) == (True, "Here you go.", "done")
+
+
+def test_a_json_reply_parses_once_its_status_line_is_stripped() -> None:
+    reply = '{"users": ["ada"]}\nSTATUS: done'
+    res = _classify(_result_line(result=reply), response_format="json")
+    assert res.parsed_result == {"users": ["ada"]}
+    assert (res.result, res.outcome) == ('{"users": ["ada"]}', "done")
+    fenced = "```json\n[1, 2]\n```\n\nSTATUS: blocked need the schema"
+    res = _classify(_result_line(result=fenced), response_format="json")
+    assert (res.parsed_result, res.outcome) == ([1, 2], "blocked")
+    plain = _classify(b'{"n": 1}\nSTATUS: done\n', response_format="json")
+    assert (plain.parsed_result, plain.outcome) == ({"n": 1}, "done")
+
+
+def test_a_failed_run_has_no_outcome_even_when_its_text_has_a_status_line() -> None:
+    res = _classify(
+        _result_line(is_error=True, result="API Error: 500\nSTATUS: done"), returncode=1
+    )
+    assert res.success is False and res.outcome is None and res.outcome_reason is None
+    assert "outcome" not in msgspec.to_builtins(res)
+
+
 # -- any output at all --------------------------------------------------------------------
 
 KNOWN_TYPES = set(get_args(ErrorType))
@@ -214,5 +256,7 @@ def test_any_output_classifies_without_raising_into_a_known_result(**kw: Any) ->
     msgspec.json.encode(res)  # it reaches the client as JSON
     if res.success:
         assert res.error is None and res.error_type is None
+        assert res.outcome in OUTCOMES
     else:
         assert res.error and res.error_type in KNOWN_TYPES
+        assert res.outcome is None

@@ -17,7 +17,7 @@ import msgspec
 import pytest
 import trio
 
-from agent_dispatch.claude.invocation import Invocation, new_session_id
+from agent_dispatch.claude.invocation import STATUS_FOOTER, Invocation, new_session_id
 from agent_dispatch.models import DispatchRequest, ProgressEvent
 from agent_dispatch.runtime.claude_runner import CLAUDE_ENV_VAR, ClaudeRunner, find_claude
 from agent_dispatch.runtime.runner import RunOutcome, RunSpec
@@ -74,7 +74,7 @@ async def test_a_task_too_long_for_one_argument_goes_to_the_child_on_stdin(
     assert result.success and result.result == "got it all", result
     (run,) = read_runs(log_dir)
     assert run["stdin"] == "pipe" and run["stdin_bytes"] > 200_000
-    assert "--" not in run["argv"] and run["prompt"].endswith("THE END")
+    assert "--" not in run["argv"] and run["prompt"].endswith("THE END\n\n" + STATUS_FOOTER)
     streamed = await dispatcher.dispatch_stream(req(task + " again"), _ignore)
     assert streamed.success and streamed.result == "got it all"
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from agent_dispatch.claude.invocation import STATUS_FOOTER, build_prompt
 from agent_dispatch.cli import demo_agent
 from agent_dispatch.cli.demo import _logged_in
 from tests.fake_claude import BIN_DIR, CLAUDE_BIN
@@ -110,6 +111,7 @@ def test_demo_runs_simulated_without_claude_and_labels_every_line(demos):
     assert "no logged-in claude CLI found" in proc.stdout
     assert "POST /invoices creates an invoice" in proc.stdout  # answered from CLAUDE.md
     assert "Using tool: Read" in proc.stdout  # the async job's recorded progress
+    assert "outcome done" in proc.stdout and "STATUS" not in proc.stdout  # read, not shown
     assert "FAILED" not in proc.stdout
     assert "Traceback" not in proc.stderr
     workspace = next(ln for ln in lines if "throw-away" in ln).split(" in ")[-1]
@@ -185,6 +187,18 @@ def test_demo_agent_answers_from_claude_md(tmp_path):
         str(tmp_path),
     )
     assert "a: One." in merged and "b: Two." in merged
+
+
+def test_demo_agent_answers_the_task_not_the_status_request(tmp_path):
+    (tmp_path / "CLAUDE.md").write_text("# X\n\nX sells apples. The last line is blue.\n")
+    prompt = build_prompt("What does X sell?")
+    assert STATUS_FOOTER.startswith(demo_agent.STATUS_ASK.lstrip())  # the two stay in step
+    assert demo_agent.answer(prompt, str(tmp_path)).endswith("X sells apples.")
+    merged = demo_agent.answer(
+        build_prompt("Combine.\n\n### Result 1: agent a (partial: more)\nTask: t\n\nOne."),
+        str(tmp_path),
+    )
+    assert merged.endswith("a: One.")
 
 
 def test_demo_agent_without_claude_md(tmp_path):

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from agent_dispatch.claude import classify as claude_classify
+from agent_dispatch.claude.invocation import STATUS_FOOTER
 from agent_dispatch.cli.test_cmd import DEFAULT_TASK, diagnose
 from agent_dispatch.models import AgentConfig, DispatchResult, ErrorType, Settings
 from tests.fake_claude import CLAUDE_BIN, read_runs
@@ -38,8 +39,32 @@ def test_test_runs_one_dispatch_in_the_agents_directory(cli):
     assert f"fake reply to: {DEFAULT_TASK}" in res.out
     [run] = runs(cli)
     assert run["cwd"] == str(directory.resolve())
-    assert run["prompt"] == DEFAULT_TASK
+    assert run["prompt"] == f"{DEFAULT_TASK}\n\n{STATUS_FOOTER}"
     assert "--session-id" in run["argv"]
+
+
+def test_test_shows_the_outcome_the_agent_reported(cli):
+    cli.agent("a")
+    res = cli("test", "a")
+    assert res.rc == 0, res
+    assert "  outcome: unknown (the agent wrote no STATUS line)" in res.out  # the fake's default
+    done = cli("test", "a", "Fix it\n@fake reply=Fixed.\\nSTATUS: done")
+    assert "  outcome: done\n---\nFixed.\n---" in done.out
+    assert "warn" not in done.out
+
+
+def test_test_says_how_to_continue_a_partial_or_blocked_run(cli):
+    directory = cli.agent("a")
+    res = cli("test", "a", "Migrate\n@fake reply=Half of it.\\nSTATUS: partial orders left")
+    assert res.rc == 0, res  # the run worked; the agent says what is left
+    lines = res.out.splitlines()
+    sid = lines[2].removeprefix("  session: ")
+    assert lines[3:7] == ["  outcome: partial (orders left)", "---", "Half of it.", "---"]
+    assert lines[7] == "warn  the agent says it did not finish; continue the same conversation:"
+    assert lines[8] == f"  fix: cd {shlex.quote(str(directory))} && claude --resume {sid}"
+    blocked = cli("test", "a", "Deploy\n@fake reply=Cannot.\\nSTATUS: blocked (no key)")
+    assert "  outcome: blocked (no key)" in blocked.out
+    assert "warn  the agent says it is blocked; continue the same conversation:" in blocked.out
 
 
 def test_test_with_a_task_and_timeout(cli):

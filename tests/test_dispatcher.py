@@ -17,6 +17,7 @@ import pytest
 import trio
 import trio.testing
 
+from agent_dispatch.claude.invocation import STATUS_FOOTER
 from agent_dispatch.errors import InvalidArgument, UnknownAgent, UnknownGroup
 from agent_dispatch.models import DispatchRequest, ProgressEvent
 from agent_dispatch.runtime.claude_runner import ClaudeRunner
@@ -131,7 +132,7 @@ async def test_every_dispatch_path_runs_through_the_given_runner(
     assert jobs[0].status == "done"
     # A job run by a runner without a local process records no process group.
     assert jobs[0].child_pgid is None and jobs[0].child_started is None
-    prompts = [c.prompt for c in runner.calls]
+    prompts = [c.prompt.removesuffix("\n\n" + STATUS_FOOTER) for c in runner.calls]
     assert prompts[:4] == ["one", "two", "three", "four"]
     assert "Several agents worked on related tasks" in prompts[4]  # the aggregation
     assert len(prompts) == 8 and prompts[-1] == "six"  # two dialogue turns, then the job

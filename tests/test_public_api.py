@@ -13,12 +13,13 @@ USER_SCRIPT = """
 import trio
 from agent_dispatch import (
     CancelResult, DispatchFailed, Dispatcher, DispatchRequest, DispatchResult,
-    ProgressEvent, Run, ScriptedRunner, Config, WaitMode,
+    Outcome, ProgressEvent, Run, ScriptedRunner, Config, WaitMode,
 )
 
 async def main() -> None:
     async with Dispatcher.open(Config(), runner=ScriptedRunner(), max_concurrency=2) as d:
         result: DispatchResult = await d.dispatch(DispatchRequest(agent="a", task="t"))
+        outcome_of: Outcome | None = result.outcome
         try:
             result.raise_for_error()
         except DispatchFailed as exc:

@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent_dispatch.claude import classify as claude_classify
+from agent_dispatch.claude import unstarted
 from agent_dispatch.cli import remedies as cli_remedies
 from agent_dispatch.models import DispatchResult
 from agent_dispatch.remedies import (
@@ -104,7 +105,7 @@ def test_an_unknown_session_advises_a_new_one():
 
 
 def test_a_command_line_too_long_advises_shorter_instructions():
-    res = claude_classify.command_too_long("web", ["claude", "x" * 200_000])
+    res = unstarted.command_too_long("web", ["claude", "x" * 200_000])
     assert _remedies(res) == [UpdateAgent(agent="web", field="instructions")]
 
 
@@ -251,7 +252,7 @@ def test_a_choice_in_mcp_offers_the_tool_call_and_the_command():
 
 
 def test_a_missing_directory_reads_as_a_tool_call_and_a_command_over_mcp():
-    res = claude_classify.not_found_result(
+    res = unstarted.not_found_result(
         "web",
         "agent directory does not exist: /gone",
         advice("Fix it with ", Choice(options=(UpdateAgent(agent="web", field="directory"),)), "."),

@@ -99,6 +99,18 @@ async def test_a_cache_hit_is_marked_and_bills_nothing(
     assert (hit.cached, hit.cost_usd, hit.turns) == (True, None, None)
 
 
+async def test_each_record_carries_the_agents_outcome(
+    journalled: tuple[Dispatcher, ScriptedRunner, Path],
+) -> None:
+    d, runner, path = journalled
+    runner.on(Script(reply="Half.\nSTATUS: partial more to do"), prompt="half")
+    runner.on(Script(reply="All.\nSTATUS: done"), prompt="all")
+    await d.dispatch(DispatchRequest(agent="backend", task="half"))
+    await d.dispatch(DispatchRequest(agent="backend", task="all"))
+    await d.dispatch(DispatchRequest(agent="backend", task="plain"))
+    assert [r.outcome for r in records(path)] == ["partial", "done", "unknown"]
+
+
 async def test_a_failed_dispatch_is_journalled_with_its_error_type(
     journalled: tuple[Dispatcher, ScriptedRunner, Path],
 ) -> None:

@@ -18,6 +18,7 @@ from agent_dispatch.claude.output import (
     parse_json_reply,
     parse_output,
 )
+from agent_dispatch.claude.status import read_status
 from agent_dispatch.claude.wording import Reading, is_limit_notice, reading, reset_time
 from agent_dispatch.models import MAX_AGENT_TIMEOUT, MAX_TIMEOUT, DispatchResult, ErrorType
 from agent_dispatch.remedies import (
@@ -41,13 +42,6 @@ _NOT_JSON = object()
 
 
 # -- classification -------------------------------------------------------------
-
-
-def not_found_result(agent: str, message: str, fix: Advice) -> DispatchResult:
-    """A `not_found` failure (missing agent directory or claude executable)."""
-    return DispatchResult(
-        agent=agent, success=False, error=message, error_type="not_found", advice=fix
-    )
 
 
 def classify(
@@ -140,7 +134,7 @@ def _from_output(
         or is_limit_notice(out.result)
     )
     if not failed:
-        res.result = out.result or ""
+        read_status(res, out.result or "")
         if denied:
             _add_hint(res, _denied_hint(agent, denied))
         if (
@@ -259,9 +253,8 @@ def _no_result(
     text = stdout[: _TEXT_CAP * 4].decode("utf-8", "replace").strip()
     is_text = bool(text) and not _looks_like_cli_json(text)
     if returncode == 0 and is_text and not is_limit_notice(text):
-        res = DispatchResult(
-            agent=agent, success=True, result=bound_text(text, _TEXT_CAP), session_id=session_id
-        )
+        res = DispatchResult(agent=agent, success=True, session_id=session_id)
+        read_status(res, bound_text(text, _TEXT_CAP))
         if response_format == "json":
             ok, value = parse_json_reply(res.result)
             res.parsed_result = value if ok else None
@@ -470,39 +463,3 @@ def _fmt_seconds(seconds: float | None) -> str:
     if seconds is None or not math.isfinite(seconds):
         return ""
     return f"{seconds:g}"
-
-
-def command_too_long(agent: str, argv: list[str]) -> DispatchResult:
-    """The OS refused the command line (E2BIG): say which part is too long."""
-    longest = max(argv, key=len)
-    return DispatchResult(
-        agent=agent,
-        success=False,
-        error=(
-            f"the command line is too long for the OS: one argument is {len(longest.encode())}"
-            f" bytes ({longest[:40]!r}...); Linux allows 131072"
-        ),
-        error_type="cli_error",
-        advice=advice(
-            "Shorten the agent's instructions (",
-            UpdateAgent(agent=agent, field="instructions"),
-            ") or its other settings; a long task or context is passed on stdin and is fine.",
-        ),
-    )
-
-
-def claude_missing(agent: str, env_value: str | None, claude_path: str | None) -> DispatchResult:
-    """No runnable claude: name the setting that pointed at it, so the fix is the right one."""
-    if env_value:
-        where = f"AGENT_DISPATCH_CLAUDE={env_value!r}"
-        fix = "Point AGENT_DISPATCH_CLAUDE at the claude executable, or unset it."
-    elif claude_path:
-        where = f"settings.claude_path {claude_path!r}"
-        fix = "Fix settings.claude_path in agents.yaml, or remove it to use claude on PATH."
-    else:
-        where = "claude on PATH"
-        fix = (
-            "Install Claude Code (npm install -g @anthropic-ai/claude-code), or set "
-            "settings.claude_path in agents.yaml or AGENT_DISPATCH_CLAUDE."
-        )
-    return not_found_result(agent, f"claude executable not found ({where})", advice(fix))

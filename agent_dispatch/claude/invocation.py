@@ -24,7 +24,14 @@ _PARENT_SESSION_VARS = ("CLAUDECODE", "CLAUDE_CODE_ENTRYPOINT", "CLAUDE_CODE_SSE
 JSON_FOOTER = (
     "## Response format\n"
     "Reply with exactly one JSON value (object, array, string, number, true, false or "
-    "null) and nothing else: no prose before or after it and no Markdown code fences."
+    "null) and nothing else: no prose before or after it and no Markdown code fences; "
+    "only the STATUS line follows it."
+)
+# Asked of every child, so a reply says whether the work is finished (claude/status.py reads
+# it back). Short: it is paid on every dispatch.
+STATUS_FOOTER = (
+    "End your answer with one last line: `STATUS: done`, `STATUS: partial <what is left>` "
+    "or `STATUS: blocked <what you need>`."
 )
 _UUID_RE = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
 CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")  # never valid in one argv value
@@ -158,7 +165,8 @@ def _argv_text(field: str, text: object) -> str:
 def build_prompt(
     task: str, *, context: str = "", caller: str = "", goal: str = "", response_format: str = ""
 ) -> str:
-    """The prompt text: the task alone, or Goal / Dispatched by / Context / Task sections."""
+    """The prompt text: the task alone, or Goal / Dispatched by / Context / Task sections;
+    then the JSON footer when `response_format` is "json", and the status footer."""
     sections = [
         ("Goal", goal),
         ("Dispatched by", caller),
@@ -173,7 +181,7 @@ def build_prompt(
         prompt = task
     if response_format == "json":
         prompt = f"{prompt.rstrip()}\n\n{JSON_FOOTER}"
-    return prompt
+    return f"{prompt.rstrip()}\n\n{STATUS_FOOTER}"
 
 
 def child_env(base: Mapping[str, str], depth: int) -> dict[str, str]:

@@ -133,8 +133,13 @@ def _show_result(out: _Out, res: dict[str, Any], label: str = "") -> None:
     if res.get("success"):
         secs = (res.get("duration_ms") or 0) / 1000
         cached = ", cached" if res.get("cached") else ""
-        out(f"<- {head}ok in {secs:.1f}s, cost {money(res.get('cost_usd'))}{cached}", 2)
+        outcome = f", outcome {res['outcome']}" if res.get("outcome") else ""
+        reason = f" ({res['outcome_reason']})" if outcome and res.get("outcome_reason") else ""
+        cost = money(res.get("cost_usd"))
+        out(f"<- {head}ok in {secs:.1f}s, cost {cost}{cached}{outcome}{reason}", 2)
         out(cut(res.get("result", ""), 400), 5)
+        if res.get("outcome") in ("partial", "blocked") and res.get("hint"):
+            out(f"hint: {cut(res['hint'], 300)}", 5)
     else:
         out.failures += 1
         out(f"<- {head}FAILED ({res.get('error_type')}): {cut(res.get('error') or '', 300)}", 2)

@@ -32,8 +32,13 @@ _VALUE_FLAGS = {
 }
 STEP_SECONDS = 0.15
 _LABEL_RE = re.compile(r"^\[simulated [^\]]*\]\s*")
-_RESULT_RE = re.compile(r"### Result \d+: agent (\S+)\nTask: [^\n]*\n\n(.*?)(?=\n\n### |\Z)", re.S)
+_RESULT_RE = re.compile(
+    r"### Result \d+: agent (\S+)[^\n]*\nTask: [^\n]*\n\n(.*?)(?=\n\n### |\Z)", re.S
+)
 _WORD_RE = re.compile(r"[a-z][a-z0-9/{}_-]{3,}")
+# Where agent-dispatch's prompt asks for a last STATUS line (invocation.STATUS_FOOTER):
+# not part of the task; the simulated agent answers it with `STATUS: done`.
+STATUS_ASK = "\n\nEnd your answer with one last line:"
 
 
 def parse(argv: list[str]) -> tuple[dict[str, str], str]:
@@ -74,6 +79,7 @@ def _words(text: str) -> set[str]:
 
 def answer(prompt: str, cwd: str) -> str:
     name, sentences = project_brief(cwd)
+    prompt = prompt.split(STATUS_ASK, 1)[0]
     if "### Result" in prompt:  # an aggregation task: merge what the agents said
         parts = re.findall(_RESULT_RE, prompt)
         merged = " ".join(f"{agent}: {_LABEL_RE.sub('', body.strip())}" for agent, body in parts)
@@ -101,6 +107,8 @@ def main(argv: list[str]) -> int:
     session = session or str(uuid.uuid4())
     started = time.monotonic()
     reply = answer(prompt, cwd)
+    if STATUS_ASK in prompt:
+        reply += "\n\nSTATUS: done"
     stream = flags.get("--output-format") == "stream-json"
     if stream:
         _line({"type": "system", "subtype": "init", "session_id": session, "model": "simulated"})

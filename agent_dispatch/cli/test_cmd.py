@@ -28,7 +28,7 @@ from agent_dispatch.models import (
     Settings,
     dispatch_request,
 )
-from agent_dispatch.remedies import CallTimeout, Remedy, RemoveAgent, UpdateAgent
+from agent_dispatch.remedies import CallTimeout, Remedy, RemoveAgent, ResumeSession, UpdateAgent
 from agent_dispatch.service import registry
 from agent_dispatch.service.dispatcher import Dispatcher
 from agent_dispatch.service.policy import TOOLS
@@ -129,9 +129,15 @@ def _report(
         emit(f"ok    {name} answered{detail}")
         if result.session_id:
             emit(f"  session: {result.session_id}")
+        emit(f"  outcome: {_outcome_text(result)}")
         emit("---")
         emit(result.result.rstrip())
         emit("---")
+        if result.outcome in ("partial", "blocked"):
+            said = "did not finish" if result.outcome == "partial" else "is blocked"
+            emit(f"warn  the agent says it {said}; continue the same conversation:")
+            for fix in _continue_fixes(result, agent):
+                emit(fix_line(fix))
         if result.denied_tools:
             emit(f"warn  the agent was denied: {', '.join(result.denied_tools)}")
             for fix in _permission_fixes(name, agent, settings, result.denied_tools):
@@ -152,6 +158,22 @@ def _report(
     if result.session_id and result.error_type in ("timeout", "budget"):
         emit(f"  session {result.session_id} can be resumed with dispatch_session")
     return 1
+
+
+def _outcome_text(result: DispatchResult) -> str:
+    """`done`, `partial (reason)`, ...: what the agent's last STATUS line said."""
+    if result.outcome is None or result.outcome == "unknown":
+        return "unknown (the agent wrote no STATUS line)"
+    reason = result.outcome_reason
+    return f"{result.outcome} ({reason})" if reason else result.outcome
+
+
+def _continue_fixes(result: DispatchResult, agent: AgentConfig) -> list[str]:
+    """The commands that resume the session the advice names, in the agent's directory."""
+    if result.advice is None:
+        return []
+    resume = [r for r in result.advice.remedies() if isinstance(r, ResumeSession)]
+    return [f"cd {command(agent.directory)} && {cli_remedies.command(r)}" for r in resume]
 
 
 def diagnose(

@@ -151,7 +151,8 @@ def register_dispatch_tools(box: Toolbox, dispatcher: Dispatcher) -> None:
         timeout_seconds: float = 0,
     ) -> DispatchResult:
         """Start a conversation with an agent, or continue one by passing the session_id of
-        an earlier result (also how a timed-out dispatch is resumed). Never cached."""
+        an earlier result (also how a timed-out, partial or blocked dispatch goes on). Never
+        cached."""
         req = dispatch_request(locals())
         async with heartbeat(ctx, f"session with {agent}"):
             result = await dispatcher.dispatch_session(req)

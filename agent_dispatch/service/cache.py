@@ -47,9 +47,12 @@ def cache_key(
 
 
 def is_cacheable(result: DispatchResult) -> bool:
-    """Only clean successes are stored: no denials, no budget overrun, real output."""
+    """Only clean successes are stored: no denials, no budget overrun, real output, and
+    not a run the agent says it left unfinished (partial or blocked: asking again should
+    run it again)."""
     return (
         result.success
+        and result.outcome not in ("partial", "blocked")
         and not result.denied_tools
         and not result.budget_exceeded
         and result.error_type is None

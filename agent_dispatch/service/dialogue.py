@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 import msgspec
 
 from agent_dispatch.errors import InvalidArgument
-from agent_dispatch.models import DispatchRequest, DispatchResult, clamped
+from agent_dispatch.models import DispatchRequest, DispatchResult, Outcome, clamped
 
 RESOLVED = "[RESOLVED]"
 MAX_ROUNDS = 10
@@ -33,6 +33,8 @@ class DialogueTurn(msgspec.Struct, kw_only=True, omit_defaults=True):
     duration_ms: int | None = None
     error: str | None = None
     error_type: str | None = None
+    outcome: Outcome | None = None  # the turn's own STATUS line (DispatchResult.outcome)
+    outcome_reason: str | None = None
 
 
 class DialogueResult(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -130,6 +132,8 @@ async def run_dialogue(
             duration_ms=res.duration_ms,
             error=res.error,
             error_type=res.error_type,
+            outcome=res.outcome,
+            outcome_reason=res.outcome_reason,
         )
         conversation.append(entry)
         return entry

@@ -144,7 +144,10 @@ def aggregation_task(requests: Sequence[DispatchRequest], results: Sequence[Disp
     ]
     for i, (req, res) in enumerate(zip(requests, results, strict=True), start=1):
         body = res.result if res.success else f"FAILED: {res.error}"
-        parts.append(f"### Result {i}: agent {req.agent}\nTask: {req.task}\n\n{body}")
+        said = ""  # the agent's STATUS line, stripped from its result: keep what it said
+        if res.outcome in ("partial", "blocked"):
+            said = f" ({res.outcome}{f': {res.outcome_reason}' if res.outcome_reason else ''})"
+        parts.append(f"### Result {i}: agent {req.agent}{said}\nTask: {req.task}\n\n{body}")
     return "\n\n".join(parts)
 
 

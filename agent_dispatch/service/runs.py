@@ -16,6 +16,7 @@ import trio
 
 from agent_dispatch import exception_groups
 from agent_dispatch.claude import classify as claude_classify
+from agent_dispatch.claude import unstarted
 from agent_dispatch.models import DispatchResult, ProgressEvent
 from agent_dispatch.remedies import CheckInstall, Choice, UpdateAgent, advice
 from agent_dispatch.runtime.runner import (
@@ -110,16 +111,16 @@ def start_failure(agent: str, exc: StartFailed) -> DispatchResult:
     """The failed result for a run that could not start."""
     if isinstance(exc, DirectoryMissing):
         fix = UpdateAgent(agent=agent, field="directory")
-        return claude_classify.not_found_result(
+        return unstarted.not_found_result(
             agent,
             f"agent directory does not exist: {exc.directory}",
             advice("Fix it with ", Choice(options=(fix,)), "."),
         )
     if isinstance(exc, ClaudeNotFound):
-        return claude_classify.claude_missing(agent, exc.env_value, exc.claude_path)
+        return unstarted.claude_missing(agent, exc.env_value, exc.claude_path)
     if isinstance(exc, CommandTooLong):
-        return claude_classify.command_too_long(agent, exc.argv)
-    return claude_classify.not_found_result(
+        return unstarted.command_too_long(agent, exc.argv)
+    return unstarted.not_found_result(
         agent,
         f"could not start claude: {exc}",
         advice("Check the claude executable (", CheckInstall(), ") and the agent's directory."),

@@ -206,6 +206,7 @@ def usage_record(
         started_at=started_at,
         ended_at=now_iso(),
         duration_s=round(max(0.0, duration_s), 3),
+        outcome=result.outcome,
         error_type=result.error_type,
         cost_usd=None if cached else result.cost_usd,
         turns=None if cached else result.num_turns,

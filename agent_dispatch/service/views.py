@@ -63,6 +63,8 @@ class RefAnswer(msgspec.Struct, kw_only=True, omit_defaults=True):
     denied_tools: list[str] | None = None
     budget_exceeded: bool | None = None
     cached: bool | None = None
+    outcome: models.Outcome | None = None
+    outcome_reason: str | None = None
 
 
 def ref_answer(job: Job, summary_chars: int) -> RefAnswer:
@@ -85,6 +87,8 @@ def ref_answer(job: Job, summary_chars: int) -> RefAnswer:
         denied_tools=res.denied_tools,
         budget_exceeded=res.budget_exceeded,
         cached=res.cached,
+        outcome=res.outcome,
+        outcome_reason=res.outcome_reason,
     )
 
 

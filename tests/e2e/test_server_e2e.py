@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import trio
 
+from agent_dispatch.claude.invocation import STATUS_FOOTER
 from tests.e2e.fake_anthropic import (
     FakeAnthropic,
     RecordedRequest,
@@ -129,7 +130,7 @@ async def test_a_context_too_long_for_one_argument_reaches_the_api_whole_and_fas
     assert result["result"] == "Read all of it."
     [request] = fake_api.main_requests
     assert "line 0: " in request.user_text and "line 3999: " in request.user_text
-    assert request.user_text.rstrip().endswith("## Task\nCount the lines.")
+    assert request.user_text.rstrip().endswith(f"## Task\nCount the lines.\n\n{STATUS_FOOTER}")
     assert wall < 3.0  # stdin was closed after the prompt: no 3 s wait for more
 
 
@@ -157,6 +158,23 @@ async def test_response_format_json_parses_the_reply(
     assert result["parsed_result"] == parsed
     [request] = fake_api.main_requests
     assert "## Response format" in request.user_text
+
+
+async def test_the_status_line_the_agent_ends_with_becomes_its_outcome(
+    server: ServerUnderTest, fake_api: FakeAnthropic
+) -> None:
+    fake_api.script([text('{"done": 1}\n\nSTATUS: partial two tables left')])
+
+    result = await server.call(
+        "dispatch", agent="worker", task="Migrate, report as JSON.", response_format="json"
+    )
+
+    assert result["success"] is True, result
+    assert (result["result"], result["parsed_result"]) == ('{"done": 1}', {"done": 1})
+    assert (result["outcome"], result["outcome_reason"]) == ("partial", "two tables left")
+    assert f'session_id="{result["session_id"]}"' in result["hint"]
+    [request] = fake_api.main_requests
+    assert request.user_text.rstrip().endswith(STATUS_FOOTER)
 
 
 async def test_dispatch_stream_reports_text_and_tool_calls_in_order(
