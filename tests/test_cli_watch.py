@@ -161,6 +161,7 @@ def test_an_interval_is_in_range_or_a_clear_error(value: float) -> None:
         (["--watch", "--json"], ["--watch or --json, not both"]),
         (["--interval", "2"], ["--interval", "Add --watch"]),
         (["--watch", "--status", "done"], ["unfinished jobs only", "jobs --status done"]),
+        (["--watch", "--status", "finished"], ["expected running or pending", "'finished'"]),
         (["--watch", "--interval", "0"], ["--interval", "0.1 to 3600"]),
         (["--watch", "--interval", "nan"], ["--interval"]),
         (["--watch", "--interval", "soon"], ["--interval"]),
@@ -352,3 +353,26 @@ def test_watch_into_a_pipe_prints_plain_snapshots_until_a_signal(tmp_path: Path)
         proc.communicate()
     assert out == b"" and err == b""  # nothing more: the jobs did not change again
     assert not ESCAPE.search(b"".join(first + second))
+
+
+def test_watch_into_a_pipe_ends_when_the_reader_goes_even_with_nothing_new(tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        WATCH_ARGV,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=command_env(tmp_path),
+    )
+    try:
+        assert proc.stdout is not None
+        assert b"0 running, 0 queued" in proc.stdout.readline()  # `| head -1`
+        proc.stdout.close()
+        assert proc.wait(timeout=20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        assert proc.stderr is not None
+        err = proc.stderr.read()
+        proc.stderr.close()
+    assert err == b""

@@ -8,13 +8,15 @@ and shows what it read, until SIGINT (Ctrl-C) or SIGTERM.
 
 On a terminal the view is redrawn every interval (ages move). Into a pipe or a
 file it prints one snapshot, a stamped header and a table, each time the jobs
-change (a job starts, ends or makes progress), never the same snapshot twice.
+change (a job starts, ends or makes progress), never the same snapshot twice,
+and stops (exit status 0) once the reader of its pipe is gone.
 """
 
 from __future__ import annotations
 
 import functools
 import math
+import select
 import signal
 import sys
 import time
@@ -31,9 +33,10 @@ from rich.table import Table
 from rich.text import Text
 
 from agent_dispatch import exception_groups, offload
-from agent_dispatch.cli.common import cut, money, plural, table
+from agent_dispatch.cli.common import command, cut, money, plural, table
 from agent_dispatch.cli.terminal import terminal_text
 from agent_dispatch.errors import InvalidArgument
+from agent_dispatch.models import JOB_STATUSES
 from agent_dispatch.storage.jobs import Job, JobStore, Listing, parse_iso
 
 WATCHED = ("running", "pending")
@@ -187,13 +190,18 @@ def watch_statuses(status: str | None) -> Sequence[str]:
     """What `--status` narrows the watch to; only unfinished statuses make sense."""
     if status is None:
         return WATCHED
-    if status not in WATCHED:
+    if status in WATCHED:
+        return (status,)
+    if status in JOB_STATUSES:
         raise InvalidArgument(
             f"--status {status}: --watch shows unfinished jobs only (running or pending)",
             "Leave --status out, or list finished jobs without --watch: "
-            f"agent-dispatch jobs --status {status}",
+            + command("agent-dispatch", "jobs", "--status", status),
         )
-    return (status,)
+    raise InvalidArgument(
+        f"--status: expected running or pending with --watch, got {status!r}",
+        "Leave --status out to watch both.",
+    )
 
 
 class Look(msgspec.Struct, frozen=True):
@@ -218,12 +226,13 @@ async def watch(
 ) -> None:
     """Show the unfinished jobs until cancelled: `tick` paces the looks, `clock` is
     the wall clock the ages count from. A terminal `out` gets a live, in-place view;
-    anything else gets a plain snapshot each time the board changes."""
+    anything else gets a plain snapshot each time the board changes, until the reader
+    of a pipe closes it (then it returns)."""
     if out.isatty():
         await _live(store, look, tick=tick, out=out, clock=clock)
         return
     shown: Board | None = None
-    while True:
+    while not _reader_gone(out):
         current = await offload.run_sync(look.read, store)
         if current != shown:
             if shown is not None:
@@ -232,6 +241,20 @@ async def watch(
             out.flush()
             shown = current
         await tick()
+
+
+def _reader_gone(out: TextIO) -> bool:
+    """Whether `out` is a pipe whose reader has closed it (`| head -3` has what it wanted).
+
+    Checked at every look, so a watch that has nothing new to print still ends. A pipe's
+    write end polls POLLERR once its read end is closed; a file never does."""
+    try:
+        fd = out.fileno()
+    except (OSError, ValueError):  # io.UnsupportedOperation is both
+        return False
+    poller = select.poll()
+    poller.register(fd, 0)  # POLLERR and POLLHUP are reported whatever the mask
+    return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
 
 
 async def _live(
@@ -273,6 +296,7 @@ async def run_watch(store: JobStore, look: Look, *, interval: float) -> int:
                     out=sys.stdout,
                     clock=time.time,
                 )
+                nursery.cancel_scope.cancel()  # the reader went: stop waiting for a signal
     return 0 if stopped[0] == signal.SIGINT else 128 + signal.SIGTERM
 
 
