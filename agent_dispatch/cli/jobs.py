@@ -10,7 +10,6 @@ import msgspec
 import trio
 from cyclopts import Parameter
 
-from agent_dispatch.cli import watch as cli_watch
 from agent_dispatch.cli.common import (
     JsonFlag,
     command,
@@ -101,6 +100,9 @@ def _watch(
             "jobs: give --watch or --json, not both",
             "--json prints the list once; for a live view drop --json.",
         )
+    # Here, not at the top: every other command starts without rich's live display.
+    from agent_dispatch.cli import watch as cli_watch
+
     look = cli_watch.Look(
         statuses=cli_watch.watch_statuses(status or None), agent=agent or None, limit=limit
     )
