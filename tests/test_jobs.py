@@ -336,7 +336,27 @@ def test_list_filters_by_status_and_agent_with_a_limit(store: JobStore) -> None:
     assert store.list(agent="nobody") == []
 
 
-@pytest.mark.parametrize("kwargs", [{"status": "finished"}, {"limit": 0}, {"limit": -1}])
+def test_listing_takes_several_statuses_and_drops_the_rest_as_it_reads(store: JobStore) -> None:
+    jobs = {}
+    for n, status in enumerate(("pending", "running", "done", "failed", "running")):
+        job = make_job(status=status, created_at=iso(NOW + n))
+        store.save(job)
+        jobs[job.id] = job
+    unfinished = store.listing(status=("running", "pending"), limit=1000).jobs
+    assert {j.id for j in unfinished} == {
+        i for i, j in jobs.items() if j.status in ("running", "pending")
+    }
+    assert [j.created_at for j in unfinished] == sorted(
+        (j.created_at for j in unfinished), reverse=True
+    )
+    assert store.listing(status=("running",)).jobs == store.listing(status="running").jobs
+    assert store.listing(status=()).jobs == []
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"status": "finished"}, {"status": ("running", "finished")}, {"limit": 0}, {"limit": -1}],
+)
 def test_list_rejects_bad_arguments(store: JobStore, kwargs: dict[str, Any]) -> None:
     with pytest.raises(InvalidArgument):
         store.list(**kwargs)

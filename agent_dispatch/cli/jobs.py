@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Annotated
 
 import msgspec
+import trio
 from cyclopts import Parameter
 
 from agent_dispatch.cli.common import (
@@ -38,19 +40,39 @@ def jobs(
     agent: str | None = None,
     limit: int = 50,
     json: JsonFlag = False,
+    watch: Annotated[bool, Parameter(negative="")] = False,
+    interval: float | None = None,
 ) -> int:
-    """List recent jobs, newest first.
+    """List recent jobs, newest first; or watch the running and queued ones live.
+
+    With --watch on a terminal: a table of the running and queued (pending) jobs,
+    redrawn in place every --interval seconds (agent, age, cost when known, last
+    progress line) under a header counting them; Ctrl-C quits (exit status 0).
+    Into a pipe or a file: plain text, no escape codes, one snapshot (a UTC-stamped
+    header and a table) each time the jobs change, until Ctrl-C or the reader goes.
 
     Parameters
     ----------
     status
-        Only jobs with this status: pending, running, done, failed or cancelled.
+        Only jobs with this status: pending, running, done, failed or cancelled
+        (with --watch: pending or running).
     agent
         Only jobs of this agent.
     limit
-        At most this many (1..1000).
+        At most this many (1..1000); with --watch, rows shown (all are counted).
+    watch
+        Watch the running and queued jobs live, until Ctrl-C.
+    interval
+        Seconds between two looks at the jobs with --watch (0.1..3600, default 1).
     """
     count = min(max(limit, 1), MAX_LIST)
+    if interval is not None and not watch:
+        raise InvalidArgument(
+            "jobs: --interval paces --watch and means nothing without it",
+            "Add --watch, or leave --interval out.",
+        )
+    if watch:
+        return _watch(status=status, agent=agent, limit=count, json=json, interval=interval)
     listing = job_store().listing(status=status or None, agent=agent or None, limit=count)
     found = listing.jobs
     for bad in listing.unreadable:
@@ -68,6 +90,25 @@ def jobs(
     for line in table(["ID", "STATUS", "AGENT", "CREATED", "TASK / ERROR"], rows):
         emit(line)
     return 0
+
+
+def _watch(
+    *, status: str | None, agent: str | None, limit: int, json: bool, interval: float | None
+) -> int:
+    if json:
+        raise InvalidArgument(
+            "jobs: give --watch or --json, not both",
+            "--json prints the list once; for a live view drop --json.",
+        )
+    # Here, not at the top: every other command starts without rich's live display.
+    from agent_dispatch.cli import watch as cli_watch
+
+    look = cli_watch.Look(
+        statuses=cli_watch.watch_statuses(status or None), agent=agent or None, limit=limit
+    )
+    every = cli_watch.check_interval(cli_watch.DEFAULT_INTERVAL if interval is None else interval)
+    store = job_store()
+    return trio.run(functools.partial(cli_watch.run_watch, store, look, interval=every))
 
 
 def job(job_id: str, /, *, json: JsonFlag = False) -> int:

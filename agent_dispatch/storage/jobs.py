@@ -18,7 +18,7 @@ import os
 import re
 import secrets
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
@@ -195,6 +195,16 @@ def add_progress(progress: list[str], line: str) -> list[str]:
     return [*progress, *new][-PROGRESS_LINES:]
 
 
+def _statuses(status: str | Collection[str]) -> frozenset[str]:
+    for one in [status] if isinstance(status, str) else status:
+        if one not in models.JOB_STATUSES:
+            raise InvalidArgument(
+                f"status: expected one of {', '.join(models.JOB_STATUSES)}, got {one!r}",
+                "Leave the status out to list jobs of every status.",
+            )
+    return frozenset([status] if isinstance(status, str) else status)
+
+
 # -- the store --------------------------------------------------------------------
 
 
@@ -360,19 +370,20 @@ class JobStore:
         return self.listing(status=status, agent=agent, limit=limit).jobs
 
     def listing(
-        self, *, status: str | None = None, agent: str | None = None, limit: int = 50
+        self,
+        *,
+        status: str | Collection[str] | None = None,
+        agent: str | None = None,
+        limit: int = 50,
     ) -> Listing:
-        """Newest first (created_at, then mtime), at most `limit`, optionally filtered,
-        with the record files met on the way that could not be read.
+        """Newest first (created_at, then mtime), at most `limit`, optionally filtered
+        (`status`: one status or several), with the record files met on the way that
+        could not be read.
 
         Files are visited newest mtime first and decoding stops once no older
         file can rank: a record is written when created, so created_at <= mtime.
         """
-        if status is not None and status not in models.JOB_STATUSES:
-            raise InvalidArgument(
-                f"status: expected one of {', '.join(models.JOB_STATUSES)}, got {status!r}",
-                "Leave the status out to list jobs of every status.",
-            )
+        wanted = None if status is None else _statuses(status)
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise InvalidArgument(f"limit: expected an integer >= 1, got {limit!r}")
         files = sorted(self._scan(), key=lambda item: item[1], reverse=True)
@@ -382,7 +393,7 @@ class JobStore:
             if len(top) >= limit and mtime + _MTIME_SLACK_SECONDS < top[0][0]:
                 break
             job = self._read_listed(job_id, unreadable)
-            if job is None or (status is not None and job.status != status):
+            if job is None or (wanted is not None and job.status not in wanted):
                 continue
             if agent is not None and job.agent != agent:
                 continue
