@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -51,7 +53,7 @@ DEMO_RUNS: dict[str, tuple[tuple[str, ...], dict[str, str]]] = {
         {"ANTHROPIC_API_KEY": "sk-test", "FAKE_CLAUDE_PYTHON": sys.executable, "PATH": BIN_DIR},
     ),
     "--simulated": (
-        ("--simulated",),
+        ("--simulated", "--keep"),
         {"ANTHROPIC_API_KEY": "sk-test", "AGENT_DISPATCH_CLAUDE": CLAUDE_BIN},
     ),
     "failing agents": (
@@ -134,6 +136,35 @@ def test_demo_simulated_flag_wins_over_a_logged_in_claude(demos):
     assert proc.returncode == 0, proc.stderr
     assert "forced by --simulated" in proc.stdout
     assert all(line.startswith("[simulated]") for line in proc.stdout.splitlines())
+
+
+def test_demo_keep_leaves_its_setup_and_the_commands_to_look_at_it(demos, tmp_path):
+    proc = demos["--simulated"].result()
+    assert proc.returncode == 0, proc.stderr
+    lines = [line.removeprefix("[simulated]").strip() for line in proc.stdout.splitlines()]
+    kept = next(line for line in lines if line.startswith("kept "))
+    workspace = kept.split()[1].rstrip(";")
+    try:
+        assert os.path.isdir(workspace)
+        stats_line = next(line for line in lines if line.endswith("agent-dispatch stats"))
+        env = dict(_env(tmp_path))
+        for assignment in stats_line.split()[:-2]:
+            name, _, value = assignment.partition("=")
+            env[name] = value
+        env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env["PATH"]
+        stats = subprocess.run(
+            [sys.executable, "-m", "agent_dispatch", "stats", "--json"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        report = json.loads(stats.stdout)
+        assert report["records"] == 5 and report["skipped_lines"] == 0  # the tour's dispatches
+        assert {a["agent"] for a in report["agents"]} == {"billing-api", "web-app"}
+    finally:
+        shutil.rmtree(workspace, ignore_errors=True)
 
 
 def test_demo_fails_when_the_agents_fail(demos):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
 import sys
 import tempfile
 import time
@@ -231,7 +232,11 @@ def _demo_error(prefix: str, exc: Exception) -> DispatchError:
     )
 
 
-async def demo(*, simulated: Annotated[bool, Parameter(negative="")] = False) -> int:
+async def demo(
+    *,
+    simulated: Annotated[bool, Parameter(negative="")] = False,
+    keep: Annotated[bool, Parameter(negative="")] = False,
+) -> int:
     """Show the product end to end: the real MCP server and client, two sample agents.
 
     Uses your claude CLI when it is installed and logged in; otherwise the agents are
@@ -241,6 +246,9 @@ async def demo(*, simulated: Annotated[bool, Parameter(negative="")] = False) ->
     ----------
     simulated
         Simulate the agents even when a logged-in claude CLI is available.
+    keep
+        Keep the temporary directory and print how to look at what the tour left
+        (its usage journal with `stats`, its jobs, `doctor`).
     """
     env = dict(os.environ)
     claude = find_claude(None, env)
@@ -254,15 +262,28 @@ async def demo(*, simulated: Annotated[bool, Parameter(negative="")] = False) ->
         why = "forced by --simulated" if simulated else "no logged-in claude CLI found"
         out(f"agents are simulated ({why}) by agent_dispatch/cli/demo_agent.py.")
     limit = REAL_SECONDS if use_real else SIMULATED_SECONDS
-    with tempfile.TemporaryDirectory(prefix="agent-dispatch-demo-") as tmp:
+    tmp = tempfile.mkdtemp(prefix="agent-dispatch-demo-")
+    setup: dict[str, str] = {}
+    try:
         out(f"throw-away config, projects and jobs in {tmp}")
         try:
+            setup = _setup(Path(tmp), simulated=not use_real)
             with trio.fail_after(limit):
-                await _tour(out, _setup(Path(tmp), simulated=not use_real))
+                await _tour(out, setup)
         except trio.TooSlowError:
             raise DispatchError(f"{out.prefix}the demo did not finish within {limit:g}s") from None
         except Exception as exc:  # translate to one user-facing error (groups included)
             raise _demo_error(out.prefix, exc) from None
+    finally:
+        if not keep:
+            shutil.rmtree(tmp, ignore_errors=True)
+    if keep and setup:
+        names = (CONFIG_ENV_VAR, JOBS_ENV_VAR)
+        where = " ".join(f"{name}={shlex.quote(setup[name])}" for name in names)
+        out("")
+        out(f"kept {tmp}; look at what the tour left (then rm -r it):")
+        for look in (["stats"], ["jobs", "--status", "done"], ["doctor"]):
+            out(f"{where} {command('agent-dispatch', *look)}", 2)
     if out.failures:
         raise DispatchError(
             f"{out.prefix}demo: {out.failures} of the dispatches failed (see above)",
