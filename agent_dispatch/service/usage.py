@@ -46,15 +46,22 @@ class AgentUsage(msgspec.Struct, kw_only=True, omit_defaults=True):
     last_used: str | None = None
 
 
-class AgentFigures(AgentUsage, kw_only=True, omit_defaults=False):
+class AgentFigures(msgspec.Struct, kw_only=True):
     """One agent's figures in full, as `agent-dispatch stats` shows them."""
 
     agent: str
+    runs: int
     successes: int
+    success_rate: float
     cache_hits: int
     outcomes: dict[str, int]
     errors: dict[str, int]
+    p50_duration_s: float | None
+    p90_duration_s: float | None
+    p50_cost_usd: float | None
+    p90_cost_usd: float | None
     total_cost_usd: float
+    last_used: str | None
 
 
 def percentile(values: list[float], q: float) -> float | None:
