@@ -17,6 +17,7 @@ front with status 0. SIGTERM, SIGINT and a vanished reader end it quietly too.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
@@ -27,7 +28,7 @@ import threading
 import time
 from contextlib import contextmanager
 
-from agent_dispatch import rendezvous
+from agent_dispatch import handshake, rendezvous
 
 # What this module imports is what every `claude -p` child waits for (see rendezvous):
 # no typing, dataclasses or pathlib, and subprocess only when a service must be started.
@@ -53,12 +54,19 @@ class RelayError(Exception):
 class Session:
     """A welcomed connection and whatever the service sent right after its welcome."""
 
-    __slots__ = ("early", "sock", "welcome")
+    __slots__ = ("early", "paths", "sock", "welcome")
 
-    def __init__(self, sock: socket.socket, welcome: rendezvous.Welcome, early: bytes) -> None:
+    def __init__(
+        self,
+        sock: socket.socket,
+        welcome: handshake.Welcome,
+        early: bytes,
+        paths: rendezvous.ServicePaths,
+    ) -> None:
         self.sock = sock
         self.welcome = welcome
         self.early = early
+        self.paths = paths
 
 
 def main(version: str, env: Mapping[str, str] | None = None) -> int:
@@ -71,7 +79,13 @@ def main(version: str, env: Mapping[str, str] | None = None) -> int:
         except RelayError as exc:
             sys.stderr.write(f"agent-dispatch serve: {exc}\n")
             return 1
-        return pump(session, stdin=0, stdout=1)
+        entry = rendezvous.register_front(session.paths, version, env)
+        try:
+            return pump(session, stdin=0, stdout=1)
+        finally:
+            if entry is not None:  # a front ended by a signal leaves it: readers drop it
+                with contextlib.suppress(OSError):
+                    os.unlink(entry)
     finally:
         # The interpreter's exit puts the default handlers back, under which a late
         # SIGINT would end the front by that signal: ignored from here to the end.
@@ -98,16 +112,16 @@ def connect(env: Mapping[str, str], version: str) -> Session:
     """A welcomed session with the setup's service, started when none answers."""
     try:
         paths = rendezvous.ServicePaths(env)
-        hello = rendezvous.encode_hello(version, os.getpid(), _cwd(), env)
+        hello = handshake.encode_hello(version, os.getpid(), _cwd(), env)
     except (OSError, ValueError) as exc:
         raise RelayError(str(exc)) from None
     path = paths.socket
     for _ in range(_RETRIES):
         sock = dial(path) or start_service(env, paths)
         inode = _inode(path)  # of the socket we reached (or its successor: then we retry)
-        reply, early = handshake(sock, hello)
-        if isinstance(reply, rendezvous.Welcome):
-            return Session(sock, reply, early)
+        reply, early = greet(sock, hello)
+        if isinstance(reply, handshake.Welcome):
+            return Session(sock, reply, early, paths)
         sock.close()
         if reply.code not in ("outdated", "draining"):
             raise RelayError(f"the service refused this front ({reply.code}): {reply.reason}")
@@ -256,16 +270,14 @@ def _log_file(log: str) -> Iterator[IO[bytes] | int]:
         yield out
 
 
-def handshake(
-    sock: socket.socket, hello: bytes
-) -> tuple[rendezvous.Welcome | rendezvous.Refusal, bytes]:
+def greet(sock: socket.socket, hello: bytes) -> tuple[handshake.Welcome | handshake.Refusal, bytes]:
     """Send the hello, read the one-line reply; the reply and any bytes after it."""
     buffer = b""
     try:
         sock.settimeout(REPLY_TIMEOUT)
         sock.sendall(hello)
         while b"\n" not in buffer:
-            if len(buffer) > rendezvous.MAX_REPLY_BYTES:
+            if len(buffer) > handshake.MAX_REPLY_BYTES:
                 break
             chunk = sock.recv(_CHUNK)
             if not chunk:
@@ -282,7 +294,7 @@ def handshake(
         raise RelayError(f"the handshake with the service failed: {exc}") from None
     line, _, early = buffer.partition(b"\n")
     try:
-        return rendezvous.parse_reply(line + b"\n"), early
+        return handshake.parse_reply(line + b"\n"), early
     except ValueError as exc:
         sock.close()
         raise RelayError(f"the service's answer is not understood: {exc}") from None
@@ -295,7 +307,7 @@ def _inode(path: str) -> int | None:
         return None
 
 
-def wait_gone(path: str, inode: int | None, refusal: rendezvous.Refusal) -> None:
+def wait_gone(path: str, inode: int | None, refusal: handshake.Refusal) -> None:
     """Until the refusing service's socket `inode` has left `path` (removed, or
     replaced by a successor's)."""
     deadline = time.monotonic() + DRAIN_TIMEOUT

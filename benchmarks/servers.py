@@ -23,7 +23,7 @@ import trio
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters, stdio_client
 
-from agent_dispatch import __version__, rendezvous
+from agent_dispatch import __version__, handshake, rendezvous
 from benchmarks.events import EventLog
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -246,14 +246,14 @@ def service_pid(env: Mapping[str, str]) -> int | None:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.settimeout(5)
             sock.connect(os.fspath(path))
-            sock.sendall(rendezvous.encode_status_request(__version__, os.getpid()))
+            sock.sendall(handshake.encode_status_request(__version__, os.getpid()))
             data = b""
             while b"\n" not in data and (chunk := sock.recv(65536)):
                 data += chunk
-        status = rendezvous.parse_status(data.partition(b"\n")[0])
+        status = handshake.parse_status(data.partition(b"\n")[0])
     except (OSError, ValueError):
         return None
-    return status.pid if isinstance(status, rendezvous.Status) else None
+    return status.pid if isinstance(status, handshake.Status) else None
 
 
 def _append(path: Path) -> TextIO:

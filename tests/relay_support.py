@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agent_dispatch import rendezvous
+from agent_dispatch import handshake, rendezvous
 
 FRONT_ARGV = [sys.executable, "-m", "agent_dispatch", "serve"]
 
@@ -76,11 +76,11 @@ class FakeService:
     """A service stand-in on `path`; `reply(hello)` picks the answer to each hello."""
 
     path: Path
-    reply: Callable[[rendezvous.Hello], bytes] = field(
-        default=lambda hello: rendezvous.encode_welcome("0.1.0", os.getpid())
+    reply: Callable[[handshake.Hello], bytes] = field(
+        default=lambda hello: handshake.encode_welcome("0.1.0", os.getpid())
     )
     handler: Handler = echo
-    hellos: list[rendezvous.Hello] = field(default_factory=list)
+    hellos: list[handshake.Hello] = field(default_factory=list)
     served: threading.Event = field(default_factory=threading.Event)  # a session ended
 
     def __post_init__(self) -> None:
@@ -106,7 +106,7 @@ class FakeService:
                 if not chunk:
                     return
                 line += chunk
-            hello = rendezvous.parse_hello(line)
+            hello = handshake.parse_hello(line)
             self.hellos.append(hello)
             answer = self.reply(hello)
             conn.sendall(answer)

@@ -12,7 +12,7 @@ from typing import Any
 
 import trio
 
-from agent_dispatch import offload, rendezvous
+from agent_dispatch import handshake, offload, rendezvous
 from agent_dispatch.runtime.scripted import ScriptedRunner
 from agent_dispatch.server.service import Service, serve_service
 from agent_dispatch.storage.config import ConfigStore
@@ -91,10 +91,10 @@ class Conn:
 
     async def hello(
         self, env: dict[str, str] | None = None, *, version: str = VERSION, cwd: str = "/"
-    ) -> rendezvous.Welcome | rendezvous.Refusal:
+    ) -> handshake.Welcome | handshake.Refusal:
         env = {"PATH": "/usr/bin"} if env is None else env
-        await self.send_line(rendezvous.encode_hello(version, os.getpid(), cwd, env))
-        return rendezvous.parse_reply(await self.read_line())
+        await self.send_line(handshake.encode_hello(version, os.getpid(), cwd, env))
+        return handshake.parse_reply(await self.read_line())
 
     async def send(self, *messages: dict[str, Any]) -> None:
         await self.stream.send_all(b"".join(json.dumps(m).encode() + b"\n" for m in messages))
@@ -147,16 +147,16 @@ async def session(
     """A welcomed, initialized MCP session for a caller with `caller_env`."""
     async with connected(env) as conn:
         reply = await conn.hello(caller_env)
-        assert isinstance(reply, rendezvous.Welcome), reply
+        assert isinstance(reply, handshake.Welcome), reply
         await conn.start_mcp()
         yield conn
 
 
-async def status(env: dict[str, str]) -> rendezvous.Status:
+async def status(env: dict[str, str]) -> handshake.Status:
     async with connected(env) as conn:
-        await conn.send_line(rendezvous.encode_status_request(VERSION, os.getpid()))
-        reply = rendezvous.parse_status(await conn.read_line())
-    assert isinstance(reply, rendezvous.Status), reply
+        await conn.send_line(handshake.encode_status_request(VERSION, os.getpid()))
+        reply = handshake.parse_status(await conn.read_line())
+    assert isinstance(reply, handshake.Status), reply
     return reply
 
 

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from agent_dispatch import __version__, rendezvous
+from agent_dispatch import __version__, handshake
+from agent_dispatch.runtime import servers
 from tests.relay_support import FakeService, Sandbox, front, sandbox
 
 HEAVY = ("trio", "anyio", "mcp", "mcp_types", "msgspec", "yaml", "cyclopts")
@@ -88,9 +89,39 @@ def test_the_service_closing_the_session_ends_the_front_with_status_0(box: Sandb
     fake.close()
 
 
+def test_a_welcomed_front_is_in_the_registry_of_running_servers_until_it_ends(
+    box: Sandbox,
+) -> None:
+    seen: list[list[servers.ServerEntry]] = []
+    directory = Path(box.env["XDG_RUNTIME_DIR"]) / "agent-dispatch" / "servers"
+
+    def look_then_hang_up(conn: socket.socket) -> None:
+        got = b""
+        while b"\n" not in got:  # relayed: the front registered before it relays
+            chunk = conn.recv(100)
+            assert chunk, "the front hung up"
+            got += chunk
+        seen.append(servers.live_entries(directory))  # the front is up, its session open
+        conn.sendall(b"bye\n")
+
+    fake = FakeService(box.socket, handler=look_then_hang_up)
+    with front(box) as proc:
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.write(b"ping\n")
+        proc.stdin.flush()
+        assert proc.stdout.read() == b"bye\n"
+        assert proc.wait(timeout=10) == 0
+    fake.close()
+    [[entry]] = seen
+    assert (entry.pid, entry.kind, entry.version) == (proc.pid, "front", __version__)
+    assert entry.config == box.env["AGENT_DISPATCH_CONFIG"]
+    assert entry.process_started is not None
+    assert list(directory.iterdir()) == []  # removed on the way out
+
+
 @pytest.mark.parametrize("code", ["protocol", "bad_hello"])
 def test_a_refusal_is_reported_on_stderr_with_status_1(box: Sandbox, code: str) -> None:
-    fake = FakeService(box.socket, reply=lambda _: rendezvous.encode_refusal(code, "no thanks"))
+    fake = FakeService(box.socket, reply=lambda _: handshake.encode_refusal(code, "no thanks"))
     proc = front(box)
     out, err = proc.communicate(timeout=20)
     fake.close()
@@ -107,11 +138,11 @@ def test_a_refusing_service_on_its_way_out_is_waited_for_and_its_successor_used(
 ) -> None:
     successor: list[FakeService] = []
 
-    def refuse_then_leave(hello: rendezvous.Hello) -> bytes:
+    def refuse_then_leave(hello: handshake.Hello) -> bytes:
         # On its way out: the socket goes, a new service binds the same path.
         old.close()
         successor.append(FakeService(box.socket))
-        return rendezvous.encode_refusal(code, "finishing my jobs")
+        return handshake.encode_refusal(code, "finishing my jobs")
 
     old = FakeService(box.socket, reply=refuse_then_leave)
     proc = front(box)

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent_dispatch import rendezvous
-from agent_dispatch.rendezvous import (
+from agent_dispatch import handshake, rendezvous
+from agent_dispatch.handshake import (
     Hello,
     Refusal,
     Status,
@@ -160,14 +160,14 @@ def test_a_symlinked_runtime_dir_is_refused(tmp_path: Path, service_env: dict[st
 
 def test_a_hello_round_trips_with_the_whole_environment() -> None:
     env = {"PATH": "/bin", "KEY": "sk-ünï", "ODD": "\udcff bytes"}
-    line = rendezvous.encode_hello("0.1.0", 42, "/work", env)
+    line = handshake.encode_hello("0.1.0", 42, "/work", env)
     assert line.endswith(b"\n")
     assert line.count(b"\n") == 1
-    assert rendezvous.parse_hello(line) == Hello(version="0.1.0", pid=42, cwd="/work", env=env)
+    assert handshake.parse_hello(line) == Hello(version="0.1.0", pid=42, cwd="/work", env=env)
 
 
 def test_the_status_request_is_a_hello_with_status_true() -> None:
-    line = rendezvous.encode_status_request("0.1.0", 7)
+    line = handshake.encode_status_request("0.1.0", 7)
     assert json.loads(line) == {
         "hello": "agent-dispatch",
         "protocol": 1,
@@ -177,16 +177,16 @@ def test_the_status_request_is_a_hello_with_status_true() -> None:
         "env": {},
         "status": True,
     }
-    assert rendezvous.parse_hello(line).status
+    assert handshake.parse_hello(line).status
 
 
 def test_replies_round_trip() -> None:
-    assert rendezvous.parse_reply(rendezvous.encode_welcome("0.2.0", 9)) == Welcome("0.2.0", 9)
-    refusal = rendezvous.parse_reply(rendezvous.encode_refusal("outdated", "newer front"))
+    assert handshake.parse_reply(handshake.encode_welcome("0.2.0", 9)) == Welcome("0.2.0", 9)
+    refusal = handshake.parse_reply(handshake.encode_refusal("outdated", "newer front"))
     assert refusal == Refusal(code="outdated", reason="newer front")
     status = Status("0.1.0", 9, 3.5, sessions=2, running=1, queued=0, draining=False)
-    assert rendezvous.parse_status(rendezvous.encode_status(status)) == status
-    assert rendezvous.parse_status(rendezvous.encode_refusal("protocol", "no")) == Refusal(
+    assert handshake.parse_status(handshake.encode_status(status)) == status
+    assert handshake.parse_status(handshake.encode_refusal("protocol", "no")) == Refusal(
         "protocol", "no"
     )
 
@@ -215,21 +215,21 @@ def test_replies_round_trip() -> None:
 )
 def test_a_bad_hello_is_a_value_error_naming_the_problem(line: bytes, problem: str) -> None:
     with pytest.raises(ValueError, match=problem):
-        rendezvous.parse_hello(line)
+        handshake.parse_hello(line)
 
 
 def test_a_hello_over_the_limit_is_refused_unread() -> None:
-    line = b"{" + b" " * rendezvous.MAX_HELLO_BYTES + b"}"
+    line = b"{" + b" " * handshake.MAX_HELLO_BYTES + b"}"
     with pytest.raises(ValueError, match="over the 1048576-byte limit"):
-        rendezvous.parse_hello(line)
+        handshake.parse_hello(line)
     with pytest.raises(ValueError, match="too large"):
-        rendezvous.encode_hello("1", 1, "/", {"BIG": "x" * rendezvous.MAX_HELLO_BYTES})
+        handshake.encode_hello("1", 1, "/", {"BIG": "x" * handshake.MAX_HELLO_BYTES})
 
 
 def test_a_hello_in_another_protocol_is_its_own_value_error() -> None:
     line = b'{"hello": "agent-dispatch", "protocol": 2, "anything": "new"}\n'
     with pytest.raises(UnsupportedProtocol, match="protocol 2 is not supported"):
-        rendezvous.parse_hello(line)
+        handshake.parse_hello(line)
 
 
 @pytest.mark.parametrize(
@@ -247,7 +247,7 @@ def test_a_hello_in_another_protocol_is_its_own_value_error() -> None:
     ],
 )
 def test_newer_compares_versions_as_tuples_of_ints(a: str, b: str, expected: bool) -> None:
-    assert rendezvous.newer(a, b) is expected
+    assert handshake.newer(a, b) is expected
 
 
 # -- properties -----------------------------------------------------------------
@@ -260,7 +260,7 @@ _envs = st.dictionaries(_env_names, _text.filter(lambda s: "\0" not in s), max_s
 @settings(max_examples=200)
 @given(st.binary(max_size=300))
 def test_parsers_take_any_bytes_to_a_value_or_a_value_error(line: bytes) -> None:
-    for parse in (rendezvous.parse_hello, rendezvous.parse_reply, rendezvous.parse_status):
+    for parse in (handshake.parse_hello, handshake.parse_reply, handshake.parse_status):
         try:
             parse(line)
         except ValueError:
@@ -299,7 +299,7 @@ _json = st.recursive(
 )
 def test_parsers_take_any_json_object_to_a_value_or_a_value_error(obj: dict[str, object]) -> None:
     line = json.dumps(obj).encode() + b"\n"
-    for parse in (rendezvous.parse_hello, rendezvous.parse_reply, rendezvous.parse_status):
+    for parse in (handshake.parse_hello, handshake.parse_reply, handshake.parse_status):
         try:
             parse(line)
         except ValueError:
@@ -312,17 +312,17 @@ def test_any_encodable_hello_parses_back_to_itself(
     version: str, pid: int, cwd: str, env: dict[str, str], status: bool
 ) -> None:
     try:
-        line = rendezvous.encode_hello(version, pid, cwd, env, status=status)
+        line = handshake.encode_hello(version, pid, cwd, env, status=status)
     except ValueError:
         assert "\0" in version or "\0" in cwd
         return
-    assert rendezvous.parse_hello(line) == Hello(version, pid, cwd, env, status)
+    assert handshake.parse_hello(line) == Hello(version, pid, cwd, env, status)
 
 
 @settings(max_examples=200)
 @given(_text, _text)
 def test_newer_is_never_true_both_ways(a: str, b: str) -> None:
-    assert not (rendezvous.newer(a, b) and rendezvous.newer(b, a)) or (
-        rendezvous._release(a) is None or rendezvous._release(b) is None
+    assert not (handshake.newer(a, b) and handshake.newer(b, a)) or (
+        handshake._release(a) is None or handshake._release(b) is None
     )
-    assert not rendezvous.newer(a, a)
+    assert not handshake.newer(a, a)

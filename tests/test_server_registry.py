@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -123,6 +125,56 @@ async def test_a_server_publishes_its_jobs_as_they_come_and_go_and_leaves_no_ent
             assert not mine.exists()
 
 
+@pytest.mark.parametrize(
+    ("argv", "serves"),
+    [
+        (["/home/me/.venv/bin/agent-dispatch", "serve"], True),
+        (["/usr/bin/python3", "/usr/local/bin/agent-dispatch", "serve", "--standalone"], True),
+        (["python", "-m", "agent_dispatch", "serve"], True),
+        (["agent-dispatch", "service", "run"], False),
+        (["python", "-m", "agent_dispatch", "service", "run"], False),
+        (["agent-dispatch", "stats"], False),
+        (["vim", "serve"], False),
+        (["python", "-m", "agent_dispatch"], False),
+        ([], False),
+    ],
+)
+def test_serve_commands_of_any_version_are_recognised(argv: list[str], serves: bool) -> None:
+    assert servers.is_serve_command(argv) is serves
+
+
+@given(st.lists(st.sampled_from(["agent-dispatch", "serve", "-m", "agent_dispatch", "x", ""])))
+def test_any_argv_is_read_without_raising(argv: list[str]) -> None:
+    assert isinstance(servers.is_serve_command(argv), bool)
+
+
+def test_serve_processes_are_found_by_their_command_line_and_their_registry(
+    tmp_path: Path, runtime: Path
+) -> None:
+    proc = tmp_path / "proc"
+    processes = {
+        10: (b"agent-dispatch\0serve\0", f"HOME=/h\0XDG_RUNTIME_DIR={runtime}\0".encode()),
+        11: (b"sleep\x0030\0", b""),
+        12: (b"", b""),
+        13: (b"python\0-m\0agent_dispatch\0serve\0", b"XDG_RUNTIME_DIR=/nowhere\0"),
+    }
+    for pid, (argv, environ) in processes.items():
+        (proc / str(pid)).mkdir(parents=True)
+        (proc / str(pid) / "cmdline").write_bytes(argv)
+        (proc / str(pid) / "environ").write_bytes(environ)
+    (proc / "self").mkdir()
+    mine = str(runtime / "agent-dispatch")
+    found = servers.serve_processes(proc)
+    assert [(pid, where) for pid, _, where in found] == [
+        (10, mine),
+        (13, "/tmp/agent-dispatch-" + str(os.getuid())),
+    ]
+    # another sandbox's `serve` (its own runtime dir) is not a stray of this registry
+    env = {"XDG_RUNTIME_DIR": str(runtime)}
+    assert servers.unregistered([], env, proc) == [(10, "agent-dispatch serve")]
+    assert servers.unregistered([entry(10)], env, proc) == []
+
+
 # -- doctor ----------------------------------------------------------------------------
 
 
@@ -154,6 +206,25 @@ def test_doctor_names_servers_of_an_older_version_and_how_to_stop_them(cli: Cli)
     assert f"pid {os.getpid()} (standalone 0.0.1" in check["message"]
     assert "cancels the 1 job they run" in check["message"]
     assert check["fix"] == f"kill {os.getpid()}"
+
+
+def test_doctor_names_serve_processes_missing_from_the_registry(cli: Cli) -> None:
+    # an older version's `serve` (from before the registry): only its command line tells
+    code = "import sys, time; sys.stdout.write('up\\n'); sys.stdout.flush(); time.sleep(60)"
+    old = subprocess.Popen(
+        [sys.executable, "-c", code, "agent-dispatch", "serve"], stdout=subprocess.PIPE
+    )
+    try:
+        assert old.stdout is not None and old.stdout.readline() == b"up\n"
+        check = servers_check(cli)
+    finally:
+        old.kill()
+        old.wait()
+        if old.stdout is not None:
+            old.stdout.close()
+    assert check["status"] == "warn"
+    assert f"pid {old.pid} (" in check["message"] and "without the registry" in check["message"]
+    assert check["fix"] == f"kill {old.pid}"
 
 
 def test_doctor_lists_current_servers_as_ok(cli: Cli) -> None:

@@ -18,7 +18,7 @@ import trio
 import trio.testing
 
 import agent_dispatch.server.app  # noqa: F401 - imported here: no SDK import thread mid-test
-from agent_dispatch import rendezvous
+from agent_dispatch import handshake, rendezvous
 from agent_dispatch.runtime.scripted import Script, ScriptedRunner
 from agent_dispatch.server.service import ServiceRunning, serve_service
 from agent_dispatch.storage.config import ConfigStore
@@ -137,7 +137,7 @@ async def test_each_session_s_env_and_depth_reach_its_children(env: dict[str, st
         (b"not json\n", "bad_hello", "not JSON"),
         (b'{"hello": "agent-dispatch", "protocol": 9}\n', "protocol", "protocol 9"),
         (b'{"hello": "agent-dispatch", "protocol": 1, "version": "1"}\n', "bad_hello", "'pid'"),
-        (b"x" * (rendezvous.MAX_HELLO_BYTES + 10), "bad_hello", "over the"),
+        (b"x" * (handshake.MAX_HELLO_BYTES + 10), "bad_hello", "over the"),
     ],
 )
 async def test_a_bad_hello_is_refused_and_the_service_lives_on(
@@ -147,12 +147,12 @@ async def test_a_bad_hello_is_refused_and_the_service_lives_on(
         async with running_service(env, ScriptedRunner()) as running:
             async with connected(env) as conn:
                 await conn.send_line(line)
-                reply = rendezvous.parse_reply(await conn.read_line())
+                reply = handshake.parse_reply(await conn.read_line())
                 assert await conn.read_line() == b""  # and the connection is closed
             async with session(env) as good:
                 assert (await good.call("dispatch", agent="backend", task="hi"))["success"]
             assert not running.exited.is_set()
-    assert isinstance(reply, rendezvous.Refusal)
+    assert isinstance(reply, handshake.Refusal)
     assert reply.code == code and says in reply.reason
 
 
@@ -161,16 +161,16 @@ async def test_a_silent_connection_is_refused_after_the_hello_timeout(
 ) -> None:
     with trio.fail_after(60):
         async with running_service(env, ScriptedRunner()), connected(env) as conn:
-            reply = rendezvous.parse_reply(await conn.read_line())
-    assert reply == rendezvous.Refusal("bad_hello", "hello: none within 10 s")
+            reply = handshake.parse_reply(await conn.read_line())
+    assert reply == handshake.Refusal("bad_hello", "hello: none within 10 s")
 
 
 async def test_mcp_bytes_sent_right_behind_the_hello_are_not_lost(env: dict[str, str]) -> None:
-    hello = rendezvous.encode_hello(VERSION, os.getpid(), "/", {"PATH": "/bin"})
+    hello = handshake.encode_hello(VERSION, os.getpid(), "/", {"PATH": "/bin"})
     with trio.fail_after(30):
         async with running_service(env, ScriptedRunner()), connected(env) as conn:
             await conn.send_line(hello + json.dumps(initialize()).encode() + b"\n")
-            assert isinstance(rendezvous.parse_reply(await conn.read_line()), rendezvous.Welcome)
+            assert isinstance(handshake.parse_reply(await conn.read_line()), handshake.Welcome)
             reply = await conn.recv()
     assert reply is not None and reply["id"] == 1 and "serverInfo" in reply["result"]
 
@@ -266,7 +266,7 @@ async def test_a_newer_front_drains_the_service_which_exits_after_its_jobs(
                 await runner.wait_calls(1)
                 async with connected(env) as newer:
                     reply = await newer.hello(version="99.0.0")
-                assert isinstance(reply, rendezvous.Refusal) and reply.code == "outdated"
+                assert isinstance(reply, handshake.Refusal) and reply.code == "outdated"
                 await running.service.closed.wait()
                 assert not rendezvous.socket_path(env).exists()
                 assert running.service.draining and not running.exited.is_set()
@@ -281,7 +281,7 @@ async def test_an_older_or_equal_front_is_welcomed(env: dict[str, str]) -> None:
             for version in ("0.5.0", "0.4.9"):
                 async with connected(env) as conn:
                     reply = await conn.hello(version=version)
-                assert isinstance(reply, rendezvous.Welcome) and reply.version == "0.5.0"
+                assert isinstance(reply, handshake.Welcome) and reply.version == "0.5.0"
             assert not running.service.draining
 
 
@@ -313,8 +313,8 @@ async def test_a_front_that_says_hello_once_draining_began_is_told_so(
                 await status(env)  # accepted after `early`: so `early` is accepted too
                 async with connected(env) as newer:
                     refused = await newer.hello(version="99.0.0")
-                    assert isinstance(refused, rendezvous.Refusal) and refused.code == "outdated"
+                    assert isinstance(refused, handshake.Refusal) and refused.code == "outdated"
                 await running.service.closed.wait()
                 reply = await early.hello()
             gate.set()
-    assert isinstance(reply, rendezvous.Refusal) and reply.code == "draining"
+    assert isinstance(reply, handshake.Refusal) and reply.code == "draining"

@@ -19,7 +19,7 @@ from typing import Any
 
 from cyclopts import App
 
-from agent_dispatch import __version__, rendezvous
+from agent_dispatch import __version__, handshake, rendezvous
 from agent_dispatch.cli.common import JsonFlag, emit, emit_json
 from agent_dispatch.errors import DispatchError
 
@@ -40,16 +40,16 @@ class ServiceError(DispatchError):
 
 def query_status(
     env: Mapping[str, str] | None = None, timeout: float = QUERY_TIMEOUT
-) -> rendezvous.Status | None:
+) -> handshake.Status | None:
     """The running service's status, None when none answers on the setup's socket."""
     path = rendezvous.socket_path(env)
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout)
         try:
             sock.connect(os.fspath(path))
-            sock.sendall(rendezvous.encode_status_request(__version__, os.getpid()))
+            sock.sendall(handshake.encode_status_request(__version__, os.getpid()))
             data = b""
-            while b"\n" not in data and len(data) <= rendezvous.MAX_REPLY_BYTES:
+            while b"\n" not in data and len(data) <= handshake.MAX_REPLY_BYTES:
                 chunk = sock.recv(65536)
                 if not chunk:
                     break
@@ -59,10 +59,10 @@ def query_status(
         except OSError as exc:
             raise ServiceError(f"the service at {path} did not answer: {exc}") from None
     try:
-        reply = rendezvous.parse_status(data.partition(b"\n")[0])
+        reply = handshake.parse_status(data.partition(b"\n")[0])
     except ValueError as exc:
         raise ServiceError(f"the service at {path} answered oddly: {exc}") from None
-    if isinstance(reply, rendezvous.Refusal):
+    if isinstance(reply, handshake.Refusal):
         raise ServiceError(f"the service at {path} refused the status request: {reply.reason}")
     return reply
 
@@ -76,7 +76,7 @@ def _uptime(seconds: float) -> str:
     return f"{minutes}m {secs}s" if minutes else f"{secs}s"
 
 
-def describe(status: rendezvous.Status) -> str:
+def describe(status: handshake.Status) -> str:
     """One line: version, pid, uptime, sessions and jobs."""
     draining = ", draining" if status.draining else ""
     return (
@@ -109,7 +109,7 @@ def status(*, json: JsonFlag = False) -> int:
                 "jobs_running": found.running,
                 "jobs_queued": found.queued,
                 "draining": found.draining,
-                "outdated": rendezvous.newer(__version__, found.version),
+                "outdated": handshake.newer(__version__, found.version),
             }
         emit_json(body | paths)
         return 0 if found is not None else 1
@@ -117,7 +117,7 @@ def status(*, json: JsonFlag = False) -> int:
         emit("service not running (a session starts it on demand)")
     else:
         emit(f"service running: {describe(found)}")
-        if rendezvous.newer(__version__, found.version):
+        if handshake.newer(__version__, found.version):
             emit(f"  older than this install ({__version__}): agent-dispatch service stop")
     emit(f"  socket  {paths['socket']}")
     emit(f"  log     {paths['log']}")

@@ -11,13 +11,14 @@ from typing import Annotated, Literal
 import msgspec
 from cyclopts import Parameter
 
-from agent_dispatch import __version__, rendezvous
+from agent_dispatch import __version__, handshake
 from agent_dispatch.cli import service_cmd
 from agent_dispatch.cli.common import (
     INSTALL_CLAUDE,
     SERVER_NAME,
     command,
     config_store,
+    cut,
     emit,
     emit_json,
     find_claude,
@@ -374,33 +375,49 @@ def run_checks() -> list[Check]:
 
 
 def _servers_check() -> Check:
-    """Every running agent-dispatch server of this user (the registry), and which of
-    them run an older version than this install (they linger after an upgrade)."""
+    """Every running agent-dispatch process of this user: the registry's services,
+    standalone servers and fronts, and any `serve` process missing from it (a version
+    from before the registry: the original package's too). Older ones are flagged:
+    they linger after an upgrade, one per Claude Code session."""
     try:
         found = servers.live_entries(servers.registry_dir())
     except OSError as exc:
         return Check(name="servers", status="warn", message=f"cannot read the registry: {exc}")
-    if not found:
-        return Check(name="servers", status="ok", message="none running")
+    strays = servers.unregistered(found)
+    old = [e for e in found if handshake.newer(__version__, e.version)]
+    fronts = sum(e.kind == "front" for e in found)
 
     def show(e: servers.ServerEntry) -> str:
         jobs = f", {plural(len(e.jobs), 'job')}" if e.jobs else ""
         return f"pid {e.pid} ({e.kind} {e.version}, since {e.started_at}{jobs})"
 
-    old = [e for e in found if rendezvous.newer(__version__, e.version)]
-    if not old:
-        return Check(name="servers", status="ok", message="; ".join(map(show, found)))
-    held = sum(len(e.jobs) for e in old)
+    current = [show(e) for e in found if e.kind != "front"]
+    if fronts:
+        current.append(plural(fronts, "front") + " (one per connected Claude Code session)")
+    if not old and not strays:
+        return Check(name="servers", status="ok", message="; ".join(current) or "none running")
+    parts = []
+    if old:
+        held = sum(len(e.jobs) for e in old)
+        parts.append(
+            f"{len(old)} run a version older than this install ({__version__}): "
+            + "; ".join(map(show, old))
+            + (f" (stopping them cancels the {plural(held, 'job')} they run)" if held else "")
+        )
+    if strays:
+        parts.append(
+            f"{plural(len(strays), 'serve process')} from a version without the registry: "
+            + "; ".join(f"pid {pid} ({cut(argv, 80)})" for pid, argv in strays)
+        )
     return Check(
         name="servers",
         status="warn",
-        message=(
-            f"{len(old)} of {len(found)} run a version older than this install "
-            f"({__version__}): {'; '.join(map(show, old))}. A standalone one belongs to an "
-            "open Claude Code session (restart the session after stopping it)"
-            + (f"; stopping them cancels the {plural(held, 'job')} they run" if held else "")
+        message=". ".join(parts)
+        + ". Each front or standalone server belongs to an open Claude Code session:"
+        " restart the session after stopping it",
+        fix=command(
+            "kill", *(str(pid) for pid in [*(e.pid for e in old), *(p for p, _ in strays)])
         ),
-        fix=command("kill", *(str(e.pid) for e in old)),
     )
 
 
@@ -413,7 +430,7 @@ def _service_check() -> Check:
         return Check(name="service", status="fail", message=message)
     if found is None:
         return Check(name="service", status="ok", message="not running (started on demand)")
-    if rendezvous.newer(__version__, found.version):
+    if handshake.newer(__version__, found.version):
         return Check(
             name="service",
             status="warn",

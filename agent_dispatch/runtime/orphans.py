@@ -17,24 +17,11 @@ import time
 from collections.abc import Iterable
 
 from agent_dispatch.models import KILL_GRACE_SECONDS
+from agent_dispatch.rendezvous import process_start
 
 __all__ = ["process_start", "stop_group", "stop_groups"]
 
 _POLL = 0.05
-
-
-def process_start(pid: int) -> int | None:
-    """The process's start time (clock ticks after boot, from /proc), or None."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
-        return None
-    fields = stat.rpartition(b")")[2].split()
-    try:
-        return int(fields[19])  # field 22 of stat; the split starts at field 3
-    except (IndexError, ValueError):
-        return None
 
 
 def stop_group(pgid: int, started: int | None, *, grace: float = KILL_GRACE_SECONDS) -> bool:

@@ -21,10 +21,10 @@ from typing import Literal
 import msgspec
 
 from agent_dispatch import rendezvous
-from agent_dispatch.runtime.orphans import process_start
+from agent_dispatch.rendezvous import process_start
 from agent_dispatch.storage.files import atomic_write
 
-Kind = Literal["service", "standalone"]
+Kind = Literal["service", "standalone", "front"]
 
 MAX_ENTRY_BYTES = 1 << 20
 
@@ -129,3 +129,70 @@ def live_entries(directory: Path) -> list[ServerEntry]:
         found.append(entry)
     found.sort(key=lambda e: (e.started_at, e.pid))
     return found
+
+
+def is_serve_command(argv: list[str]) -> bool:
+    """Whether `argv` runs agent-dispatch's `serve` (any version, any install):
+    `.../agent-dispatch serve ...` or `python -m agent_dispatch serve ...`."""
+    for i, word in enumerate(argv[:-1]):
+        if os.path.basename(word) == "agent-dispatch" and argv[i + 1] == "serve":
+            return True
+        if word == "-m" and argv[i + 1] == "agent_dispatch" and argv[i + 2 : i + 3] == ["serve"]:
+            return True
+    return False
+
+
+def serve_processes(proc: Path = Path("/proc")) -> list[tuple[int, str, str | None]]:
+    """The running processes of this user whose command line runs `serve`, as (pid,
+    command line, the runtime directory its environment names: whose registry it
+    belongs in), this process left out; empty where there is no /proc."""
+    found: list[tuple[int, str, str | None]] = []
+    try:
+        names = os.listdir(proc)
+    except OSError:
+        return found
+    me, uid = os.getpid(), os.getuid()
+    for name in names:
+        if not name.isdecimal() or int(name) == me:
+            continue
+        try:
+            if os.stat(proc / name).st_uid != uid:
+                continue
+            with open(proc / name / "cmdline", "rb") as f:
+                raw = f.read(1 << 16)
+        except OSError:
+            continue  # gone meanwhile, or not ours to read
+        argv = [part.decode("utf-8", "replace") for part in raw.split(b"\0") if part]
+        if is_serve_command(argv):
+            found.append((int(name), " ".join(argv), _runtime_of(proc / name)))
+    found.sort()
+    return found
+
+
+def _runtime_of(process: Path) -> str | None:
+    """The runtime directory the process's environment names, None if unreadable."""
+    try:
+        with open(process / "environ", "rb") as f:
+            raw = f.read(1 << 20)
+    except OSError:
+        return None
+    env = {}
+    for item in raw.split(b"\0"):
+        key, sep, value = item.partition(b"=")
+        if sep and key == b"XDG_RUNTIME_DIR":
+            env["XDG_RUNTIME_DIR"] = value.decode("utf-8", "replace")
+    return rendezvous.runtime_candidate(env)
+
+
+def unregistered(
+    entries: list[ServerEntry], env: Mapping[str, str] | None = None, proc: Path = Path("/proc")
+) -> list[tuple[int, str]]:
+    """The `serve` processes that belong in this registry (their environment names the
+    same runtime directory) but are not in it: a version from before the registry."""
+    mine = rendezvous.runtime_candidate(os.environ if env is None else env)
+    known = {entry.pid for entry in entries}
+    return [
+        (pid, argv)
+        for pid, argv, runtime in serve_processes(proc)
+        if pid not in known and runtime == mine
+    ]

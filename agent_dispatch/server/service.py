@@ -23,7 +23,7 @@ from pathlib import Path
 
 import trio
 
-from agent_dispatch import __version__, exception_groups, offload, rendezvous
+from agent_dispatch import __version__, exception_groups, handshake, offload, rendezvous
 from agent_dispatch.errors import ConfigError
 from agent_dispatch.models import Settings
 from agent_dispatch.runtime.runner import Runner
@@ -252,9 +252,9 @@ class Service:
         self._changed.set()
         self._changed = trio.Event()
 
-    def status(self) -> rendezvous.Status:
+    def status(self) -> handshake.Status:
         queued = self.dispatcher.queued_jobs()
-        return rendezvous.Status(
+        return handshake.Status(
             version=self.version,
             pid=os.getpid(),
             uptime=round(trio.current_time() - self._started, 3),
@@ -289,7 +289,7 @@ class Service:
         line = rest = b""
         with trio.move_on_after(HELLO_TIMEOUT) as timer:
             try:
-                line, rest = await read_line(stream, rendezvous.MAX_HELLO_BYTES)
+                line, rest = await read_line(stream, handshake.MAX_HELLO_BYTES)
             except ValueError as exc:
                 await self._refuse(stream, "bad_hello", str(exc))
                 return
@@ -297,29 +297,29 @@ class Service:
             await self._refuse(stream, "bad_hello", f"hello: none within {HELLO_TIMEOUT:g} s")
             return
         try:
-            hello = rendezvous.parse_hello(line)
-        except rendezvous.UnsupportedProtocol as exc:
+            hello = handshake.parse_hello(line)
+        except handshake.UnsupportedProtocol as exc:
             await self._refuse(stream, "protocol", str(exc))
             return
         except ValueError as exc:
             await self._refuse(stream, "bad_hello", str(exc))
             return
         if hello.status:
-            await stream.send_all(rendezvous.encode_status(self.status()))
+            await stream.send_all(handshake.encode_status(self.status()))
             return
         if self.draining:
             reason = "this service is finishing its jobs and exiting; start a new one"
             await self._refuse(stream, "draining", reason)
             return
-        if rendezvous.newer(hello.version, self.version):
+        if handshake.newer(hello.version, self.version):
             reason = f"this service runs {self.version}, older than the front's {hello.version}"
             await self._refuse(stream, "outdated", reason)
             self.drain(f"a front of version {hello.version} connected")
             return
-        await stream.send_all(rendezvous.encode_welcome(self.version, os.getpid()))
+        await stream.send_all(handshake.encode_welcome(self.version, os.getpid()))
         await self._session(PrefixedStream(stream, rest), hello)
 
-    async def _session(self, wire: PrefixedStream, hello: rendezvous.Hello) -> None:
+    async def _session(self, wire: PrefixedStream, hello: handshake.Hello) -> None:
         log.info("session from pid %d (%s) opened", hello.pid, hello.cwd)
         self.sessions += 1
         try:
@@ -332,7 +332,7 @@ class Service:
 
     async def _refuse(self, stream: trio.SocketStream, code: str, reason: str) -> None:
         log.info("refused a front (%s): %s", code, reason)
-        await stream.send_all(rendezvous.encode_refusal(code, reason))
+        await stream.send_all(handshake.encode_refusal(code, reason))
 
 
 if __name__ == "__main__":  # `python -m agent_dispatch.server.service`: `service run`
