@@ -385,13 +385,13 @@ def _servers_check() -> Check:
         return Check(name="servers", status="warn", message=f"cannot read the registry: {exc}")
     strays = servers.unregistered(found)
     old = [e for e in found if handshake.newer(__version__, e.version)]
-    fronts = sum(e.kind == "front" for e in found)
+    fronts = sum(e.kind == "front" and e not in old for e in found)
 
     def show(e: servers.ServerEntry) -> str:
         jobs = f", {plural(len(e.jobs), 'job')}" if e.jobs else ""
         return f"pid {e.pid} ({e.kind} {e.version}, since {e.started_at}{jobs})"
 
-    current = [show(e) for e in found if e.kind != "front"]
+    current = [show(e) for e in found if e.kind != "front" and e not in old]
     if fronts:
         current.append(plural(fronts, "front") + " (one per connected Claude Code session)")
     if not old and not strays:
@@ -409,10 +409,12 @@ def _servers_check() -> Check:
             f"{plural(len(strays), 'serve process')} from a version without the registry: "
             + "; ".join(f"pid {pid} ({cut(argv, 80)})" for pid, argv in strays)
         )
+    now = "; ".join(current)
     return Check(
         name="servers",
         status="warn",
-        message=". ".join(parts)
+        message=(f"running: {now}. " if now else "")
+        + ". ".join(parts)
         + ". Each front or standalone server belongs to an open Claude Code session:"
         " restart the session after stopping it",
         fix=command(
