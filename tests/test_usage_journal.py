@@ -243,3 +243,36 @@ def test_a_journal_that_cannot_be_written_never_fails_the_caller(
     book = figures.UsageBook(path)
     book.record(record())
     assert "could not append" in caplog.text
+
+
+def test_a_book_counts_each_run_once_when_dispatches_end_in_many_threads(
+    tmp_path: Path,
+) -> None:
+    book = figures.UsageBook(tmp_path / "usage.jsonl", window=1000)
+    failures: list[BaseException] = []
+    done = threading.Event()
+
+    def dispatches() -> None:
+        for _ in range(100):
+            book.record(record(duration=1.0))
+
+    def reader() -> None:  # the event loop reading figures meanwhile
+        try:
+            while not done.is_set():
+                book.typical_seconds("alpha")
+                book.usage("alpha")
+        except BaseException as exc:
+            failures.append(exc)
+
+    watcher = threading.Thread(target=reader)
+    watcher.start()
+    writers = [threading.Thread(target=dispatches) for _ in range(4)]
+    for t in writers:
+        t.start()
+    for t in writers:
+        t.join()
+    done.set()
+    watcher.join()
+    assert failures == []
+    alpha = book.usage("alpha")
+    assert alpha is not None and alpha.runs == 400

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
@@ -144,6 +145,9 @@ class UsageBook:
     record; `refresh` reads what other processes appended since the last look (blocking
     too); `usage` and `typical_seconds` read memory only. A journal that cannot be
     written or read is logged and skipped: it never fails a dispatch or a listing.
+    Thread-safe: dispatches end (and listings refresh) in several worker threads at
+    once while the event loop reads; one lock orders the reads of the file, another
+    guards the figures for the moment they change or are copied.
     """
 
     def __init__(self, path: Path, *, window: int = WINDOW) -> None:
@@ -151,13 +155,22 @@ class UsageBook:
         self.window = window
         self._follower = usage.Follower(path)
         self._runs: dict[str, deque[usage.UsageRecord]] = {}
+        self._reading = threading.Lock()  # one Follower.poll at a time
+        self._figures = threading.Lock()  # _runs, changed or copied
 
-    def _remember(self, records: Iterable[usage.UsageRecord]) -> None:
-        for record in records:
-            runs = self._runs.get(record.agent)
-            if runs is None:
-                runs = self._runs[record.agent] = deque(maxlen=self.window)
-            runs.append(record)
+    def _remember(self, records: Iterable[usage.UsageRecord], *, restart: bool) -> None:
+        with self._figures:
+            if restart:
+                self._runs.clear()
+            for record in records:
+                runs = self._runs.get(record.agent)
+                if runs is None:
+                    runs = self._runs[record.agent] = deque(maxlen=self.window)
+                runs.append(record)
+
+    def _recent(self, agent: str) -> list[usage.UsageRecord]:
+        with self._figures:
+            return list(self._runs.get(agent, ()))
 
     def record(self, record: usage.UsageRecord) -> None:
         try:
@@ -167,26 +180,23 @@ class UsageBook:
         self.refresh()  # what others appended first, then ours is in the file too
 
     def refresh(self) -> None:
-        try:
-            scan, restart = self._follower.poll()
-        except OSError as exc:
-            log.warning("usage journal %s: could not read: %s", self.path, exc)
-            return
-        if restart:
-            self._runs.clear()
+        with self._reading:
+            try:
+                scan, restart = self._follower.poll()
+            except OSError as exc:
+                log.warning("usage journal %s: could not read: %s", self.path, exc)
+                return
+            self._remember(scan.records, restart=restart)
         if scan.skipped:
             log.warning("usage journal %s: skipped %d unreadable line(s)", self.path, scan.skipped)
-        self._remember(scan.records)
 
     def usage(self, agent: str) -> AgentUsage | None:
-        runs = self._runs.get(agent)
+        runs = self._recent(agent)
         return brief(agent_figures(agent, runs)) if runs else None
 
     def typical_seconds(self, agent: str) -> float | None:
         """The p90 of the agent's recent successful durations (None: no such run yet)."""
-        runs = self._runs.get(agent)
-        if not runs:
-            return None
+        runs = self._recent(agent)
         return percentile([r.duration_s for r in runs if r.success and not r.cached], 90)
 
 
