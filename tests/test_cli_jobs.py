@@ -78,6 +78,26 @@ def test_jobs_lists_newest_first_with_filters(cli, store):
     assert data["count"] == 1  # clamped into 1..1000, like the dispatch_jobs tool
 
 
+def test_jobs_and_job_show_when_the_agent_did_not_finish(cli, store):
+    result = DispatchResult(
+        agent="backend",
+        success=True,
+        result="Did two of three routes.",
+        outcome="partial",
+        outcome_reason="the third needs a schema",
+    )
+    partial = make_job(store, "done", result=result)
+    finished = make_job(store, "done")  # an older record: no outcome at all
+    listed = {line.split()[0]: line for line in cli("jobs").out.splitlines()[1:]}
+    assert " done (partial) " in listed[partial.id]
+    assert "(" not in listed[finished.id].split()[1]
+    shown = cli("job", partial.id).out
+    assert "  outcome    partial (the third needs a schema)" in shown
+    data = msgspec.json.decode(cli("jobs", "--json").out)
+    outcomes = {j["id"]: j.get("outcome") for j in data["jobs"]}
+    assert outcomes == {partial.id: "partial", finished.id: None}
+
+
 def test_jobs_when_there_are_none(cli):
     res = cli("jobs")
     assert res.rc == 0 and "no jobs yet" in res.out

@@ -221,3 +221,14 @@ def test_stats_filters_by_agent_and_by_days(cli: Cli) -> None:
     assert [a["agent"] for a in last_day["agents"]] == ["backend"]
     bad = cli("stats", "--days", "0")
     assert bad.rc == 1 and "--days" in bad.err
+
+
+def test_list_and_describe_show_an_agents_figures_once_it_ran(cli: Cli) -> None:
+    cli.agent("web")
+    cli.agent("backend")
+    usage.append(cli.config.parent / "usage.jsonl", _run("web", 12.0))
+    agents = {a["name"]: a for a in json.loads(cli("list", "--json").out)["agents"]}
+    assert agents["web"]["usage"]["runs"] == 1 and "usage" not in agents["backend"]
+    shown = cli("describe", "web").out
+    assert "1 recent run, 100% succeeded, p50/p90 12.0s/12.0s" in shown
+    assert json.loads(cli("describe", "web", "--json").out)["usage"]["p90_duration_s"] == 12.0

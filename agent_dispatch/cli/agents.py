@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -16,6 +17,7 @@ from agent_dispatch.cli.common import (
     emit_json,
     fix_line,
     money,
+    plural,
     table,
     tool_list,
 )
@@ -24,6 +26,8 @@ from agent_dispatch.errors import InvalidArgument
 from agent_dispatch.models import AgentPatch, Config
 from agent_dispatch.service import registry
 from agent_dispatch.service.agent_args import patch_from_args
+from agent_dispatch.service.usage import UsageBook
+from agent_dispatch.storage.usage import journal_path
 
 # -- agents ------------------------------------------------------------------------
 
@@ -197,7 +201,7 @@ def list_(*, json: JsonFlag = False) -> int:
     """
     store = config_store()
     cfg = store.load()
-    briefs = msgspec.to_builtins(registry.list_agents(cfg))
+    briefs = msgspec.to_builtins(registry.list_agents(cfg, _usage_of(store.path)))
     if json:
         emit_json({"agents": briefs})
         return 0
@@ -238,13 +242,34 @@ def describe(name: str, /, *, json: JsonFlag = False, preview_lines: int = 20) -
     preview_lines
         Lines of CLAUDE.md and README.md to show (0..200).
     """
-    cfg = config_store().load()
-    info = msgspec.to_builtins(registry.inspect_agent(cfg, name, preview_lines))
+    store = config_store()
+    cfg = store.load()
+    info = msgspec.to_builtins(
+        registry.inspect_agent(cfg, name, preview_lines, _usage_of(store.path))
+    )
     if json:
         emit_json(info)
         return 0
     _print_agent(cfg, name, info)
     return 0
+
+
+def _usage_of(config: Path) -> registry.UsageOf:
+    """Each agent's recent figures, from the usage journal beside the config."""
+    book = UsageBook(journal_path(config))
+    book.refresh()
+    return book.usage
+
+
+def _usage_line(u: dict[str, Any]) -> str:
+    seconds = "/".join(
+        "-" if u.get(k) is None else f"{u[k]:.1f}s" for k in ("p50_duration_s", "p90_duration_s")
+    )
+    costs = "/".join(money(u.get(k)) for k in ("p50_cost_usd", "p90_cost_usd"))
+    return (
+        f"{plural(u['runs'], 'recent run')}, {u['success_rate']:.0%} succeeded, p50/p90 {seconds}, "
+        f"cost p50/p90 {costs}, last {u.get('last_used') or '-'}"
+    )
 
 
 def _print_agent(cfg: Config, name: str, info: dict[str, Any]) -> None:
@@ -269,6 +294,8 @@ def _print_agent(cfg: Config, name: str, info: dict[str, Any]) -> None:
     ]
     if "problem" in info:
         rows.insert(1, ("problem", info["problem"]))
+    if "usage" in info:
+        rows.append(("usage", _usage_line(info["usage"])))
     emit(name)
     width = max(len(k) for k, _ in rows)
     for key, value in rows:

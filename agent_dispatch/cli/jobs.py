@@ -86,7 +86,7 @@ def jobs(
     if not found:
         emit("no jobs" + (" match" if status or agent else " yet"))
         return 0
-    rows = [[j.id, j.status, j.agent, j.created_at, cut(j.error or j.task, 50)] for j in found]
+    rows = [[j.id, _status(j), j.agent, j.created_at, cut(j.error or j.task, 50)] for j in found]
     for line in table(["ID", "STATUS", "AGENT", "CREATED", "TASK / ERROR"], rows):
         emit(line)
     return 0
@@ -127,6 +127,12 @@ def job(job_id: str, /, *, json: JsonFlag = False) -> int:
     return 0
 
 
+def _status(j: Job) -> str:
+    """The status, and the agent's own word when it did not finish (`done (partial)`)."""
+    outcome = j.result.outcome if j.result is not None else None
+    return f"{j.status} ({outcome})" if outcome in ("partial", "blocked") else j.status
+
+
 def _print_job(j: Job) -> None:
     emit(f"job {j.id}")
     rows = [
@@ -141,6 +147,9 @@ def _print_job(j: Job) -> None:
         rows.append(("error", j.error))
     res = j.result
     if res is not None:
+        if res.outcome is not None:
+            reason = f" ({res.outcome_reason})" if res.outcome_reason else ""
+            rows.append(("outcome", res.outcome + reason))
         rows.append(("cost", money(res.cost_usd)))
         if res.duration_ms is not None:
             rows.append(("duration", f"{res.duration_ms / 1000:.1f}s"))

@@ -180,6 +180,7 @@ class JobLine(msgspec.Struct, kw_only=True, omit_defaults=True):
     completed_at: str | None
     task: str
     success: bool | None = None
+    outcome: models.Outcome | None = None
     error: str | None = None
     last_progress: str | None = None
 
@@ -194,6 +195,7 @@ def job_line(job: Job) -> JobLine:
         completed_at=job.completed_at,
         task=_cut(job.task, TASK_PREVIEW_CHARS),
         success=None if job.result is None else job.result.success,
+        outcome=None if job.result is None else job.result.outcome,
         error=None if job.error is None else _cut(job.error, TASK_PREVIEW_CHARS),
         last_progress=job.progress[-1] if job.status == "running" and job.progress else None,
     )
