@@ -163,6 +163,11 @@ class ServicePaths:
         self.log = _log_file(env, key)
 
 
+def utc_stamp() -> str:
+    """Now, as a registry entry's `started_at` (ISO 8601, UTC, whole seconds)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime())
+
+
 def register_front(paths: ServicePaths, version: str, env: Mapping[str, str]) -> str | None:
     """Publish this front in the registry of running servers (`<runtime>/servers/<pid>.json`,
     the format runtime/servers.py reads): the file written, or None when it could not be
@@ -175,7 +180,7 @@ def register_front(paths: ServicePaths, version: str, env: Mapping[str, str]) ->
         "pid": pid,
         "kind": "front",
         "version": version,
-        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()),
+        "started_at": utc_stamp(),
         "config": os.path.abspath(_setup_file(env, CONFIG_ENV, "agents.yaml")),
         "jobs_dir": os.path.abspath(_setup_file(env, JOBS_ENV, "jobs")),
         "jobs": [],

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
@@ -63,7 +62,7 @@ def new_entry(
         pid=pid,
         kind=kind,
         version=version,
-        started_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        started_at=rendezvous.utc_stamp(),
         config=str(config),
         jobs_dir=str(jobs_dir),
         jobs=list(jobs or []),

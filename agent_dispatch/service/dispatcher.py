@@ -32,7 +32,7 @@ from agent_dispatch.models import (
     convert,
 )
 from agent_dispatch.runtime.claude_runner import ClaudeRunner, find_claude
-from agent_dispatch.runtime.runner import Runner, RunSpec
+from agent_dispatch.runtime.runner import Runner
 from agent_dispatch.service.async_jobs import AsyncJobs
 from agent_dispatch.service.cache import ResultCache, cache_key
 from agent_dispatch.service.caller import current_caller
@@ -52,6 +52,7 @@ from agent_dispatch.service.resolve import (
     fold_group_context,
     recursion_refusal,
     resolve_timeout,
+    run_spec,
     validate_request,
 )
 from agent_dispatch.service.runs import ProgressCallback, RunStats, run_once
@@ -342,33 +343,7 @@ class Dispatcher(JobMethods, StreamMethods):
             hit = self.cache.get(key)
             if hit is not None:
                 return hit, True
-        invocation = claude.Invocation(
-            prompt=claude.build_prompt(
-                req.task,
-                context=context,
-                caller=req.caller,
-                goal=req.goal,
-                response_format=req.response_format,
-            ),
-            session_id=req.session_id or claude.new_session_id(),
-            resume=bool(req.session_id),
-            stream=on_progress is not None,
-            model=eff.model,
-            permission_mode=eff.permission_mode,
-            allowed_tools=eff.allowed_tools,
-            disallowed_tools=eff.disallowed_tools,
-            max_budget_usd=eff.max_budget_usd,
-            append_system_prompt=eff.instructions,
-        )
-        spec = RunSpec(
-            agent=req.agent,
-            directory=eff.directory,
-            invocation=invocation,
-            env=claude.child_env(env, depth),
-            timeout=timeout,
-            claude_path=cfg.settings.claude_path,
-            grace=cfg.settings.kill_grace_seconds,
-        )
+        spec = run_spec(cfg, req, eff, context, env, depth, timeout, stream=on_progress is not None)
         result = await run_once(
             self.runner,
             self.limiter,

@@ -7,7 +7,7 @@ the field they are about (`session_id: ...`).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import msgspec
 
@@ -27,6 +27,7 @@ from agent_dispatch.models import (
     permission_mode_of,
     revalidated,
 )
+from agent_dispatch.runtime.runner import RunSpec
 from agent_dispatch.storage.config import agent_directory
 
 
@@ -164,3 +165,45 @@ def recursion_refusal(cfg: Config, agent: str, depth: int) -> DispatchResult | N
             "or raise settings.max_dispatch_depth in agents.yaml.",
         )
     return None
+
+
+def run_spec(
+    cfg: Config,
+    req: DispatchRequest,
+    eff: EffectiveAgent,
+    context: str,
+    env: Mapping[str, str],
+    depth: int,
+    timeout: float,
+    *,
+    stream: bool,
+) -> RunSpec:
+    """The run `req` makes of agent `eff`: its prompt (with `context`, the group's folded
+    in), session, flags and the child's environment (one dispatch deeper than `depth`)."""
+    invocation = claude.Invocation(
+        prompt=claude.build_prompt(
+            req.task,
+            context=context,
+            caller=req.caller,
+            goal=req.goal,
+            response_format=req.response_format,
+        ),
+        session_id=req.session_id or claude.new_session_id(),
+        resume=bool(req.session_id),
+        stream=stream,
+        model=eff.model,
+        permission_mode=eff.permission_mode,
+        allowed_tools=eff.allowed_tools,
+        disallowed_tools=eff.disallowed_tools,
+        max_budget_usd=eff.max_budget_usd,
+        append_system_prompt=eff.instructions,
+    )
+    return RunSpec(
+        agent=req.agent,
+        directory=eff.directory,
+        invocation=invocation,
+        env=claude.child_env(env, depth),
+        timeout=timeout,
+        claude_path=cfg.settings.claude_path,
+        grace=cfg.settings.kill_grace_seconds,
+    )
